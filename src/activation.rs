@@ -1,0 +1,413 @@
+//! The activation transaction, in the order of DESIGN.md's numbered steps.
+//! It ends committed or rolled back, never half-done; a SIGKILL at any
+//! instant leaves `pending.json` for the next run to finish.
+
+use crate::app::App;
+use crate::cancel::Cancel;
+use crate::error::{usage, Error, Result};
+use crate::history::{self, Entry, Event};
+use crate::lock::{self, Holder};
+use crate::pending::{self, Pending};
+use crate::services::ServiceManager;
+use crate::{health, log, notify, process};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+/// What to activate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Release(String),
+    /// The newest good release that is not current (`rollback`).
+    PreviousGood,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub no_reload: bool,
+    pub no_health: bool,
+    pub force: bool,
+    pub lock_timeout: Duration,
+    pub expect_current: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            no_reload: false,
+            no_health: false,
+            force: false,
+            lock_timeout: Duration::from_secs(60),
+            expect_current: None,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Activated {
+        from: Option<String>,
+        to: String,
+    },
+    AlreadyActive {
+        release: String,
+    },
+    /// `--dry-run`: what would happen; nothing was touched.
+    WouldActivate {
+        from: Option<String>,
+        to: String,
+    },
+}
+
+/// Run the whole transaction for `target`.
+pub fn activate(
+    app: &App,
+    target: &Target,
+    opts: &Options,
+    services: &mut dyn ServiceManager,
+    cancel: &Cancel,
+) -> Result<Outcome> {
+    // 1. Validate everything that can be validated without the lock, so bad
+    //    input fails before anything (even .releasectl/) is created.
+    let state_ro = app.state_dir(false)?;
+    let planned = resolve(app, target, state_ro.as_ref())?;
+    app.root.check_release(&planned)?;
+    let current = app.root.current()?;
+    check_expected(opts, &current)?;
+    if opts.dry_run {
+        return dry_run(app, state_ro.as_ref(), planned, current);
+    }
+    drop(state_ro);
+
+    // 2. Take the lock: from here on we are the only activation of this app.
+    let state = app.state_dir(true)?.expect("state dir created");
+    let me = Holder {
+        pid: std::process::id(),
+        release: planned.clone(),
+        since: crate::clock::now_rfc3339(),
+    };
+    let _lock = lock::acquire(&state, &app.state_path(), &me, opts.lock_timeout, cancel)?;
+
+    // 3. Finish an interrupted activation before starting ours.
+    if let Some(p) = pending::read(Some(&state))? {
+        recover_pending(app, &state, &p)?;
+    }
+
+    // 4. Check again under the lock: another activation may have run meanwhile.
+    let to = resolve(app, target, Some(&state))?;
+    app.root.check_release(&to)?;
+    let from = app.root.current()?;
+    check_expected(opts, &from)?;
+    let label = app.label();
+    if from.as_deref() == Some(to.as_str()) && !opts.force {
+        log::info(&format!("{label}: {to} is already active"));
+        return Ok(Outcome::AlreadyActive { release: to });
+    }
+
+    let tx = Transaction {
+        app,
+        state: &state,
+        from,
+        to,
+        opts,
+        services,
+        cancel,
+    };
+    tx.run()
+}
+
+struct Transaction<'a> {
+    app: &'a App,
+    state: &'a OwnedFd,
+    from: Option<String>,
+    to: String,
+    opts: &'a Options,
+    services: &'a mut dyn ServiceManager,
+    cancel: &'a Cancel,
+}
+
+impl Transaction<'_> {
+    fn run(mut self) -> Result<Outcome> {
+        let arrow = self.arrow();
+        log::info(&format!("{arrow}: activating"));
+
+        // 5. pre_activate hooks: a failure here changes nothing.
+        if let Err(why) = self.hooks("pre_activate", &self.app.config.hooks.pre_activate) {
+            let reason = format!("pre_activate {why}");
+            self.record(Event::Aborted, Some(&reason))?;
+            notify::status(&format!("{arrow}: aborted: {reason}"));
+            return Err(Error::ActivationFailed(format!(
+                "{arrow}: {reason}; nothing changed"
+            )));
+        }
+
+        // --force on the current release: reload and check, nothing to swap.
+        if self.from.as_deref() == Some(self.to.as_str()) {
+            return match self.bring_up() {
+                Ok(()) => {
+                    self.record(Event::Activated, Some("forced"))?;
+                    Ok(Outcome::Activated {
+                        from: self.from.clone(),
+                        to: self.to.clone(),
+                    })
+                }
+                Err(why) => Err(Error::ActivationFailed(format!("{arrow}: {why}"))),
+            };
+        }
+
+        // 6. Intent record, durable before `current` changes.
+        pending::write(
+            self.state,
+            &Pending {
+                from: self.from.clone(),
+                to: self.to.clone(),
+                pid: std::process::id(),
+                started: crate::clock::now_rfc3339(),
+            },
+        )?;
+
+        // 7. The swap itself.
+        if let Err(e) = self.app.root.swap_current(&self.to) {
+            // `current` is unchanged (rename is all or nothing): drop the intent.
+            pending::remove(self.state)?;
+            return Err(e);
+        }
+
+        // 8–10. Services, health, post hooks; any failure or signal rolls back.
+        match self.bring_up().and_then(|()| self.post_hooks()) {
+            Ok(()) => self.commit(),
+            Err(why) => self.roll_back(&why),
+        }
+    }
+
+    /// Steps 8 and 9.
+    fn bring_up(&mut self) -> Result<(), String> {
+        self.cancel.check()?;
+        if !self.opts.no_reload {
+            self.act_on_units(&self.to.clone(), self.cancel.clone())?;
+        }
+        self.cancel.check()?;
+        let health = &self.app.config.health;
+        if health.is_configured() && !self.opts.no_health {
+            notify::status(&format!("{}: checking health", self.arrow()));
+            notify::extend_timeout(health.timeout + Duration::from_secs(10));
+            let cwd = self.app.release_path(&self.to);
+            health::wait_healthy(health, &cwd, &self.env(), self.cancel)?;
+        }
+        self.cancel.check()
+    }
+
+    /// Step 10.
+    fn post_hooks(&mut self) -> Result<(), String> {
+        self.hooks("post_activate", &self.app.config.hooks.post_activate)
+            .map_err(|why| format!("post_activate {why}"))?;
+        self.cancel.check()
+    }
+
+    /// Step 11.
+    fn commit(self) -> Result<Outcome> {
+        self.record(Event::Activated, None)?;
+        pending::remove(self.state)?;
+        let msg = format!("{}: {} active", self.app.label(), self.to);
+        notify::status(&msg);
+        log::info(&format!("{}: committed", self.arrow()));
+        Ok(Outcome::Activated {
+            from: self.from,
+            to: self.to,
+        })
+    }
+
+    /// Put `from` back the same atomic way, redo the services for it, record why.
+    fn roll_back(mut self, why: &str) -> Result<Outcome> {
+        let arrow = self.arrow();
+        let back = self.from.clone().unwrap_or_else(|| "(none)".into());
+        log::error(&format!("{arrow}: {why}; rolling back to {back}"));
+        notify::status(&format!("{arrow}: failed ({why}); rolling back"));
+        let restored = match &self.from {
+            Some(from) => self.app.root.swap_current(from).map_err(|e| e.one_line()),
+            None => self.app.root.remove_current().map_err(|e| e.one_line()),
+        };
+        // The rollback must finish even if another signal arrives.
+        let services = match (&restored, &self.from) {
+            (Ok(()), Some(from)) if !self.opts.no_reload => {
+                self.act_on_units(&from.clone(), Cancel::never())
+            }
+            _ => Ok(()),
+        };
+        if let Err(rb) = restored.and(services) {
+            let reason = format!("{why}; rollback failed: {rb}");
+            if let Err(e) = self.record(Event::RollbackFailed, Some(&reason)) {
+                log::error(&format!(
+                    "cannot record the failed rollback: {}",
+                    e.one_line()
+                ));
+            }
+            notify::status(&format!("{arrow}: ROLLBACK FAILED: {rb}"));
+            return Err(Error::RollbackFailed(format!(
+                "{arrow}: {reason}. MANUAL ATTENTION NEEDED: `current` points to {}; \
+                 fix the cause, then run `releasectl recover` (pending.json kept)",
+                self.app
+                    .root
+                    .current()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "nothing".into())
+            )));
+        }
+        self.record(Event::RolledBack, Some(why))?;
+        pending::remove(self.state)?;
+        notify::status(&format!(
+            "{}: {back} active again; {} failed: {why}",
+            self.app.label(),
+            self.to
+        ));
+        Err(Error::ActivationFailed(format!(
+            "{arrow}: {why}; rolled back to {back}"
+        )))
+    }
+
+    fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Result<(), String> {
+        let svc = &self.app.config.services;
+        for unit in &svc.units {
+            let what = format!(
+                "{}: {} {unit} for {release}",
+                self.app.label(),
+                svc.action.as_str()
+            );
+            notify::status(&what);
+            notify::extend_timeout(svc.timeout + Duration::from_secs(10));
+            log::info(&what);
+            self.services
+                .apply(unit, svc.action, svc.timeout, &cancel)?;
+        }
+        Ok(())
+    }
+
+    fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Result<(), String> {
+        let cwd = self.app.release_path(&self.to);
+        for argv in hooks {
+            self.cancel.check()?;
+            notify::status(&format!("{}: {phase} {}", self.arrow(), argv[0]));
+            process::run(argv, &cwd, &self.env(), None, self.cancel)
+                .map_err(|e| format!("hook {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RELEASECTL_APP", self.app.name.clone().unwrap_or_default()),
+            ("RELEASECTL_RELEASE", self.to.clone()),
+            ("RELEASECTL_PREVIOUS", self.from.clone().unwrap_or_default()),
+            (
+                "RELEASECTL_ROOT",
+                self.app.root.path().display().to_string(),
+            ),
+        ]
+    }
+
+    fn record(&self, event: Event, reason: Option<&str>) -> Result<()> {
+        let mut e = Entry::new(
+            event,
+            self.app.name.as_deref(),
+            self.from.as_deref(),
+            Some(&self.to),
+        );
+        e.reason = reason.map(str::to_string);
+        history::append(self.state, &e)
+    }
+
+    fn arrow(&self) -> String {
+        format!(
+            "{}: {} → {}",
+            self.app.label(),
+            self.from.as_deref().unwrap_or("(none)"),
+            self.to
+        )
+    }
+}
+
+/// Restore the `from` of an interrupted activation and record it. Services
+/// are not touched here: at boot they have not started yet, and inside an
+/// activation step 8 follows anyway.
+pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<()> {
+    let current = app.root.current()?;
+    if current != p.from {
+        match &p.from {
+            Some(from) => app.root.swap_current(from)?,
+            None => app.root.remove_current()?,
+        }
+    }
+    let reason = format!(
+        "activation by pid {} started {} was interrupted; restored {}",
+        p.pid,
+        p.started,
+        p.from.as_deref().unwrap_or("(no current)")
+    );
+    log::warn(&format!("{}: {reason}", app.label()));
+    let entry = Entry::new(
+        Event::Recovered,
+        app.name.as_deref(),
+        p.from.as_deref(),
+        Some(&p.to),
+    )
+    .with_reason(reason);
+    history::append(state, &entry)?;
+    pending::remove(state)
+}
+
+fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String> {
+    match target {
+        Target::Release(id) => Ok(id.clone()),
+        Target::PreviousGood => {
+            let summary = history::summarize(&history::read(state)?);
+            let current = app.root.current()?;
+            summary
+                .good_newest_first
+                .iter()
+                .find(|id| {
+                    Some(id.as_str()) != current.as_deref() && app.root.check_release(id).is_ok()
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Operational(anyhow::anyhow!(
+                        "{}: no earlier good release to roll back to",
+                        app.label()
+                    ))
+                })
+        }
+    }
+}
+
+fn check_expected(opts: &Options, current: &Option<String>) -> Result<()> {
+    match &opts.expect_current {
+        Some(want) if current.as_deref() != Some(want.as_str()) => Err(usage(format!(
+            "current is {}, not {want} as --expect-current requires; nothing changed",
+            current.as_deref().unwrap_or("(none)")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn dry_run(
+    app: &App,
+    state: Option<&OwnedFd>,
+    to: String,
+    from: Option<String>,
+) -> Result<Outcome> {
+    if let Some(h) = state
+        .map(|s| lock::current_holder(s, &app.state_path()))
+        .transpose()?
+        .flatten()
+    {
+        log::warn(&format!("the lock is held right now by {h}"));
+    }
+    if pending::read(state)?.is_some() {
+        log::warn("an interrupted activation would be recovered first");
+    }
+    if from.as_deref() == Some(to.as_str()) {
+        return Ok(Outcome::AlreadyActive { release: to });
+    }
+    Ok(Outcome::WouldActivate { from, to })
+}

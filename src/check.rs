@@ -1,0 +1,115 @@
+//! `releasectl check`: is this app ready to be activated? Config (already
+//! parsed strictly by the time we get here), layout, and the units.
+
+use crate::app::App;
+use crate::commands::Output;
+use crate::error::{Error, Result};
+use crate::{lock, pending, swap};
+use serde_json::json;
+
+pub fn check(app: &App, out: &Output) -> Result<()> {
+    let mut results: Vec<(String, Result<String, String>)> = Vec::new();
+    let mut add = |what: &str, r: Result<String, String>| results.push((what.to_string(), r));
+
+    add(
+        "config",
+        Ok(app
+            .name
+            .as_ref()
+            .map_or("ad hoc (--root)".into(), |n| format!("{n}.toml parsed"))),
+    );
+    add("root", Ok(app.root.path().display().to_string()));
+    add(
+        "releases/",
+        match app.root.releases_dir(false) {
+            Ok(Some(_)) => Ok("directory".into()),
+            Ok(None) => Err("missing (stage a release first)".into()),
+            Err(e) => Err(e.one_line()),
+        },
+    );
+    let current = app.root.current();
+    add(
+        "current",
+        match &current {
+            Ok(Some(id)) => app
+                .root
+                .check_release(id)
+                .map(|_| id.clone())
+                .map_err(|e| e.one_line()),
+            Ok(None) => Ok("none yet".into()),
+            Err(e) => Err(e.one_line()),
+        },
+    );
+    match app.state_dir(false) {
+        Ok(Some(state)) => {
+            add(
+                "lock",
+                lock::current_holder(&state, &app.state_path())
+                    .map(|h| h.map_or("free".into(), |h| format!("held by {h}")))
+                    .map_err(|e| e.one_line()),
+            );
+            add(
+                "pending",
+                match pending::read(Some(&state)) {
+                    Ok(None) => Ok("none".into()),
+                    Ok(Some(p)) => Err(format!(
+                        "interrupted activation to {} (run `releasectl recover`)",
+                        p.to
+                    )),
+                    Err(e) => Err(e.one_line()),
+                },
+            );
+        }
+        Ok(None) => add(swap::STATE_DIR, Ok("not created yet".into())),
+        Err(e) => add(swap::STATE_DIR, Err(e.one_line())),
+    }
+
+    let svc = &app.config.services;
+    if !svc.units.is_empty() {
+        match crate::commands::service_manager(app, false) {
+            Ok(mut mgr) => {
+                for unit in &svc.units {
+                    let r = mgr
+                        .probe(unit, svc.action)
+                        .map(|()| format!("can {}", svc.action.as_str()));
+                    add(&format!("unit {unit}"), r);
+                }
+            }
+            Err(e) => add(
+                "systemd",
+                Ok(format!(
+                    "not reachable, units not checked ({})",
+                    e.one_line()
+                )),
+            ),
+        }
+    }
+
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    out.print(
+        json!({
+            "app": app.name,
+            "ok": failed == 0,
+            "checks": results.iter().map(|(w, r)| match r {
+                Ok(d) => json!({"check": w, "ok": true, "detail": d}),
+                Err(d) => json!({"check": w, "ok": false, "detail": d}),
+            }).collect::<Vec<_>>(),
+        }),
+        || {
+            results
+                .iter()
+                .map(|(w, r)| match r {
+                    Ok(d) => format!("ok    {w}: {d}\n"),
+                    Err(d) => format!("FAIL  {w}: {d}\n"),
+                })
+                .collect()
+        },
+    );
+    if failed > 0 {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "{}: {failed} check(s) failed",
+            app.label()
+        )));
+    }
+    Ok(())
+}

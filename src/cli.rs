@@ -1,0 +1,189 @@
+//! Command-line definitions. The man page releasectl(1) and the shell
+//! completions are generated from these, so help texts are the reference.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  ok (including \"already active\")
+  1  operational error
+  2  bad usage or input; nothing was changed
+  3  lock busy (another activation of the app holds it)
+  4  activation failed; the previous release was restored
+  5  rollback failed; manual attention needed";
+
+/// Atomic, locked, reversible release activation for systemd hosts.
+///
+/// releasectl points an app's `current` symlink at a release directory with a
+/// single rename(2), under an flock(2), reloads the app's systemd units over
+/// D-Bus, checks health, and restores the previous release on any failure.
+#[derive(Debug, Parser)]
+#[command(name = "releasectl", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Act on an ad hoc app root DIR (no config file; no APP names)
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "config_dir")]
+    pub root: Option<PathBuf>,
+
+    /// Read app configs from DIR instead of /etc/releasectl
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Print one JSON document on stdout (logs stay on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Only print errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Point `current` at a release: lock, swap, reload, health check, commit or roll back
+    Activate(ActivateArgs),
+    /// Copy a directory or unpack a .tar/.tar.gz/.tar.zst into a new release
+    Stage(StageArgs),
+    /// Stage SOURCE, then activate it
+    Deploy(DeployArgs),
+    /// Go back to the previous good release (or --to ID), with the same transaction
+    Rollback(RollbackArgs),
+    /// Show current, previous, pending activation, lock holder and last outcome
+    Status(AppArg),
+    /// List releases, newest first, marking current, previous and bad ones
+    List(AppArg),
+    /// Show the activation log
+    History(HistoryArgs),
+    /// Remove old releases, never current, previous, pending or last good
+    Prune(PruneArgs),
+    /// Validate config, layout and (if systemd is reachable) the units
+    Check(AppArg),
+    /// Finish an interrupted activation: restore the previous target
+    Recover(RecoverArgs),
+    /// Print a shell completion script
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ActivateFlags {
+    /// Do not act on the configured units
+    #[arg(long)]
+    pub no_reload: bool,
+    /// Skip the health check
+    #[arg(long)]
+    pub no_health: bool,
+    /// Reload and check even if the release is already active
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for the app's lock (0: fail at once if busy)
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Only activate if `current` is ID right now (compare-and-swap)
+    #[arg(long, value_name = "ID")]
+    pub expect_current: Option<String>,
+    /// Validate and say what would happen; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The release, as [APP:]RELEASE (the instance string of deploy@APP:RELEASE.service)
+    #[arg(value_name = "[APP:]RELEASE", required_unless_present = "request")]
+    pub release: Option<OsString>,
+    /// Read the release id from the request file of APP (used by deploy-watch@.service)
+    #[arg(long, value_name = "APP", conflicts_with = "release")]
+    pub request: Option<String>,
+    /// Directory holding request files
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/releasectl/requests"
+    )]
+    pub requests_dir: PathBuf,
+    #[command(flatten)]
+    pub flags: ActivateFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The app (default: the single configured app)
+    #[arg(long)]
+    pub app: Option<String>,
+    /// A directory, or a .tar, .tar.gz or .tar.zst archive
+    pub source: PathBuf,
+    /// Release id (default: UTC time YYYYmmddTHHMMSSZ, with -2, -3... if taken)
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    #[command(flatten)]
+    pub flags: ActivateFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The app (default: the single configured app)
+    pub app: Option<String>,
+    /// Roll back to this release instead of the previous good one
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub flags: ActivateFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct AppArg {
+    /// The app (default: the single configured app)
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The app (default: the single configured app)
+    pub app: Option<String>,
+    /// Show only the last N entries
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The app (default: the single configured app)
+    pub app: Option<String>,
+    /// How many of the newest releases to keep (default: the config's `keep`, else 5)
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The app (default: the single configured app)
+    #[arg(conflicts_with = "all")]
+    pub app: Option<String>,
+    /// Recover every configured app
+    #[arg(long)]
+    pub all: bool,
+    /// Do not act on the units after restoring (used at boot, before they start)
+    #[arg(long)]
+    pub no_reload: bool,
+}

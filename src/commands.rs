@@ -1,0 +1,375 @@
+//! One function per subcommand: resolve the app, call the library, print the
+//! result as text or as one JSON document.
+
+use crate::activation::{self, Options, Outcome, Target};
+use crate::app::{App, Source};
+use crate::cancel::Cancel;
+use crate::cli::{self, Cli, Command};
+use crate::error::{usage, Error, Result};
+use crate::services::{NoServices, ServiceManager};
+use crate::{history, lock, log, pending, release_id, stage, store};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// Run a parsed command line; the JSON or text result goes to stdout.
+pub fn run(cli: Cli) -> Result<()> {
+    log::set_verbosity(if cli.quiet {
+        -1
+    } else if cli.verbose {
+        1
+    } else {
+        0
+    });
+    let source = Source::from_options(cli.root.clone(), cli.config_dir.clone());
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Activate(a) => activate(&source, &out, a),
+        Command::Stage(s) => {
+            let app = source.open(s.app.as_deref())?;
+            let id = stage::stage(&app, &s.source, s.id.as_deref())?;
+            out.print(json!({"app": app.name, "release": id}), || id.clone());
+            Ok(())
+        }
+        Command::Deploy(d) => {
+            let app = source.open(d.stage.app.as_deref())?;
+            check_flags(&d.flags)?;
+            let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
+            run_activation(&app, &Target::Release(id), &d.flags, &out)
+        }
+        Command::Rollback(r) => {
+            let app = source.open(r.app.as_deref())?;
+            check_flags(&r.flags)?;
+            let target = match r.to {
+                Some(id) => {
+                    release_id::validate(&id)?;
+                    Target::Release(id)
+                }
+                None => Target::PreviousGood,
+            };
+            run_activation(&app, &target, &r.flags, &out)
+        }
+        Command::Status(a) => status(&source.open(a.app.as_deref())?, &out),
+        Command::List(a) => list(&source.open(a.app.as_deref())?, &out),
+        Command::History(h) => show_history(&source.open(h.app.as_deref())?, h.lines, &out),
+        Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, &out),
+        Command::Check(a) => crate::check::check(&source.open(a.app.as_deref())?, &out),
+        Command::Recover(r) => recover(&source, r, &out),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "releasectl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Text or JSON on stdout.
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        } else {
+            let t = text();
+            if !t.is_empty() {
+                println!("{}", t.trim_end());
+            }
+        }
+    }
+}
+
+fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
+    let request = match (&a.release, &a.request) {
+        (Some(raw), _) => release_id::parse_request(raw, source.allows_app())?,
+        (None, Some(app)) => read_request(&a.requests_dir, app)?,
+        (None, None) => return Err(usage("no release given")),
+    };
+    check_flags(&a.flags)?;
+    let app = source.open(request.app.as_deref())?;
+    run_activation(&app, &Target::Release(request.release), &a.flags, out)
+}
+
+/// `activate --request APP`: the release id is the content of the request
+/// file, written by a deployer (temp file + rename) to trigger the path unit.
+fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
+    release_id::validate_app(app)?;
+    let path = dir.join(app);
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
+    if !meta.is_file() || meta.len() > 4096 {
+        return Err(usage(format!(
+            "request file {} must be a regular file of at most 4096 bytes",
+            path.display()
+        )));
+    }
+    let bytes =
+        std::fs::read(&path).map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let id = text.trim_end_matches(['\n', '\r']);
+    release_id::validate(id).map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
+    Ok(release_id::Request {
+        app: Some(app.to_string()),
+        release: id.to_string(),
+    })
+}
+
+fn check_flags(f: &cli::ActivateFlags) -> Result<()> {
+    if let Some(id) = &f.expect_current {
+        release_id::validate(id)?;
+    }
+    Ok(())
+}
+
+fn run_activation(app: &App, target: &Target, f: &cli::ActivateFlags, out: &Output) -> Result<()> {
+    let opts = Options {
+        no_reload: f.no_reload,
+        no_health: f.no_health,
+        force: f.force,
+        lock_timeout: Duration::from_secs(f.lock_timeout),
+        expect_current: f.expect_current.clone(),
+        dry_run: f.dry_run,
+    };
+    let cancel = Cancel::install()
+        .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
+    let mut services = service_manager(app, opts.no_reload || opts.dry_run)?;
+    let outcome = activation::activate(app, target, &opts, services.as_mut(), &cancel)?;
+    let (word, from, to) = match &outcome {
+        Outcome::Activated { from, to } => ("activated", from.clone(), to.clone()),
+        Outcome::AlreadyActive { release } => {
+            ("already_active", Some(release.clone()), release.clone())
+        }
+        Outcome::WouldActivate { from, to } => ("would_activate", from.clone(), to.clone()),
+    };
+    let label = app.label();
+    out.print(
+        json!({"app": app.name, "root": app.root.path(), "outcome": word, "release": to, "previous": from}),
+        || match &outcome {
+            Outcome::Activated { .. } => String::new(),
+            Outcome::AlreadyActive { release } => format!("{label}: {release} already active"),
+            Outcome::WouldActivate { from, to } => format!(
+                "{label}: would activate {to} (current: {})",
+                from.as_deref().unwrap_or("none")
+            ),
+        },
+    );
+    Ok(())
+}
+
+/// systemd over D-Bus when there are units to act on; nothing otherwise, so
+/// `--root` mode never needs a bus.
+pub fn service_manager(app: &App, skip: bool) -> Result<Box<dyn ServiceManager>> {
+    if skip || app.config.services.units.is_empty() {
+        return Ok(Box::new(NoServices));
+    }
+    Ok(Box::new(crate::systemd::Systemd::connect()?))
+}
+
+fn status(app: &App, out: &Output) -> Result<()> {
+    let inv = store::inventory(app)?;
+    let state = app.state_dir(false)?;
+    let holder = match &state {
+        Some(s) => lock::current_holder(s, &app.state_path())?,
+        None => None,
+    };
+    let s = &inv.summary;
+    out.print(
+        json!({
+            "app": app.name, "root": app.root.path(), "current": inv.current,
+            "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
+            "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
+        }),
+        || {
+            let none = || "none".to_string();
+            let mut t = format!("app:       {}\n", app.label());
+            t += &format!("root:      {}\n", app.root.path().display());
+            t += &format!("current:   {}\n", inv.current.clone().unwrap_or_else(none));
+            t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
+            t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
+            t += &format!("releases:  {}\n", inv.releases.len());
+            t += &format!(
+                "pending:   {}\n",
+                inv.pending.as_ref().map_or_else(none, |p| format!(
+                    "{} → {} (pid {}, started {})",
+                    p.from.as_deref().unwrap_or("none"),
+                    p.to,
+                    p.pid,
+                    p.started
+                ))
+            );
+            t += &format!(
+                "lock:      {}\n",
+                holder
+                    .as_ref()
+                    .map_or("free".to_string(), |h| h.to_string())
+            );
+            t += &format!("last:      {}", s.last.as_ref().map_or_else(none, describe));
+            t
+        },
+    );
+    Ok(())
+}
+
+fn describe(e: &history::Entry) -> String {
+    let ev = serde_json::to_value(e.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut s = format!(
+        "{} {ev} {} → {}",
+        e.time,
+        e.from.as_deref().unwrap_or("none"),
+        e.to.as_deref().unwrap_or("none")
+    );
+    if let Some(r) = &e.reason {
+        s += &format!(" ({r})");
+    }
+    s
+}
+
+fn list(app: &App, out: &Output) -> Result<()> {
+    let inv = store::inventory(app)?;
+    out.print(json!(inv.releases), || {
+        let mut t = String::new();
+        for r in &inv.releases {
+            let mut marks = Vec::new();
+            if r.current {
+                marks.push("current");
+            }
+            if r.previous {
+                marks.push("previous");
+            }
+            if r.bad {
+                marks.push("bad");
+            }
+            t += &format!("{:<32} {}  {}\n", r.id, r.created, marks.join(","));
+        }
+        t
+    });
+    Ok(())
+}
+
+fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
+    let state = app.state_dir(false)?;
+    let entries = history::read(state.as_ref())?;
+    let skip = lines.map_or(0, |n| entries.len().saturating_sub(n));
+    let shown = &entries[skip..];
+    out.print(json!(shown), || {
+        shown.iter().map(|e| describe(e) + "\n").collect()
+    });
+    Ok(())
+}
+
+fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
+    let keep = p.keep.unwrap_or(app.config.keep);
+    if p.dry_run {
+        let plan = store::plan_prune(&store::inventory(app)?, keep);
+        out.print(json!({"dry_run": true, "plan": plan}), || {
+            plan.remove
+                .iter()
+                .map(|id| format!("would remove {id}\n"))
+                .collect()
+        });
+        return Ok(());
+    }
+    // Under the lock: an activation must not pick a release we are deleting.
+    let state = app.state_dir(true)?.expect("created");
+    let me = lock::Holder {
+        pid: std::process::id(),
+        release: "(prune)".into(),
+        since: crate::clock::now_rfc3339(),
+    };
+    let _lock = lock::acquire(
+        &state,
+        &app.state_path(),
+        &me,
+        Duration::from_secs(60),
+        &Cancel::never(),
+    )?;
+    let plan = store::plan_prune(&store::inventory(app)?, keep);
+    for id in &plan.remove {
+        store::remove_release(app, id)?;
+        log::info(&format!("{}: removed release {id}", app.label()));
+    }
+    let leftovers = store::remove_leftovers(app)?;
+    out.print(
+        json!({"dry_run": false, "plan": plan, "leftovers_removed": leftovers}),
+        || {
+            plan.remove
+                .iter()
+                .map(|id| format!("removed {id}\n"))
+                .collect()
+        },
+    );
+    Ok(())
+}
+
+fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
+    let apps: Vec<Option<String>> = if r.all {
+        source.all_apps()?.into_iter().map(Some).collect()
+    } else {
+        vec![r.app.clone()]
+    };
+    let mut report = Vec::new();
+    let mut failed = None;
+    for name in apps {
+        match recover_one(source, name.as_deref(), r.no_reload) {
+            Ok(done) => report.push(json!({"app": name, "recovered": done})),
+            Err(e) => {
+                log::error(&format!(
+                    "{}: {}",
+                    name.as_deref().unwrap_or("root"),
+                    e.one_line()
+                ));
+                report.push(json!({"app": name, "error": e.one_line()}));
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    out.print(json!(report), String::new);
+    failed.map_or(Ok(()), Err)
+}
+
+fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<bool> {
+    let app = source.open(name)?;
+    let Some(state) = app.state_dir(false)? else {
+        return Ok(false);
+    };
+    let me = lock::Holder {
+        pid: std::process::id(),
+        release: "(recover)".into(),
+        since: crate::clock::now_rfc3339(),
+    };
+    let _lock = lock::acquire(
+        &state,
+        &app.state_path(),
+        &me,
+        Duration::from_secs(60),
+        &Cancel::never(),
+    )?;
+    let Some(p) = pending::read(Some(&state))? else {
+        log::info(&format!("{}: nothing to recover", app.label()));
+        return Ok(false);
+    };
+    let changed = app.root.current()? != p.from;
+    activation::recover_pending(&app, &state, &p)?;
+    if changed && !no_reload {
+        let mut services = service_manager(&app, false)?;
+        let svc = &app.config.services;
+        for unit in &svc.units {
+            services
+                .apply(unit, svc.action, svc.timeout, &Cancel::never())
+                .map_err(|e| {
+                    Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label()))
+                })?;
+        }
+    }
+    Ok(true)
+}

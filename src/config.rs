@@ -1,0 +1,389 @@
+//! `/etc/releasectl/<app>.toml`: parsed strictly (unknown keys, wrong types
+//! and relative paths are errors that name the file, line and key), then
+//! turned into a validated [`Config`] with every default filled in.
+
+use crate::error::{usage, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The directory app configs live in unless `--config-dir` says otherwise.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/releasectl";
+
+/// What is done to each configured unit after a swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Reload,
+    Restart,
+    TryRestart,
+    ReloadOrRestart,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reload => "reload",
+            Action::Restart => "restart",
+            Action::TryRestart => "try-restart",
+            Action::ReloadOrRestart => "reload-or-restart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Services {
+    pub units: Vec<String>,
+    pub action: Action,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub command: Option<Vec<String>>,
+    pub url: Option<String>,
+    /// How many times the check is tried before the release is declared unhealthy.
+    pub retries: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Health {
+    pub fn is_configured(&self) -> bool {
+        self.command.is_some() || self.url.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hooks {
+    pub pre_activate: Vec<Vec<String>>,
+    pub post_activate: Vec<Vec<String>>,
+}
+
+/// A validated app configuration. `--root` mode uses [`Config::ad_hoc`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub root: PathBuf,
+    pub keep: usize,
+    pub services: Services,
+    pub health: Health,
+    pub hooks: Hooks,
+}
+
+impl Config {
+    /// The configuration of `--root DIR`: no units, no health check, no hooks.
+    pub fn ad_hoc(root: PathBuf) -> Config {
+        Config {
+            root,
+            keep: 5,
+            services: Services {
+                units: Vec::new(),
+                action: Action::Reload,
+                timeout: Duration::from_secs(90),
+            },
+            health: Health {
+                command: None,
+                url: None,
+                retries: 5,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(30),
+            },
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// Read and validate `<dir>/<app>.toml`.
+    pub fn load(dir: &Path, app: &str) -> Result<Config> {
+        let path = dir.join(format!("{app}.toml"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let known = list_apps(dir).unwrap_or_default();
+                let hint = if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (configured apps: {})", known.join(", "))
+                };
+                return Err(usage(format!(
+                    "unknown app \"{app}\": {} does not exist{hint}",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(usage(format!("cannot read {}: {e}", path.display()))),
+        };
+        Config::parse(&path, &text)
+    }
+
+    /// Parse config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let key = e.span().and_then(|s| key_at(text, s.start));
+            let loc = match (line, key) {
+                (Some(l), Some(k)) => format!("{}:{l}: key `{k}`", path.display()),
+                (Some(l), None) => format!("{}:{l}", path.display()),
+                _ => path.display().to_string(),
+            };
+            usage(format!("{loc}: {}", e.message().trim()))
+        })?;
+        raw.validate(path, text)
+    }
+}
+
+/// The apps configured in `dir`, sorted.
+pub fn list_apps(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut apps = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(app) = name.to_str().and_then(|n| n.strip_suffix(".toml")) {
+            if crate::release_id::validate_app(app).is_ok() {
+                apps.push(app.to_string());
+            }
+        }
+    }
+    apps.sort();
+    Ok(apps)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    root: Spanned<PathBuf>,
+    keep: Option<usize>,
+    services: Option<RawServices>,
+    health: Option<RawHealth>,
+    hooks: Option<RawHooks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServices {
+    units: Option<Vec<String>>,
+    action: Option<Action>,
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    command: Option<Spanned<Vec<String>>>,
+    url: Option<Spanned<String>>,
+    retries: Option<u32>,
+    interval: Option<u64>,
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    pre_activate: Option<Vec<Spanned<Vec<String>>>>,
+    post_activate: Option<Vec<Spanned<Vec<String>>>>,
+}
+
+impl RawConfig {
+    fn validate(self, path: &Path, text: &str) -> Result<Config> {
+        let err = |span: std::ops::Range<usize>, key: &str, msg: &str| {
+            usage(format!(
+                "{}:{}: key `{key}`: {msg}",
+                path.display(),
+                line_of(text, span.start)
+            ))
+        };
+        if !self.root.get_ref().is_absolute() {
+            return Err(err(self.root.span(), "root", "must be an absolute path"));
+        }
+        let mut cfg = Config::ad_hoc(self.root.into_inner());
+        if let Some(keep) = self.keep {
+            cfg.keep = keep;
+        }
+        if let Some(s) = self.services {
+            for unit in s.units.iter().flatten() {
+                if unit.is_empty() || unit.contains('/') || unit.chars().any(char::is_whitespace) {
+                    return Err(usage(format!(
+                        "{}: key `services.units`: invalid unit name \"{}\"",
+                        path.display(),
+                        unit.escape_debug()
+                    )));
+                }
+            }
+            cfg.services.units = s.units.unwrap_or_default();
+            cfg.services.action = s.action.unwrap_or(Action::Reload);
+            cfg.services.timeout = Duration::from_secs(s.timeout.unwrap_or(90));
+        }
+        if let Some(h) = self.health {
+            if let Some(cmd) = h.command {
+                check_argv(&cmd, "health.command", &err)?;
+                cfg.health.command = Some(cmd.into_inner());
+            }
+            if let Some(url) = h.url {
+                if !url.get_ref().starts_with("http://") {
+                    return Err(err(
+                        url.span(),
+                        "health.url",
+                        "only http:// URLs are supported",
+                    ));
+                }
+                cfg.health.url = Some(url.into_inner());
+            }
+            cfg.health.retries = h.retries.unwrap_or(cfg.health.retries).max(1);
+            cfg.health.interval = h.interval.map_or(cfg.health.interval, Duration::from_secs);
+            cfg.health.timeout = h.timeout.map_or(cfg.health.timeout, Duration::from_secs);
+        }
+        if let Some(hooks) = self.hooks {
+            for (list, key, out) in [
+                (
+                    hooks.pre_activate,
+                    "hooks.pre_activate",
+                    &mut cfg.hooks.pre_activate,
+                ),
+                (
+                    hooks.post_activate,
+                    "hooks.post_activate",
+                    &mut cfg.hooks.post_activate,
+                ),
+            ] {
+                for argv in list.unwrap_or_default() {
+                    check_argv(&argv, key, &err)?;
+                    out.push(argv.into_inner());
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// A command is an argv list whose program is an absolute path: hooks run as
+/// root without a shell, so nothing is looked up in `$PATH`.
+fn check_argv(
+    argv: &Spanned<Vec<String>>,
+    key: &str,
+    err: &dyn Fn(std::ops::Range<usize>, &str, &str) -> crate::error::Error,
+) -> Result<()> {
+    match argv.get_ref().first() {
+        None => Err(err(argv.span(), key, "command must not be empty")),
+        Some(prog) if !prog.starts_with('/') => Err(err(
+            argv.span(),
+            key,
+            &format!(
+                "program \"{}\" must be an absolute path",
+                prog.escape_debug()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Best effort: the dotted key whose value or name sits at `offset`, found
+/// from the nearest `[table]` header above and the `key =` on that line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))?;
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("/etc/releasectl/web.toml"), text)
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = parse(
+            r#"
+root = "/srv/web"
+keep = 3
+[services]
+units = ["web.service"]
+action = "reload-or-restart"
+timeout = 10
+[health]
+command = ["/usr/bin/curl", "-fsS", "http://127.0.0.1:8080/healthz"]
+url = "http://127.0.0.1:8080/"
+retries = 2
+interval = 0
+timeout = 5
+[hooks]
+pre_activate = [["/usr/local/bin/warm-cache"]]
+post_activate = []
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.keep, 3);
+        assert_eq!(cfg.services.action, Action::ReloadOrRestart);
+        assert_eq!(cfg.health.retries, 2);
+        assert_eq!(cfg.hooks.pre_activate.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("root = \"/srv/web\"\n[services]\nunits = []\nactoin = \"reload\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/etc/releasectl/web.toml:4: key `services.actoin`"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse("root = \"/srv/web\"\nkeep = \"five\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/etc/releasectl/web.toml:2: key `keep`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_root_refused() {
+        let e = parse("root = \"srv/web\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains(":1: key `root`: must be an absolute path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_hook_refused() {
+        let e = parse("root = \"/srv\"\n[hooks]\npre_activate = [[\"warm\"]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3: key `hooks.pre_activate`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_toml_names_line() {
+        let e = parse("root = \"/srv\"\nkeep = = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/releasectl/web.toml:2"), "{e}");
+    }
+}

@@ -1,0 +1,34 @@
+//! The service manager seen by the activation transaction. The real one is
+//! systemd over D-Bus ([`crate::systemd`]); tests hand in fakes.
+
+use crate::cancel::Cancel;
+use crate::config::Action;
+use std::time::Duration;
+
+pub trait ServiceManager {
+    /// Enqueue `action` on `unit` (mode "replace"), wait until the job is
+    /// finished, and check the unit is active. `Err` is one line saying why not.
+    fn apply(
+        &mut self,
+        unit: &str,
+        action: Action,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<(), String>;
+
+    /// Whether `unit` exists and can do `action` (for `releasectl check`).
+    fn probe(&mut self, unit: &str, action: Action) -> Result<(), String>;
+}
+
+/// Used when no units are configured or `--no-reload` is given.
+pub struct NoServices;
+
+impl ServiceManager for NoServices {
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> Result<(), String> {
+        Err(format!("no service manager available to act on {unit}"))
+    }
+
+    fn probe(&mut self, unit: &str, _: Action) -> Result<(), String> {
+        Err(format!("no service manager available to check {unit}"))
+    }
+}

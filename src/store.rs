@@ -1,0 +1,257 @@
+//! The releases of an app: listing (newest first, with what history knows
+//! about each) and pruning that never removes a release anyone may need.
+
+use crate::app::App;
+use crate::error::Result;
+use crate::history::{self, Summary};
+use crate::pending;
+use anyhow::Context;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub id: String,
+    /// Modification time of the release directory, RFC 3339.
+    pub created: String,
+    pub current: bool,
+    pub previous: bool,
+    pub bad: bool,
+    #[serde(skip)]
+    mtime: SystemTime,
+}
+
+/// Everything `list`, `status` and `prune` need, read once.
+pub struct Inventory {
+    /// Newest first: by directory mtime, ties broken by version-aware id order.
+    pub releases: Vec<Release>,
+    pub current: Option<String>,
+    pub summary: Summary,
+    pub pending: Option<pending::Pending>,
+}
+
+pub fn inventory(app: &App) -> Result<Inventory> {
+    let state = app.state_dir(false)?;
+    let summary = history::summarize(&history::read(state.as_ref())?);
+    let pending = pending::read(state.as_ref())?;
+    let current = app.root.current()?;
+    let mut releases = Vec::new();
+    let dir = app.root.path().join(crate::swap::RELEASES);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => Some(e),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("reading {}", dir.display()))
+                .into())
+        }
+    };
+    for entry in entries.into_iter().flatten() {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        // Temp trees (.stage-*, .prune-*) and stray names are not releases.
+        if crate::release_id::validate(&id).is_err() {
+            continue;
+        }
+        // d_type from the directory entry: real directories only, no symlinks.
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let mtime = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        releases.push(Release {
+            current: current.as_deref() == Some(id.as_str()),
+            previous: summary.previous.as_deref() == Some(id.as_str()),
+            bad: summary.bad.contains(&id),
+            created: humantime::format_rfc3339_seconds(mtime).to_string(),
+            mtime,
+            id,
+        });
+    }
+    releases.sort_by(|a, b| {
+        b.mtime
+            .cmp(&a.mtime)
+            .then_with(|| version_cmp(&b.id, &a.id))
+    });
+    Ok(Inventory {
+        releases,
+        current,
+        summary,
+        pending,
+    })
+}
+
+/// What prune would remove and what it keeps on purpose.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PrunePlan {
+    pub remove: Vec<String>,
+    pub keep: Vec<String>,
+    pub protected: Vec<String>,
+}
+
+/// Keep the `keep` newest releases, and always current, previous, both ends
+/// of a pending activation and the last release committed successfully.
+pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
+    let mut protected: HashSet<&str> = HashSet::new();
+    protected.extend(inv.current.as_deref());
+    protected.extend(inv.summary.previous.as_deref());
+    protected.extend(inv.summary.last_good.as_deref());
+    if let Some(p) = &inv.pending {
+        protected.insert(p.to.as_str());
+        protected.extend(p.from.as_deref());
+    }
+    let mut plan = PrunePlan {
+        remove: Vec::new(),
+        keep: Vec::new(),
+        protected: Vec::new(),
+    };
+    for (i, r) in inv.releases.iter().enumerate() {
+        if i < keep {
+            plan.keep.push(r.id.clone());
+        } else if protected.contains(r.id.as_str()) {
+            plan.protected.push(r.id.clone());
+        } else {
+            plan.remove.push(r.id.clone());
+        }
+    }
+    plan
+}
+
+/// Remove one release: first renamed out of the way (so its id never names
+/// a half-deleted tree), then deleted.
+pub fn remove_release(app: &App, id: &str) -> Result<()> {
+    let releases = app.root.path().join(crate::swap::RELEASES);
+    let doomed = releases.join(format!(".prune-{id}-{}", std::process::id()));
+    std::fs::rename(releases.join(id), &doomed)
+        .with_context(|| format!("moving release {id} aside"))?;
+    std::fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
+    Ok(())
+}
+
+/// Remove temp trees left behind by killed `stage` or `prune` runs.
+pub fn remove_leftovers(app: &App) -> Result<Vec<String>> {
+    let releases = app.root.path().join(crate::swap::RELEASES);
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&releases) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name
+            .strip_prefix(".stage-")
+            .or_else(|| {
+                name.strip_prefix(".prune-")
+                    .and_then(|r| r.rsplit_once('-').map(|(_, pid)| pid))
+            })
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        // Only trees whose creating process is gone: a stage may be running.
+        if let Some(pid) = owner {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {name}"))?;
+                removed.push(name);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Version-aware order: digit runs compare as numbers, so 10.0 > 9.0.
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (dx, dy) = (trim_zeros(&x[..nx]), trim_zeros(&y[..ny]));
+                let ord = dx.len().cmp(&dy.len()).then_with(|| dx.cmp(dy));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|c| **c == b'0').count();
+    &d[n.min(d.len().saturating_sub(1))..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order() {
+        assert_eq!(version_cmp("10.0", "9.0"), Ordering::Greater);
+        assert_eq!(version_cmp("1.0", "1.0"), Ordering::Equal);
+        assert_eq!(version_cmp("v2", "v10"), Ordering::Less);
+        assert_eq!(
+            version_cmp("20261125T170443Z-2", "20261125T170443Z"),
+            Ordering::Greater
+        );
+    }
+
+    fn inv(ids: &[&str], current: &str, summary: Summary) -> Inventory {
+        Inventory {
+            releases: ids
+                .iter()
+                .map(|id| Release {
+                    id: id.to_string(),
+                    created: String::new(),
+                    current: *id == current,
+                    previous: false,
+                    bad: false,
+                    mtime: SystemTime::UNIX_EPOCH,
+                })
+                .collect(),
+            current: Some(current.to_string()),
+            summary,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn prune_protects_current_previous_and_last_good() {
+        let summary = Summary {
+            previous: Some("v2".into()),
+            last_good: Some("v1".into()),
+            ..Summary::default()
+        };
+        // Newest first: v5..v1; three failed releases on top, current is v1.
+        let i = inv(&["v5", "v4", "v3", "v2", "v1"], "v1", summary);
+        let plan = plan_prune(&i, 1);
+        assert_eq!(plan.keep, vec!["v5"]);
+        assert_eq!(plan.protected, vec!["v2", "v1"]);
+        assert_eq!(plan.remove, vec!["v4", "v3"]);
+    }
+
+    #[test]
+    fn prune_keep_zero_still_protects() {
+        let i = inv(&["b", "a"], "a", Summary::default());
+        let plan = plan_prune(&i, 0);
+        assert_eq!(plan.remove, vec!["b"]);
+        assert_eq!(plan.protected, vec!["a"]);
+    }
+}
