@@ -272,10 +272,7 @@ fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
     if p.dry_run {
         let plan = store::plan_prune(&store::inventory(app)?, keep);
         out.print(json!({"dry_run": true, "plan": plan}), || {
-            plan.remove
-                .iter()
-                .map(|id| format!("would remove {id}\n"))
-                .collect()
+            describe_plan(&plan, "would remove")
         });
         return Ok(());
     }
@@ -301,14 +298,26 @@ fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
     let leftovers = store::remove_leftovers(app)?;
     out.print(
         json!({"dry_run": false, "plan": plan, "leftovers_removed": leftovers}),
-        || {
-            plan.remove
-                .iter()
-                .map(|id| format!("removed {id}\n"))
-                .collect()
-        },
+        || describe_plan(&plan, "removed"),
     );
     Ok(())
+}
+
+fn describe_plan(plan: &store::PrunePlan, verb: &str) -> String {
+    let mut t = String::new();
+    for id in &plan.keep {
+        t += &format!("keep       {id}\n");
+    }
+    for id in &plan.protected {
+        t += &format!("protected  {id} (current, previous, pending or last good)\n");
+    }
+    for id in &plan.remove {
+        t += &format!("{verb} {id}\n");
+    }
+    if plan.remove.is_empty() {
+        t += "nothing to remove\n";
+    }
+    t
 }
 
 fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {

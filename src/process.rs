@@ -17,7 +17,7 @@ pub fn run(
     deadline: Option<Instant>,
     cancel: &Cancel,
 ) -> Result<(), String> {
-    let shown = argv.join(" ");
+    let shown = shell_words(argv);
     let stdout = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -65,4 +65,24 @@ fn kill(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
+}
+
+/// argv as an operator would type it, for messages: words with spaces or
+/// quotes are single-quoted.
+pub fn shell_words(argv: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+    };
+    argv.iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
