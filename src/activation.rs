@@ -331,7 +331,25 @@ impl Transaction<'_> {
 /// Restore the `from` of an interrupted activation and record it. Services
 /// are not touched here: at boot they have not started yet, and inside an
 /// activation step 8 follows anyway.
-pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<()> {
+///
+/// If the history already holds this activation's outcome, the process died
+/// between recording it and removing the intent: the outcome stands and only
+/// the stale record goes. This is also why removing `pending.json` needs no
+/// fsync: a resurrected record is recognised here.
+/// Returns false when there was nothing to restore.
+pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> {
+    let last = history::read(Some(state))?.pop();
+    if let Some(e) = last.filter(|e| e.pid == p.pid && e.to.as_deref() == Some(p.to.as_str())) {
+        if matches!(e.event, Event::Activated | Event::RolledBack) && e.time >= p.started {
+            log::info(&format!(
+                "{}: outcome of the activation to {} already recorded; clearing its intent record",
+                app.label(),
+                p.to
+            ));
+            pending::remove(state)?;
+            return Ok(false);
+        }
+    }
     let current = app.root.current()?;
     if current != p.from {
         match &p.from {
@@ -354,7 +372,8 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<()> {
     )
     .with_reason(reason);
     history::append(state, &entry)?;
-    pending::remove(state)
+    pending::remove(state)?;
+    Ok(true)
 }
 
 fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String> {

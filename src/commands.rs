@@ -368,8 +368,8 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
         return Ok(false);
     };
     let changed = app.root.current()? != p.from;
-    activation::recover_pending(&app, &state, &p)?;
-    if changed && !no_reload {
+    let recovered = activation::recover_pending(&app, &state, &p)?;
+    if recovered && changed && !no_reload {
         let mut services = service_manager(&app, false)?;
         let svc = &app.config.services;
         for unit in &svc.units {
@@ -380,5 +380,5 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
                 })?;
         }
     }
-    Ok(true)
+    Ok(recovered)
 }
