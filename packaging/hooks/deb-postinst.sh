@@ -1,0 +1,39 @@
+# releasectl hook for an app package's postinst (POSIX sh).
+#
+# Paste below `set -e` in debian/postinst, after setting:
+#   releasectl_app=hello          # the app, /etc/releasectl/hello.toml
+#   releasectl_release=1.0        # the release this package ships in
+#                                 # ROOT/releases/1.0/ (substituted at build)
+# On `configure` it activates APP:RELEASE through deploy@APP:RELEASE.service,
+# so the activation is a systemd job with its own journal. If the activation
+# fails (the previous release is then active again), releasectl's messages are
+# printed and the postinst fails, so dpkg reports the package as not
+# configured. Without systemd as PID 1 (a chroot, an image build) the release
+# is activated directly, without reloading units or checking health, since
+# no service is running there.
+
+releasectl_activate() {
+	if [ ! -d /run/systemd/system ]; then
+		releasectl activate --no-reload --no-health "$1:$2"
+		return
+	fi
+	# systemd-escape keeps ':' and escapes what a unit name cannot hold
+	# (e.g. '~', '+', '-'); releasectl decodes \xNN in the instance.
+	releasectl_unit=$(systemd-escape --template=deploy@.service "$1:$2")
+	if systemctl start "$releasectl_unit"; then
+		return 0
+	fi
+	# systemctl only says "see journalctl": show releasectl's own words,
+	# from this run of the unit only.
+	releasectl_inv=$(systemctl show -p InvocationID --value "$releasectl_unit")
+	journalctl --sync >/dev/null 2>&1 || true
+	journalctl -q --no-pager -o cat _SYSTEMD_INVOCATION_ID="$releasectl_inv" >&2 || true
+	echo "releasectl: activating $1:$2 failed; see journalctl -u $releasectl_unit" >&2
+	return 1
+}
+
+case "$1" in
+configure)
+	releasectl_activate "$releasectl_app" "$releasectl_release"
+	;;
+esac

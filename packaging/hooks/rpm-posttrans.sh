@@ -1,0 +1,30 @@
+# releasectl hook for an app package's %posttrans (POSIX sh).
+#
+# Use in the spec as:
+#   %posttrans
+#   releasectl_app=hello
+#   releasectl_release=%{version}
+#   <this file>
+# It activates APP:RELEASE through deploy@APP:RELEASE.service once the whole
+# transaction has laid out the files. rpm does not undo a transaction when
+# %posttrans fails: the package stays installed, rpm prints releasectl's
+# message and a "%posttrans scriptlet failed" warning, and `current` keeps
+# pointing at the previous release.
+
+releasectl_activate() {
+	if [ ! -d /run/systemd/system ]; then
+		releasectl activate --no-reload --no-health "$1:$2"
+		return
+	fi
+	releasectl_unit=$(systemd-escape --template=deploy@.service "$1:$2")
+	if systemctl start "$releasectl_unit"; then
+		return 0
+	fi
+	releasectl_inv=$(systemctl show -p InvocationID --value "$releasectl_unit")
+	journalctl --sync >/dev/null 2>&1 || :
+	journalctl -q --no-pager -o cat _SYSTEMD_INVOCATION_ID="$releasectl_inv" >&2 || :
+	echo "releasectl: activating $1:$2 failed; see journalctl -u $releasectl_unit" >&2
+	return 1
+}
+
+releasectl_activate "$releasectl_app" "$releasectl_release"
