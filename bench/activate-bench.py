@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Speed benchmark for `releasectl activate`, `list` and `prune --dry-run`.
+
+Prints, in one run, the median wall time per swap of `releasectl --root R
+activate X` against the coreutils way (`ln -s` + `mv -T`, two processes) and
+against a python3 `os.replace` swap, the same with 10 000 releases present,
+`list` and `prune --dry-run` over 10 000 releases, and peak RSS. Each target
+is marked PASS or MISS; the exit status is 0 either way (this is a benchmark,
+not a test: machines are noisy). It exits non-zero only when a command fails
+or a swap did not happen, because then the numbers would mean nothing.
+
+Competitors run interleaved: every round runs each of them once, in an order
+that rotates from round to round, so a burst of machine noise hits all of
+them alike instead of one whole series.
+
+Usage: bench/activate-bench.py target/release/releasectl [--swaps 200] ...
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# Targets from issue 2 ("Speed").
+ACTIVATE_VS_LN_MV = 1.0  # releasectl activate / (ln -s + mv -T)
+MANY_VS_TWO = 1.2  # activate with 10 000 releases / with 2
+LIST_MS = 100.0  # list of 10 000 releases
+RSS_KIB = 8 * 1024  # peak RSS
+
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+# Children write to /dev/null: a terminal or a pipe would time our reader too.
+QUIET = [
+    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+]
+
+PY_SWAP = (
+    "import os,sys; r=sys.argv[1]; t=os.path.join(r,'.tmp');"
+    "os.symlink(sys.argv[2],t); os.replace(t,os.path.join(r,'current'))"
+)
+
+
+def run(argv):
+    """Spawn argv (no shell), wait; return its wall time in ns.
+
+    posix_spawn (vfork underneath) keeps our own overhead small and the same
+    for every competitor.
+    """
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawn(argv[0], argv, ENV, file_actions=QUIET)
+    _, status = os.waitpid(pid, 0)
+    wall = time.perf_counter_ns() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        # Run it again visibly so the error is on the screen.
+        subprocess.run(argv, env=ENV)
+        sys.exit(f"benchmark aborted: {' '.join(argv)} exited {code}")
+    return wall
+
+
+def peak_rss_kib(argv, scratch):
+    """Peak RSS of argv in KiB, measured by GNU time, or None without it.
+
+    Not os.wait4's ru_maxrss: Linux carries the high-water mark across
+    execve, so a child spawned from this python (vfork or fork) reports
+    python's own ~10-15 MiB even for /bin/true. GNU time forks from a tiny
+    process, so its child's peak is the command's own (~1 MiB for true).
+    """
+    if not GNU_TIME:
+        return None
+    out = os.path.join(scratch, "rss")
+    run([GNU_TIME, "-f", "%M", "-o", out, *argv])
+    with open(out) as f:
+        return int(f.read().split()[-1])
+
+
+def make_root(parent, name, ids):
+    root = os.path.join(parent, name)
+    os.makedirs(os.path.join(root, "releases"))
+    for rid in ids:
+        rel = os.path.join(root, "releases", rid)
+        os.mkdir(rel)
+        with open(os.path.join(rel, "version"), "w") as f:
+            f.write(rid + "\n")
+    return root
+
+
+def write_history(root, ids):
+    """A history as 10 000 real activations would leave it (DESIGN.md's
+    history.jsonl: one JSON object per line), so list/prune/activate read a
+    realistic amount of state, not an empty file."""
+    state = os.path.join(root, ".releasectl")
+    os.makedirs(state, exist_ok=True)
+    t = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+    prev = None
+    with open(os.path.join(state, "history.jsonl"), "w") as f:
+        for i, rid in enumerate(ids):
+            when = (t + datetime.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            entry = {"time": when, "event": "activated", "from": prev, "to": rid, "pid": 1000 + i}
+            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            prev = rid
+    os.symlink("releases/" + ids[-1], os.path.join(root, "current"))
+
+
+class Swapper:
+    """One competitor: flips `current` of its own root between two releases."""
+
+    def __init__(self, name, root, pair, argv_for):
+        self.name, self.root, self.pair, self.argv_for = name, root, pair, argv_for
+        self.times, self.n = [], 0
+
+    def swap(self, record=True):
+        target = self.pair[self.n % 2]
+        self.n += 1
+        wall = sum(run(argv) for argv in self.argv_for(self.root, target))
+        # Proof the swap happened: a benchmark of failures would look fast.
+        got = os.readlink(os.path.join(self.root, "current"))
+        if got != "releases/" + target:
+            sys.exit(f"benchmark aborted: {self.name}: current -> {got}, wanted {target}")
+        if record:
+            self.times.append(wall)
+
+
+    def swap_measuring_rss(self, scratch):
+        """One swap run under GNU time; returns the peak RSS in KiB."""
+        target = self.pair[self.n % 2]
+        self.n += 1
+        (argv,) = self.argv_for(self.root, target)
+        kib = peak_rss_kib(argv, scratch)
+        if os.readlink(os.path.join(self.root, "current")) != "releases/" + target:
+            sys.exit(f"benchmark aborted: {self.name}: swap to {target} did not happen")
+        return kib
+
+
+def in_process(root, pair, n, sync):
+    """os.symlink + os.replace inside this process (optionally + fsync of the
+    root directory): the floor below which no process-per-swap tool can go."""
+    dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    tmp, cur = os.path.join(root, ".tmp"), os.path.join(root, "current")
+    times = []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            os.symlink("releases/" + pair[i % 2], tmp)
+            os.replace(tmp, cur)
+            if sync:
+                os.fsync(dfd)
+            times.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(dfd)
+    return times
+
+
+def ms(ns):
+    return ns / 1e6
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def spread(xs):
+    q = statistics.quantiles(xs, n=4)
+    return f"[IQR {ms(q[0]):.3f}–{ms(q[2]):.3f}]"
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def fs_type(path):
+    """The filesystem under path (findmnt names ext4 as ext4; stat -f cannot)."""
+    try:
+        out = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", help="release build of releasectl (target/release/releasectl)")
+    ap.add_argument("--swaps", type=int, default=200, help="swaps per competitor (default 200)")
+    ap.add_argument("--releases", type=int, default=10_000, help="releases in the big root")
+    ap.add_argument("--runs", type=int, default=15, help="runs of list and prune --dry-run")
+    ap.add_argument("--warmup", type=int, default=5, help="unrecorded swaps per competitor")
+    ap.add_argument(
+        "--dir",
+        default=None,
+        help="parent of the scratch directory (default: the system temp dir, i.e. /tmp)",
+    )
+    args = ap.parse_args()
+    if args.swaps < 2 or args.runs < 2:
+        sys.exit("--swaps and --runs must be at least 2")
+
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary}: not an executable")
+    tools = {t: shutil.which(t, path=ENV["PATH"]) for t in ("ln", "mv", "python3")}
+    missing = [t for t, p in tools.items() if not p]
+    if missing:
+        sys.exit(f"missing tools: {', '.join(missing)}")
+    ln, mv, py = tools["ln"], tools["mv"], tools["python3"]
+
+    scratch = tempfile.mkdtemp(prefix="releasectl-bench.", dir=args.dir)
+    try:
+        report(args, binary, ln, mv, py, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def report(args, binary, ln, mv, py, scratch):
+    print(f"releasectl benchmark: {binary}")
+    print(
+        f"scratch {scratch} ({fs_type(scratch)}), kernel {platform.release()}, "
+        f"{os.cpu_count()} CPUs, python {platform.python_version()}"
+    )
+
+    print(f"setting up a root with {args.releases} releases and as many history lines…")
+    many_ids = [
+        (datetime.datetime(2025, 1, 1) + datetime.timedelta(minutes=i)).strftime("%Y%m%dT%H%M%SZ")
+        for i in range(args.releases)
+    ]
+    big = make_root(scratch, "big", many_ids)
+    write_history(big, many_ids)
+    pair_big = (many_ids[-2], many_ids[-1])
+    pair = ("v1", "v2")
+
+    def rc(root, target):
+        return [[binary, "--root", root, "activate", target]]
+
+    def ln_mv(root, target):
+        tmp = os.path.join(root, ".tmp")
+        return [
+            [ln, "-s", "releases/" + target, tmp],
+            [mv, "-T", tmp, os.path.join(root, "current")],
+        ]
+
+    def py_proc(root, target):
+        return [[py, "-c", PY_SWAP, root, "releases/" + target]]
+
+    swappers = [
+        Swapper("releasectl activate (2 releases)", make_root(scratch, "rc2", pair), pair, rc),
+        Swapper(f"releasectl activate ({args.releases} releases)", big, pair_big, rc),
+        Swapper("ln -s + mv -T (2 processes)", make_root(scratch, "lnmv", pair), pair, ln_mv),
+        Swapper("python3 -c os.replace (1 process)", make_root(scratch, "py", pair), pair, py_proc),
+    ]
+    rc2, rc_many, lnmv, pyproc = swappers
+
+    print(f"{args.swaps} swaps per competitor, interleaved, after {args.warmup} warm-up swaps…")
+    for s in swappers:
+        for _ in range(args.warmup):
+            s.swap(record=False)
+    for i in range(args.swaps):
+        k = i % len(swappers)
+        for s in swappers[k:] + swappers[:k]:
+            s.swap()
+
+    inproc_root = make_root(scratch, "inproc", pair)
+    inproc = in_process(inproc_root, pair, args.swaps, sync=False)
+    inproc_sync = in_process(inproc_root, pair, args.swaps, sync=True)
+
+    print(f"list and prune --dry-run over {args.releases} releases, {args.runs} runs each…")
+    cmds = {
+        "list": [binary, "--root", big, "list"],
+        "prune --dry-run": [binary, "--root", big, "prune", "--dry-run"],
+    }
+    runs = {k: [] for k in cmds}
+    for argv in cmds.values():  # warm the dentry and inode caches once
+        run(argv)
+    for i in range(args.runs):
+        order = list(cmds.items())
+        for name, argv in order if i % 2 == 0 else reversed(order):
+            runs[name].append(run(argv))
+
+    # Peak RSS apart from the timed runs: GNU time adds its own fork.
+    peak = {}
+    if GNU_TIME:
+        for s in (rc2, rc_many):
+            peak[f"activate, {len(os.listdir(os.path.join(s.root, 'releases')))} releases"] = max(
+                s.swap_measuring_rss(scratch) for _ in range(3)
+            )
+        for name, argv in cmds.items():
+            peak[f"{name}, {args.releases} releases"] = max(
+                peak_rss_kib(argv, scratch) for _ in range(3)
+            )
+
+    base = med(lnmv.times)
+    print()
+    print(f"{'swap of current':46} {'median ms':>10} {'÷ ln+mv':>8}")
+    rows = [(s.name, s.times) for s in swappers] + [
+        ("os.replace in-process (reference)", inproc),
+        ("os.replace + fsync(root) in-process (ref.)", inproc_sync),
+    ]
+    for name, t in rows:
+        print(f"{name:46} {ms(med(t)):10.3f} {med(t) / base:7.2f}x  {spread(t)}")
+
+    print()
+    print(f"{'over ' + str(args.releases) + ' releases':46} {'median ms':>10}")
+    for name in cmds:
+        print(f"{'releasectl ' + name:46} {ms(med(runs[name])):10.3f}           {spread(runs[name])}")
+
+    ratio = med(rc2.times) / base
+    scale = med(rc_many.times) / med(rc2.times)
+    list_ms = ms(med(runs["list"]))
+    n = args.releases
+    print()
+    print("targets")
+    targets = [
+        ("activate ÷ (ln -s + mv -T)", f"{ratio:.2f}x", f"<= {ACTIVATE_VS_LN_MV}x", ratio <= ACTIVATE_VS_LN_MV),
+        (f"activate, {n} ÷ 2 releases", f"{scale:.2f}x", f"<= {MANY_VS_TWO}x", scale <= MANY_VS_TWO),
+        (f"list of {n} releases", f"{list_ms:.1f} ms", f"< {LIST_MS:.0f} ms", list_ms < LIST_MS),
+    ]
+    for name, kib in peak.items():
+        targets.append((f"peak RSS {name}", f"{kib / 1024:.2f} MiB", f"< {RSS_KIB // 1024} MiB", kib < RSS_KIB))
+    if not GNU_TIME:
+        print("  peak RSS: not measured (install GNU time: apt-get install time)")
+    for name, got, want, ok in targets:
+        print(f"  {name:40} {got:>11}  {want:>9}  {verdict(ok)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
