@@ -1,0 +1,459 @@
+//! A tiny harness for the integration tests: every test gets a fresh temp
+//! directory, runs the real `releasectl` binary in it, and compares full
+//! listings of the tree to prove that a refused command changed nothing.
+//!
+//! Layout of a test directory:
+//! ```text
+//! TMP/
+//!   root/      the app root (--root, or `root =` in the config)
+//!   etc/       the config dir (--config-dir), empty until a test writes a config
+//!   outside/   a place outside the root that hostile input aims at
+//! ```
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_releasectl");
+
+/// A fresh temp directory holding an app root, a config dir and an outside place.
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir::with(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// On tmpfs when there is one: the race test swaps thousands of times,
+    /// and fsync on a disk would make it slow without making it more real
+    /// (rename(2) is the same call on every filesystem).
+    pub fn on_tmpfs() -> Dir {
+        let shm = Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("releasectl-test")
+                .tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        };
+        Dir::with(tmp.expect("tempdir"))
+    }
+
+    fn with(tmp: tempfile::TempDir) -> Dir {
+        for d in ["root", "etc", "outside"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        Dir { tmp }
+    }
+
+    /// The whole temp directory (what tree listings cover).
+    pub fn base(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.base().join("root")
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.base().join("etc")
+    }
+
+    pub fn outside(&self) -> PathBuf {
+        self.base().join("outside")
+    }
+
+    /// A path below the root.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// Create `releases/<id>` holding `version` (content "<id>\n").
+    pub fn release(&self, id: &str) -> &Dir {
+        let dir = self.path("releases").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("version"), format!("{id}\n")).unwrap();
+        self
+    }
+
+    pub fn releases(&self, ids: &[&str]) -> &Dir {
+        for id in ids {
+            self.release(id);
+        }
+        self
+    }
+
+    /// Write a file below the temp base (parents created).
+    pub fn write(&self, rel_to_base: &str, content: &str) -> PathBuf {
+        let p = self.base().join(rel_to_base);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Write `etc/<app>.toml`; `{root}` and `{base}` in `body` are replaced.
+    pub fn config(&self, app: &str, body: &str) -> PathBuf {
+        let text = body
+            .replace("{root}", &self.root().display().to_string())
+            .replace("{base}", &self.base().display().to_string());
+        self.write(&format!("etc/{app}.toml"), &text)
+    }
+
+    /// `releasectl --root ROOT ...`
+    pub fn cmd(&self) -> TestCommand {
+        let mut c = TestCommand::new();
+        c.arg("--root").arg(self.root());
+        c
+    }
+
+    /// `releasectl --config-dir ETC ...`
+    pub fn cmd_config(&self) -> TestCommand {
+        let mut c = TestCommand::new();
+        c.arg("--config-dir").arg(self.etc());
+        c
+    }
+
+    /// The release `current` points at, from the link itself.
+    pub fn current(&self) -> Option<String> {
+        let target = std::fs::read_link(self.path("current")).ok()?;
+        let s = target.to_str().expect("utf-8 link").to_string();
+        Some(
+            s.strip_prefix("releases/")
+                .unwrap_or_else(|| panic!("current -> {s} is not relative to releases/"))
+                .to_string(),
+        )
+    }
+
+    /// What a reader of `current/version` sees right now.
+    pub fn current_version(&self) -> String {
+        std::fs::read_to_string(self.path("current/version"))
+            .unwrap_or_else(|e| panic!("reading current/version: {e}"))
+            .trim_end()
+            .to_string()
+    }
+
+    /// `current` resolves to a complete release: the link names a release
+    /// whose `version` file says that same id.
+    pub fn assert_current_complete(&self) -> String {
+        let id = self.current().expect("current exists");
+        assert_eq!(self.current_version(), id, "current/version disagrees");
+        id
+    }
+
+    /// History lines, parsed.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        match std::fs::read_to_string(self.path(".releasectl/history.jsonl")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("history line is JSON"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn pending(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.path(".releasectl/pending.json")).ok()?;
+        Some(serde_json::from_str(&text).expect("pending.json is JSON"))
+    }
+
+    /// Names in `releases/`, sorted.
+    pub fn release_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Listing of the whole temp directory.
+    pub fn tree(&self) -> Tree {
+        Tree::of(self.base())
+    }
+}
+
+/// A full listing of a tree: for each path its type, symlink target, size
+/// and content. Used to prove "nothing changed" (mtimes are left out on
+/// purpose: reading a directory does not change anything we care about).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree(pub BTreeMap<String, String>);
+
+impl Tree {
+    pub fn of(top: &Path) -> Tree {
+        let mut map = BTreeMap::new();
+        walk(top, top, &mut map);
+        Tree(map)
+    }
+
+    /// Panic with a readable diff unless `self == after`.
+    pub fn assert_same(&self, after: &Tree, what: &str) {
+        if self == after {
+            return;
+        }
+        let mut diff = String::new();
+        for (k, v) in &self.0 {
+            match after.0.get(k) {
+                None => writeln!(diff, "- {k}: {v}").unwrap(),
+                Some(w) if w != v => writeln!(diff, "~ {k}: {v}  =>  {w}").unwrap(),
+                _ => {}
+            }
+        }
+        for (k, v) in &after.0 {
+            if !self.0.contains_key(k) {
+                writeln!(diff, "+ {k}: {v}").unwrap();
+            }
+        }
+        panic!("{what}: the tree changed:\n{diff}");
+    }
+}
+
+fn walk(top: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let rel = p.strip_prefix(top).unwrap().to_string_lossy().into_owned();
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let ft = meta.file_type();
+        let desc = if ft.is_symlink() {
+            format!("symlink -> {}", std::fs::read_link(&p).unwrap().display())
+        } else if ft.is_dir() {
+            walk(top, &p, out);
+            "dir".to_string()
+        } else if ft.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            format!(
+                "file {} bytes: {}",
+                meta.len(),
+                String::from_utf8_lossy(&bytes).escape_debug()
+            )
+        } else {
+            "special".to_string()
+        };
+        out.insert(rel, desc);
+    }
+}
+
+/// A command line for the real binary.
+pub struct TestCommand {
+    cmd: Command,
+    shown: Vec<String>,
+}
+
+impl TestCommand {
+    pub fn new() -> TestCommand {
+        let mut cmd = Command::new(BIN);
+        // Keep test output independent of the caller's environment.
+        cmd.env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        TestCommand {
+            cmd,
+            shown: vec!["releasectl".into()],
+        }
+    }
+
+    pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut TestCommand {
+        self.shown.push(a.as_ref().to_string_lossy().into_owned());
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    pub fn env(&mut self, k: &str, v: impl AsRef<OsStr>) -> &mut TestCommand {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn shown(&self) -> String {
+        self.shown.join(" ")
+    }
+
+    pub fn run(&mut self) -> Run {
+        let out = self
+            .cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.shown()));
+        Run {
+            shown: self.shown(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Run and require exit status `code`.
+    pub fn expect(&mut self, code: i32) -> Run {
+        let r = self.run();
+        assert_eq!(r.code, Some(code), "unexpected exit status\n{r}");
+        r
+    }
+
+    pub fn ok(&mut self) -> Run {
+        self.expect(0)
+    }
+
+    /// Start in the background (stdout and stderr piped).
+    pub fn spawn(&mut self) -> Child {
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.shown()))
+    }
+}
+
+/// The result of one run.
+pub struct Run {
+    pub shown: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{self}"))
+    }
+
+    /// The error line: stderr must be exactly one line.
+    pub fn one_line_error(&self) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected a one-line error\n{self}");
+        lines[0]
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.shown, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A tool the test needs from the machine. Missing: fail under `CI=true`,
+/// otherwise return false after saying why the test is skipped.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required for this test (CI=true: not skipping)");
+        }
+        eprintln!("SKIPPED: {tool} not found");
+    }
+    found
+}
+
+/// One entry of a crafted tar archive.
+pub enum TarEntry<'a> {
+    File(&'a str, &'a str),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+}
+
+/// Write a tar archive with python3's tarfile, which (unlike GNU tar) writes
+/// names exactly as given: `../x`, `/abs`, entries below a symlink entry.
+/// `gz` selects gzip compression.
+pub fn make_tar(path: &Path, entries: &[TarEntry], gz: bool) {
+    let spec: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| match e {
+            TarEntry::File(n, c) => serde_json::json!(["file", n, c]),
+            TarEntry::Dir(n) => serde_json::json!(["dir", n, ""]),
+            TarEntry::Symlink(n, t) => serde_json::json!(["symlink", n, t]),
+        })
+        .collect();
+    let script = r#"
+import io, json, sys, tarfile
+path, mode, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as t:
+    for kind, name, arg in spec:
+        ti = tarfile.TarInfo(name)
+        ti.mtime = 1700000000
+        if kind == "file":
+            data = arg.encode()
+            ti.size, ti.mode = len(data), 0o644
+            t.addfile(ti, io.BytesIO(data))
+        elif kind == "dir":
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(ti)
+        else:
+            ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, arg, 0o777
+            t.addfile(ti)
+"#;
+    let mode = if gz { "w:gz" } else { "w" };
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .arg(mode)
+        .arg(serde_json::Value::Array(spec).to_string())
+        .status()
+        .expect("running python3");
+    assert!(
+        status.success(),
+        "python3 could not write {}",
+        path.display()
+    );
+}
+
+/// `zstd` the file at `tar` into `out`.
+pub fn zstd(tar: &Path, out: &Path) {
+    let status = Command::new("zstd")
+        .args(["-q", "-f", "-o"])
+        .arg(out)
+        .arg(tar)
+        .status()
+        .expect("running zstd");
+    assert!(status.success(), "zstd failed");
+}
+
+/// An OsString with raw bytes (for non-UTF-8 arguments).
+pub fn os_bytes(b: &[u8]) -> OsString {
+    OsStr::from_bytes(b).to_os_string()
+}
+
+/// Send `sig` to a child process by its pid.
+pub fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("kill");
+}
+
+/// Wait (bounded) until `path` exists; false if it never appeared.
+pub fn wait_for(path: &Path, max: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < max {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    path.exists()
+}
