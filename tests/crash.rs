@@ -1,0 +1,187 @@
+//! Crashes and signals. A SIGKILL at any instant leaves `current` pointing
+//! at a complete release and `pending.json` for the next run (or `recover`)
+//! to restore; SIGTERM/SIGINT/SIGHUP during the health check roll back.
+
+mod common;
+
+use common::{signal, wait_for, Dir};
+use rustix::process::Signal;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Slow hooks and health check, each announcing itself with a marker file
+/// in outside/ so a kill can be aimed at a phase.
+fn slow_app() -> Dir {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        r#"root = "{root}"
+[health]
+command = ["/bin/sh", "-c", "touch {base}/outside/health; sleep 0.15"]
+retries = 1
+timeout = 60
+[hooks]
+pre_activate = [["/bin/sh", "-c", "touch {base}/outside/pre; sleep 0.15"]]
+post_activate = [["/bin/sh", "-c", "touch {base}/outside/post; sleep 0.15"]]
+"#,
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d
+}
+
+/// A small deterministic generator: the kill instants differ from one
+/// iteration to the next but a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn sigkill_at_many_instants_then_recover() {
+    let d = slow_app();
+    let mut rng = Lcg(0x5eed);
+    // None: a raw delay after start (lock, intent record, swap...);
+    // Some(marker): a delay after that phase began.
+    let phases = [None, Some("pre"), Some("health"), Some("post")];
+    let (mut kills, mut recovered) = (0, 0);
+    for i in 0..24 {
+        let phase = phases[i % phases.len()];
+        let from = d.assert_current_complete();
+        let to = if from == "v1" { "v2" } else { "v1" };
+        for m in ["pre", "health", "post"] {
+            let _ = std::fs::remove_file(d.outside().join(m));
+        }
+        let mut child = d
+            .cmd_config()
+            .args(["activate", &format!("web:{to}")])
+            .spawn();
+        if let Some(marker) = phase {
+            assert!(
+                wait_for(&d.outside().join(marker), LONG),
+                "iteration {i}: phase {marker} never began"
+            );
+        }
+        let delay =
+            Duration::from_micros(rng.below(if phase.is_some() { 150_000 } else { 60_000 }));
+        std::thread::sleep(delay);
+        signal(&child, Signal::KILL);
+        let status = child.wait().unwrap();
+        kills += 1;
+        let at = format!(
+            "iteration {i}: killed {delay:?} after {}",
+            phase.unwrap_or("start")
+        );
+
+        // Whatever the instant, `current` resolves to a complete release.
+        let now = d.assert_current_complete();
+        assert!(now == from || now == to, "{at}: current is {now}");
+
+        let Some(p) = d.pending() else {
+            // No intent record: the swap had not happened (or all finished).
+            if status.success() {
+                assert_eq!(now, to, "{at}");
+            } else {
+                assert_eq!(now, from, "{at}: current changed without pending.json");
+            }
+            println!("{at}: current {now}, nothing pending");
+            continue;
+        };
+        assert_eq!(p["from"], from.as_str(), "{at}: {p}");
+        assert_eq!(p["to"], to, "{at}: {p}");
+
+        // Half the time `recover`, half the time the next activation finds it.
+        let lines = d.history().len();
+        if i % 2 == 0 {
+            d.cmd_config().args(["recover", "web"]).ok();
+        } else {
+            let r = d
+                .cmd_config()
+                .args(["activate", &format!("web:{from}")])
+                .ok();
+            assert!(r.stderr.contains("already active"), "{at}\n{r}");
+        }
+        assert_eq!(d.assert_current_complete(), from, "{at}: from not restored");
+        assert!(d.pending().is_none(), "{at}: pending.json left behind");
+        let history = d.history();
+        assert_eq!(history.len(), lines + 1, "{at}: {history:#?}");
+        let last = history.last().unwrap();
+        assert_eq!(last["event"], "recovered", "{at}: {last}");
+        assert_eq!(last["from"], from.as_str(), "{at}: {last}");
+        assert_eq!(last["to"], to, "{at}: {last}");
+        recovered += 1;
+        println!("{at}: current {now}, recovered to {from}");
+    }
+    println!("{kills} kills, {recovered} interrupted activations recovered");
+    // Kills in the health check and post hook always land after the swap:
+    // 12 of them at least must have needed recovery, or the test proved little.
+    assert!(recovered >= 12, "only {recovered} recoveries");
+}
+
+/// A health check that runs until the test signals the activation. `exec`:
+/// releasectl kills the check's own process, not its children, and a
+/// surviving `sleep` would hold our stderr pipe open for 20 s.
+fn waiting_app() -> Dir {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        r#"root = "{root}"
+[health]
+command = ["/bin/sh", "-c", "touch {base}/outside/health; exec sleep 20"]
+retries = 1
+timeout = 60
+"#,
+    );
+    d.cmd_config()
+        .args(["activate", "web:v1", "--no-health"])
+        .ok();
+    d
+}
+
+fn signal_during_health_check(sig: Signal, name: &str) {
+    let d = waiting_app();
+    let child = d.cmd_config().args(["activate", "web:v2"]).spawn();
+    assert!(wait_for(&d.outside().join("health"), LONG));
+    assert_eq!(d.current().as_deref(), Some("v2"), "swapped before health");
+    signal(&child, sig);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(name), "{stderr}");
+
+    assert_eq!(d.assert_current_complete(), "v1", "previous not restored");
+    assert!(d.pending().is_none());
+    let last = d.history().pop().unwrap();
+    assert_eq!(last["event"], "rolled_back", "{last}");
+    assert_eq!(last["to"], "v2", "{last}");
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(name), "history does not say why: {last}");
+
+    let list = d.cmd_config().args(["--json", "list"]).ok().json();
+    let v2 = list.as_array().unwrap().iter().find(|r| r["id"] == "v2");
+    assert_eq!(v2.unwrap()["bad"], true, "{list:#}");
+}
+
+#[test]
+fn sigterm_during_health_check_rolls_back() {
+    signal_during_health_check(Signal::TERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_during_health_check_rolls_back() {
+    signal_during_health_check(Signal::INT, "SIGINT");
+}
+
+#[test]
+fn sighup_during_health_check_rolls_back() {
+    signal_during_health_check(Signal::HUP, "SIGHUP");
+}
