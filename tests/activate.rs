@@ -1,0 +1,228 @@
+//! The activation transaction seen from the command line: the happy path,
+//! its guards (--expect-current, --dry-run, already active), and failures
+//! of hooks and health checks that must roll back and mark the release bad.
+
+mod common;
+
+use common::Dir;
+
+fn events(d: &Dir) -> Vec<String> {
+    d.history()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["to"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+/// Ids that `list --json` marks bad.
+fn bad(d: &Dir) -> Vec<String> {
+    let list = d.cmd_config().args(["--json", "list"]).ok().json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["bad"] == true)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn first_activation_creates_a_relative_link_and_history() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    let r = d.cmd().args(["--json", "activate", "v1"]).ok().json();
+    assert_eq!(r["outcome"], "activated", "{r}");
+    assert_eq!(r["release"], "v1");
+    assert_eq!(
+        std::fs::read_link(d.path("current")).unwrap(),
+        std::path::Path::new("releases/v1")
+    );
+    d.cmd().args(["activate", "v2"]).ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+    assert_eq!(events(&d), ["activated v1", "activated v2"]);
+    assert!(d.pending().is_none());
+    let status = d.cmd().args(["--json", "status"]).ok().json();
+    assert_eq!(status["current"], "v2");
+    assert_eq!(status["previous"], "v1");
+    assert_eq!(status["last_good"], "v2");
+    assert_eq!(status["pending"], serde_json::Value::Null);
+}
+
+#[test]
+fn already_active_exits_0_and_changes_nothing() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    // The lock is taken (the check is repeated under it), so only the lock
+    // file's holder record may change.
+    let lock = "root/.releasectl/lock";
+    let before = d.tree().without(lock);
+    let r = d.cmd().args(["activate", "v1"]).ok();
+    assert!(r.stdout.contains("already active"), "{r}");
+    before.assert_same(&d.tree().without(lock), "already active");
+    let j = d.cmd().args(["--json", "activate", "v1"]).ok().json();
+    assert_eq!(j["outcome"], "already_active");
+}
+
+#[test]
+fn expect_current_is_a_compare_and_swap() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2", "v3"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let before = d.tree();
+    let r = d
+        .cmd()
+        .args(["activate", "v3", "--expect-current", "v2"])
+        .expect(2);
+    let line = r.one_line_error();
+    assert!(line.contains("v1") && line.contains("v2"), "{r}");
+    before.assert_same(&d.tree(), "--expect-current mismatch");
+    d.cmd()
+        .args(["activate", "v3", "--expect-current", "v1"])
+        .ok();
+    assert_eq!(d.assert_current_complete(), "v3");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    // On a fresh root: not even .releasectl/ may appear.
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    let before = d.tree();
+    let r = d.cmd().args(["activate", "v1", "--dry-run"]).ok();
+    assert!(r.stdout.contains("would activate v1"), "{r}");
+    before.assert_same(&d.tree(), "dry run on a fresh root");
+
+    d.cmd().args(["activate", "v1"]).ok();
+    let before = d.tree();
+    let j = d
+        .cmd()
+        .args(["--json", "activate", "v2", "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(j["outcome"], "would_activate", "{j}");
+    assert_eq!(j["previous"], "v1");
+    before.assert_same(&d.tree(), "dry run");
+    // A dry run of a bad request is still refused.
+    d.cmd().args(["activate", "v9", "--dry-run"]).expect(2);
+}
+
+#[test]
+fn history_n_shows_the_last_entries() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    for id in ["v1", "v2", "v1", "v2"] {
+        d.cmd().args(["activate", id]).ok();
+    }
+    let all = d.cmd().args(["--json", "history"]).ok().json();
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    let last2 = d.cmd().args(["--json", "history", "-n", "2"]).ok().json();
+    let last2 = last2.as_array().unwrap();
+    assert_eq!(last2.len(), 2);
+    assert_eq!(last2[0], all[2]);
+    assert_eq!(last2[1], all[3]);
+    let text = d.cmd().args(["history", "-n", "1"]).ok();
+    assert_eq!(text.stdout.lines().count(), 1, "{text}");
+    assert!(text.stdout.contains("v1 → v2"), "{text}");
+}
+
+#[test]
+fn hooks_get_the_documented_environment_and_cwd() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        r#"root = "{root}"
+[hooks]
+pre_activate = [["/bin/sh", "-c", "{ pwd; env | grep ^RELEASECTL_ | sort; } > {base}/outside/env"]]
+"#,
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.cmd_config().args(["activate", "web:v2"]).ok();
+    let env = std::fs::read_to_string(d.outside().join("env")).unwrap();
+    let root = d.root().display().to_string();
+    let want = format!(
+        "{root}/releases/v2\nRELEASECTL_APP=web\nRELEASECTL_PREVIOUS=v1\n\
+         RELEASECTL_RELEASE=v2\nRELEASECTL_ROOT={root}\n"
+    );
+    assert_eq!(env, want);
+}
+
+/// v1 active; `body` is the config's failing part; activating v2 must exit 4
+/// with v1 current again and v2 marked bad.
+fn fails_and_restores(body: &str, event: &str, needle: &str) {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config("web", &format!("root = \"{{root}}\"\n{body}"));
+    // The failing check only fails for v2 (it reads RELEASECTL_RELEASE).
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    let r = d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    assert!(r.stderr.contains(needle), "{r}");
+    assert_eq!(d.assert_current_complete(), "v1");
+    assert!(d.pending().is_none());
+    assert_eq!(
+        events(&d),
+        ["activated v1".to_string(), format!("{event} v2")]
+    );
+    let last = d.history().pop().unwrap();
+    assert!(
+        last["reason"].as_str().unwrap_or_default().contains(needle),
+        "{last}"
+    );
+    assert_eq!(bad(&d), ["v2"]);
+    let status = d.cmd_config().args(["--json", "status"]).ok().json();
+    assert_eq!(status["current"], "v1");
+    assert_eq!(status["last_good"], "v1");
+}
+
+const FAIL_ON_V2: &str = "[ \"$RELEASECTL_RELEASE\" != v2 ] || exit 7";
+
+#[test]
+fn failing_health_check_rolls_back() {
+    fails_and_restores(
+        &format!(
+            "[health]\ncommand = [\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']\nretries = 2\ninterval = 0\n"
+        ),
+        "rolled_back",
+        "health check failed 2 times",
+    );
+}
+
+#[test]
+fn failing_pre_activate_hook_changes_nothing() {
+    fails_and_restores(
+        &format!("[hooks]\npre_activate = [[\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']]\n"),
+        "aborted",
+        "pre_activate",
+    );
+}
+
+#[test]
+fn failing_post_activate_hook_rolls_back() {
+    fails_and_restores(
+        &format!("[hooks]\npost_activate = [[\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']]\n"),
+        "rolled_back",
+        "post_activate",
+    );
+}
+
+#[test]
+fn failing_first_activation_removes_current_again() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.config(
+        "web",
+        "root = \"{root}\"\n[health]\ncommand = [\"/bin/false\"]\nretries = 1\n",
+    );
+    d.cmd_config().args(["activate", "web:v1"]).expect(4);
+    assert!(
+        d.current().is_none(),
+        "current left pointing at a failed release"
+    );
+    assert!(d.pending().is_none());
+    assert_eq!(events(&d), ["rolled_back v1"]);
+}
