@@ -1,0 +1,183 @@
+//! Pruning never deletes a release anyone may need, and `rollback` never
+//! goes back to a release that failed.
+
+mod common;
+
+use common::Dir;
+use std::time::{Duration, SystemTime};
+
+/// Give `releases/<id>` distinct ages, oldest first, so "newest" is defined
+/// by the test and not by how fast the directories were made.
+fn age(d: &Dir, ids: &[&str]) {
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    for (i, id) in ids.iter().enumerate() {
+        let f = std::fs::File::open(d.path("releases").join(id)).unwrap();
+        f.set_modified(start + Duration::from_secs(60 * i as u64))
+            .unwrap();
+    }
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn three_failed_activations_then_prune_keep_1() {
+    let d = Dir::new();
+    let all = ["v1", "v2", "v3", "v4", "v5"];
+    d.releases(&all);
+    age(&d, &all);
+    d.config(
+        "web",
+        r#"root = "{root}"
+[health]
+command = ["/bin/sh", "-c", "case $RELEASECTL_RELEASE in v3|v4|v5) exit 1;; esac"]
+retries = 1
+"#,
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.cmd_config().args(["activate", "web:v2"]).ok();
+    for id in ["v3", "v4", "v5"] {
+        d.cmd_config()
+            .args(["activate", &format!("web:{id}")])
+            .expect(4);
+    }
+    let status = d.cmd_config().args(["--json", "status"]).ok().json();
+    assert_eq!(status["current"], "v2", "{status:#}");
+    assert_eq!(status["previous"], "v1", "{status:#}");
+    assert_eq!(status["last_good"], "v2", "{status:#}");
+
+    // The dry run plans exactly what the real prune then does, and changes nothing.
+    let before = d.tree();
+    let dry = d
+        .cmd_config()
+        .args(["--json", "prune", "--keep", "1", "--dry-run"])
+        .ok()
+        .json();
+    before.assert_same(&d.tree(), "prune --dry-run");
+    let real = d
+        .cmd_config()
+        .args(["--json", "prune", "--keep", "1"])
+        .ok()
+        .json();
+    assert_eq!(dry["plan"], real["plan"]);
+
+    // Kept: the newest (v5, though bad), current/last good v2, previous v1.
+    assert_eq!(ids(&real["plan"]["keep"]), ["v5"], "{real:#}");
+    assert_eq!(ids(&real["plan"]["protected"]), ["v1", "v2"], "{real:#}");
+    assert_eq!(ids(&real["plan"]["remove"]), ["v3", "v4"], "{real:#}");
+    assert_eq!(d.release_names(), ["v1", "v2", "v5"]);
+    assert_eq!(d.assert_current_complete(), "v2");
+
+    // And back to the previous release still works after pruning.
+    d.cmd_config().args(["rollback"]).ok();
+    assert_eq!(d.assert_current_complete(), "v1");
+}
+
+#[test]
+fn prune_keep_0_after_an_interrupted_activation() {
+    let d = Dir::new();
+    let all = ["v1", "v2", "v3", "v4"];
+    d.releases(&all);
+    age(&d, &all);
+    for id in ["v1", "v2", "v3"] {
+        d.cmd().args(["activate", id]).ok();
+    }
+    // What an activation v3 -> v4 killed right after its swap leaves behind.
+    std::fs::write(
+        d.path(".releasectl/pending.json"),
+        r#"{"from": "v3", "to": "v4", "pid": 999999999, "started": "2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("releases/v4", d.path(".current.tmp")).unwrap();
+    std::fs::rename(d.path(".current.tmp"), d.path("current")).unwrap();
+
+    let r = d.cmd().args(["--json", "prune", "--keep", "0"]).ok().json();
+    // Only v1 goes: v4 is current and pending's target, v3 pending's from
+    // and the last good release, v2 the previous one.
+    assert_eq!(ids(&r["plan"]["remove"]), ["v1"], "{r:#}");
+    assert_eq!(d.release_names(), ["v2", "v3", "v4"]);
+    d.cmd().args(["recover"]).ok();
+    assert_eq!(d.assert_current_complete(), "v3");
+}
+
+#[test]
+fn prune_removes_dead_stagings_only() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let live = std::process::id();
+    for name in [format!(".stage-{dead}-1"), format!(".stage-{live}-1")] {
+        std::fs::create_dir_all(d.path("releases").join(name).join("half")).unwrap();
+    }
+    let r = d.cmd().args(["--json", "prune"]).ok().json();
+    assert_eq!(
+        r["leftovers_removed"],
+        serde_json::json!([format!(".stage-{dead}-1")])
+    );
+    assert_eq!(
+        d.release_names(),
+        [format!(".stage-{live}-1"), "v1".to_string()]
+    );
+}
+
+#[test]
+fn rollback_skips_bad_releases() {
+    let d = Dir::new();
+    let all = ["v1", "v2", "v3"];
+    d.releases(&all);
+    let badlist = d.write("outside/badlist", "");
+    d.config(
+        "web",
+        r#"root = "{root}"
+[health]
+command = ["/bin/sh", "-c", "! grep -qx \"$RELEASECTL_RELEASE\" {base}/outside/badlist"]
+retries = 1
+"#,
+    );
+    for id in all {
+        d.cmd_config().args(["activate", &format!("web:{id}")]).ok();
+    }
+    // v2 was good, then fails on a later activation: it is bad now.
+    std::fs::write(&badlist, "v2\n").unwrap();
+    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    assert_eq!(d.assert_current_complete(), "v3");
+
+    // The newest good release that is not current is v1, not v2.
+    let r = d.cmd_config().args(["--json", "rollback"]).ok().json();
+    assert_eq!(r["release"], "v1", "{r:#}");
+    assert_eq!(d.assert_current_complete(), "v1");
+
+    // Rolling back again goes to v3 (good), still never to v2.
+    d.cmd_config().args(["rollback"]).ok();
+    assert_eq!(d.assert_current_complete(), "v3");
+
+    // An explicit --to is honoured (and here fails its health check again).
+    d.cmd_config().args(["rollback", "--to", "v2"]).expect(4);
+    assert_eq!(d.assert_current_complete(), "v3");
+}
+
+#[test]
+fn rollback_with_nothing_to_go_back_to_fails_cleanly() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let before = d.tree();
+    let r = d.cmd().args(["rollback"]).run();
+    assert_ne!(r.code, Some(0), "{r}");
+    assert!(
+        r.one_line_error().contains("no earlier good release"),
+        "{r}"
+    );
+    before.assert_same(&d.tree(), "rollback with nothing to roll back to");
+}
