@@ -9,7 +9,7 @@ use crate::history::{self, Entry, Event};
 use crate::lock::{self, Holder};
 use crate::pending::{self, Pending};
 use crate::services::ServiceManager;
-use crate::{health, log, notify, process};
+use crate::{health, journal, log, notify, process};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -315,7 +315,9 @@ impl Transaction<'_> {
             Some(&self.to),
         );
         e.reason = reason.map(str::to_string);
-        history::append(self.state, &e)
+        history::append(self.state, &e)?;
+        journal::record(&e);
+        Ok(())
     }
 
     fn arrow(&self) -> String {
@@ -372,6 +374,7 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> 
     )
     .with_reason(reason);
     history::append(state, &entry)?;
+    journal::record(&entry);
     pending::remove(state)?;
     Ok(true)
 }

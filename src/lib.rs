@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod journal;
 pub mod lock;
 pub mod log;
 pub mod notify;

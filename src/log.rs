@@ -1,6 +1,8 @@
-//! Messages for the operator, on stderr. Under systemd (`$JOURNAL_STREAM`)
-//! each line carries a `<N>` syslog priority prefix so the journal files it
-//! at the right level.
+//! Messages for the operator, on stderr. When stderr is the journal's
+//! stream (see [`crate::journal::stderr_is_journal`]) each line carries a
+//! `<N>` syslog priority prefix, which journald strips and files as the
+//! entry's PRIORITY (SyslogLevelPrefix= is on by default), so
+//! `journalctl -p err` finds the failures.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI8, Ordering};
@@ -34,13 +36,9 @@ pub fn debug(msg: &str) {
 
 fn emit(priority: u8, msg: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = if under_journal() {
+    let _ = if crate::journal::stderr_is_journal() {
         writeln!(err, "<{priority}>{msg}")
     } else {
         writeln!(err, "releasectl: {msg}")
     };
-}
-
-fn under_journal() -> bool {
-    std::env::var_os("JOURNAL_STREAM").is_some()
 }

@@ -315,6 +315,8 @@ pub fn describe(e: &zbus::Error, unit: &str, verb: &str) -> String {
 
 /// The mapping itself, on the error name and text so it is testable.
 pub fn describe_method_error(name: &str, detail: &str, unit: &str, verb: &str) -> String {
+    // systemd's texts are sentences; ours go on after them.
+    let detail = detail.trim_end_matches('.');
     match name.rsplit('.').next().unwrap_or(name) {
         "NoSuchUnit" => format!("unit {unit} not found"),
         "LoadFailed" => format!("unit {unit} failed to load: {detail}"),
