@@ -1,0 +1,259 @@
+//! `stage` and `deploy`: from a directory and from each archive format,
+//! symlinks kept as symlinks, ids that never collide, and every `--json`
+//! output one parseable document.
+
+mod common;
+
+use common::{have_tool, make_tar, zstd, Dir, TarEntry, Tree};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// A source tree with nested dirs, an executable, an empty dir and symlinks
+/// that point inside, at an absolute path, outside the tree and nowhere.
+fn source(d: &Dir) -> PathBuf {
+    let src = d.outside().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    std::fs::write(src.join("version"), "src\n").unwrap();
+    std::fs::write(src.join("sub/deeper/data.txt"), "nested\n").unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(src.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(d.outside().join("secret")).unwrap();
+    std::fs::write(d.outside().join("secret/key"), "do not copy\n").unwrap();
+    symlink("version", src.join("link")).unwrap();
+    symlink("/etc/passwd", src.join("abs")).unwrap();
+    symlink("../secret", src.join("out")).unwrap();
+    symlink("../../nowhere", src.join("sub/dangling")).unwrap();
+    src
+}
+
+/// The same tree as tar entries.
+fn entries() -> Vec<TarEntry<'static>> {
+    vec![
+        TarEntry::Dir("empty"),
+        TarEntry::Dir("sub"),
+        TarEntry::Dir("sub/deeper"),
+        TarEntry::File("version", "src\n"),
+        TarEntry::File("sub/deeper/data.txt", "nested\n"),
+        TarEntry::File("run.sh", "#!/bin/sh\necho hi\n"),
+        TarEntry::Symlink("link", "version"),
+        TarEntry::Symlink("abs", "/etc/passwd"),
+        TarEntry::Symlink("out", "../secret"),
+        TarEntry::Symlink("sub/dangling", "../../nowhere"),
+    ]
+}
+
+fn release_tree(d: &Dir, id: &str) -> Tree {
+    Tree::of(&d.path("releases").join(id))
+}
+
+fn no_temp_trees(d: &Dir) {
+    let left: Vec<_> = d
+        .release_names()
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temp trees left behind: {left:?}");
+}
+
+#[test]
+fn stage_a_directory_copies_symlinks_as_symlinks() {
+    let d = Dir::new();
+    let src = source(&d);
+    let r = d
+        .cmd()
+        .args(["--json", "stage"])
+        .arg(&src)
+        .args(["--id", "r1"])
+        .ok()
+        .json();
+    assert_eq!(r["release"], "r1", "{r}");
+    Tree::of(&src).assert_same(&release_tree(&d, "r1"), "staged copy");
+    let rel = d.path("releases/r1");
+    assert!(std::fs::symlink_metadata(rel.join("out"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!rel.join("secret").exists());
+    let mode = std::fs::metadata(rel.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    no_temp_trees(&d);
+    // Staging does not activate.
+    assert!(d.current().is_none());
+}
+
+fn stage_archive(name: &str, build: impl Fn(&Path)) {
+    if !have_tool("python3") || !have_tool("zstd") {
+        return;
+    }
+    let d = Dir::new();
+    let src = source(&d);
+    let archive = d.outside().join(name);
+    build(&archive);
+    d.cmd().arg("stage").arg(&archive).args(["--id", "a1"]).ok();
+    Tree::of(&src).assert_same(&release_tree(&d, "a1"), name);
+    let mode = std::fs::metadata(d.path("releases/a1/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "mode from the archive, not the source");
+    no_temp_trees(&d);
+}
+
+#[test]
+fn stage_tar() {
+    stage_archive("app.tar", |p| make_tar(p, &entries(), false));
+}
+
+#[test]
+fn stage_tar_gz() {
+    stage_archive("app.tar.gz", |p| make_tar(p, &entries(), true));
+}
+
+#[test]
+fn stage_tar_zst() {
+    stage_archive("app.tar.zst", |p| {
+        let tar = p.with_extension("");
+        make_tar(&tar, &entries(), false);
+        zstd(&tar, p);
+        std::fs::remove_file(&tar).unwrap();
+    });
+}
+
+#[test]
+fn hostile_zst_archive_is_refused_by_deploy_leaving_nothing() {
+    if !have_tool("python3") || !have_tool("zstd") {
+        return;
+    }
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let tar = d.outside().join("evil.tar");
+    let mut e = entries();
+    e.push(TarEntry::Symlink("escape", "/tmp"));
+    e.push(TarEntry::File("escape/releasectl-test-evil", "pwned"));
+    make_tar(&tar, &e, false);
+    let zst = d.outside().join("evil.tar.zst");
+    zstd(&tar, &zst);
+    let before = d.tree();
+    let r = d.cmd().arg("deploy").arg(&zst).expect(2);
+    assert!(r.one_line_error().contains("archive refused"), "{r}");
+    before.assert_same(&d.tree(), "hostile deploy");
+    no_temp_trees(&d);
+    assert!(!Path::new("/tmp/releasectl-test-evil").exists());
+}
+
+#[test]
+fn deploy_stages_and_activates_with_a_time_id() {
+    let d = Dir::new();
+    let src = source(&d);
+    let r = d.cmd().args(["--json", "deploy"]).arg(&src).ok().json();
+    assert_eq!(r["outcome"], "activated", "{r}");
+    let id = r["release"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16, "YYYYmmddTHHMMSSZ: {id}");
+    assert!(id.ends_with('Z') && id.as_bytes()[8] == b'T', "{id}");
+    assert_eq!(d.current().as_deref(), Some(id.as_str()));
+    assert_eq!(d.current_version(), "src");
+}
+
+#[test]
+fn ids_taken_in_the_same_second_get_a_suffix() {
+    let d = Dir::new();
+    let src = source(&d);
+    // Whatever second the stage runs in (within the next minute), its
+    // plain id and the -2 id are taken: it must choose -3, not merge.
+    let now = SystemTime::now();
+    let mut bases = Vec::new();
+    for s in 0..60 {
+        let base = releasectl::clock::compact_utc(now + Duration::from_secs(s));
+        d.release(&base).release(&format!("{base}-2"));
+        bases.push(base);
+    }
+    let r = d.cmd().args(["--json", "stage"]).arg(&src).ok().json();
+    let id = r["release"].as_str().unwrap();
+    let (base, n) = id.rsplit_once('-').unwrap();
+    assert!(bases.iter().any(|b| b == base), "{id}");
+    assert_eq!(n, "3", "{id}");
+    assert_eq!(
+        std::fs::read_to_string(d.path("releases").join(base).join("version")).unwrap(),
+        format!("{base}\n"),
+        "the existing release was touched"
+    );
+    Tree::of(&src).assert_same(&release_tree(&d, id), "suffixed release");
+}
+
+#[test]
+fn two_deploys_back_to_back_get_two_ids() {
+    let d = Dir::new();
+    let src = source(&d);
+    let first = d.cmd().args(["--json", "deploy"]).arg(&src).ok().json();
+    let second = d.cmd().args(["--json", "deploy"]).arg(&src).ok().json();
+    let (a, b) = (
+        first["release"].as_str().unwrap(),
+        second["release"].as_str().unwrap(),
+    );
+    assert_ne!(a, b);
+    if b.starts_with(a) {
+        assert_eq!(&b[a.len()..], "-2", "same second: {a} then {b}");
+    }
+    assert_eq!(d.current().as_deref(), Some(b));
+    assert_eq!(d.release_names().len(), 2);
+}
+
+#[test]
+fn concurrent_stagings_never_merge() {
+    let d = Dir::new();
+    let src = source(&d);
+    let children: Vec<_> = (0..6)
+        .map(|_| d.cmd().args(["--json", "stage"]).arg(&src).spawn())
+        .collect();
+    let mut ids = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.push(v["release"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    for id in &ids {
+        Tree::of(&src).assert_same(&release_tree(&d, id), id);
+    }
+    no_temp_trees(&d);
+}
+
+#[test]
+fn json_outputs_parse() {
+    let d = Dir::new();
+    let src = source(&d);
+    d.cmd().arg("deploy").arg(&src).args(["--id", "j1"]).ok();
+    d.cmd().arg("stage").arg(&src).args(["--id", "j2"]).ok();
+    let status = d.cmd().args(["--json", "status"]).ok().json();
+    assert_eq!(status["current"], "j1");
+    assert_eq!(status["releases"], 2);
+    let list = d.cmd().args(["--json", "list"]).ok().json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list
+        .iter()
+        .any(|r| r["id"] == "j1" && r["current"] == true && r["bad"] == false));
+    let history = d.cmd().args(["--json", "history"]).ok().json();
+    assert_eq!(history[0]["event"], "activated");
+    assert_eq!(history[0]["to"], "j1");
+    let prune = d.cmd().args(["--json", "prune", "--dry-run"]).ok().json();
+    assert_eq!(prune["dry_run"], true);
+    let recover = d.cmd().args(["--json", "recover"]).ok().json();
+    assert_eq!(recover[0]["recovered"], false);
+    // Errors are one JSON document too.
+    let err = d
+        .cmd()
+        .args(["--json", "activate", "nope"])
+        .expect(2)
+        .json();
+    assert_eq!(err["exit_code"], 2);
+}
