@@ -1,0 +1,536 @@
+//! A throwaway systemd host for tests: systemd as PID 1 in `systemd-nspawn`,
+//! booted over a tmpfs-backed overlay of this machine's own root, so every
+//! package installed here (nginx, python3, …) is there too and nothing written
+//! inside ever reaches the real disk. The recipe is ../../shared/TESTING.md's.
+//!
+//! Self-contained (std only) so other test targets can pull it in with
+//! `#[path = "systemd/nspawn.rs"] mod nspawn;`.
+//!
+//! ```ignore
+//! let Some(mut c) = nspawn::Container::create_or_skip("pkg", Options::default()) else { return };
+//! std::fs::write(c.path("/etc/motd"), "hi")?;   // before (or after) boot, through the overlay
+//! c.boot();
+//! c.sh("systemctl is-active dbus.service");       // panics with stdout/stderr if it fails
+//! // dropped (also on panic): PID 1 killed, nspawn reaped, overlay and tmpfs unmounted
+//! ```
+//!
+//! Prerequisites are root, `systemd-nspawn`, `nsenter` and overlayfs. Without
+//! them [`Container::create_or_skip`] prints why and returns `None`, except
+//! under `CI=true`, where a skipped system test would prove nothing and so
+//! panics instead.
+#![allow(dead_code)] // each test target uses a different part of it
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the overlays live: /run is a tmpfs on the host, so even a leaked
+/// mount goes away with a reboot.
+const BASE_DIR: &str = "/run/rctl-test";
+
+/// The environment of every command run inside. Commands are started with
+/// `env -i` so nothing from the test process (CARGO_*, RUST_*, a pager)
+/// leaks into the container.
+const INNER_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "LANG=C.UTF-8",
+    "TERM=dumb",
+    "SYSTEMD_PAGER=",
+    "SYSTEMD_COLORS=0",
+];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--private-network`: the container gets its own loopback only. Keeps
+    /// ports from clashing with the host and with other containers (the host
+    /// image starts PostgreSQL and nginx at boot).
+    pub private_network: bool,
+    /// Units masked before boot (linked to /dev/null) so boot stays quick and
+    /// does not fight other containers for ports.
+    pub mask: Vec<String>,
+    /// `--bind-ro=HOST:INSIDE` pairs.
+    pub bind_ro: Vec<(PathBuf, PathBuf)>,
+    /// How long boot may take before the test gives up. A guard against a
+    /// hang, not a measurement: it is generous on purpose.
+    pub boot_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            private_network: true,
+            mask: vec!["postgresql.service".into(), "postgresql@.service".into()],
+            bind_ro: Vec::new(),
+            boot_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// Why system tests cannot run here, if they cannot.
+pub fn missing_prerequisites() -> Option<String> {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+    {
+        return Some("not running as root".into());
+    }
+    for tool in ["systemd-nspawn", "nsenter", "mount", "umount"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.ends_with("\toverlay")) {
+        // The module may still load on first mount; only say so if it cannot.
+        let _ = Command::new("modprobe").arg("overlay").status();
+        let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.lines().any(|l| l.ends_with("\toverlay")) {
+            return Some("the kernel has no overlayfs".into());
+        }
+    }
+    None
+}
+
+/// `true` when system tests can run. Otherwise prints the reason and returns
+/// `false`, or panics under `CI=true`.
+pub fn prerequisites_met(what: &str) -> bool {
+    match missing_prerequisites() {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{what}: cannot run under CI=true: {why}")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {what}: {why}");
+            false
+        }
+    }
+}
+
+/// One container. Dropping it always tears everything down.
+pub struct Container {
+    name: String,
+    base: PathBuf,
+    root: PathBuf,
+    opts: Options,
+    nspawn: Option<Child>,
+    leader: Option<u32>,
+    mounted_base: bool,
+    mounted_root: bool,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Container {
+    /// [`prerequisites_met`] and then [`Container::create`].
+    pub fn create_or_skip(prefix: &str, opts: Options) -> Option<Container> {
+        prerequisites_met(prefix).then(|| Container::create(prefix, opts))
+    }
+
+    /// Mount the overlay; the container is not booted yet, so files can be
+    /// put in place through [`Container::path`] first. The machine name is
+    /// `PREFIX-PID-N`, unique among concurrent test processes.
+    pub fn create(prefix: &str, opts: Options) -> Container {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        assert!(name.len() <= 64, "machine name {name} too long");
+        let base = Path::new(BASE_DIR).join(&name);
+        let mut c = Container {
+            root: base.join("root"),
+            base,
+            name,
+            opts,
+            nspawn: None,
+            leader: None,
+            mounted_base: false,
+            mounted_root: false,
+        };
+        fs::create_dir_all(&c.base).expect("create overlay base");
+        run_host(&["mount", "-t", "tmpfs", "tmpfs", &c.base.to_string_lossy()]);
+        c.mounted_base = true;
+        for d in ["upper", "work", "root"] {
+            fs::create_dir(c.base.join(d)).expect("create overlay dirs");
+        }
+        let options = format!(
+            "lowerdir=/,upperdir={},workdir={}",
+            c.base.join("upper").display(),
+            c.base.join("work").display()
+        );
+        run_host(&[
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &options,
+            &c.root.to_string_lossy(),
+        ]);
+        c.mounted_root = true;
+        for unit in c.opts.mask.clone() {
+            c.mask(&unit);
+        }
+        c
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host path of `inside` (an absolute path in the container). Writes
+    /// there are seen inside, before and after boot, except under the
+    /// container's own tmpfs mounts (/tmp, /run, /dev).
+    pub fn path(&self, inside: &str) -> PathBuf {
+        self.root.join(inside.trim_start_matches('/'))
+    }
+
+    /// Write a file through the overlay, creating parent directories.
+    pub fn write(&self, inside: &str, content: impl AsRef<[u8]>) {
+        let p = self.path(inside);
+        fs::create_dir_all(p.parent().expect("absolute path")).expect("create parent dirs");
+        fs::write(&p, content).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+    }
+
+    /// Link `unit` to /dev/null in /etc/systemd/system (before boot, or
+    /// followed by a daemon-reload).
+    pub fn mask(&self, unit: &str) {
+        let dir = self.path("/etc/systemd/system");
+        fs::create_dir_all(&dir).expect("create /etc/systemd/system");
+        let link = dir.join(unit);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/null", &link).expect("mask unit");
+    }
+
+    /// Boot systemd as PID 1 and wait until `is-system-running` says
+    /// running or degraded.
+    pub fn boot(&mut self) {
+        assert!(self.nspawn.is_none(), "{} is already booted", self.name);
+        let console = fs::File::create(self.base.join("console.log")).expect("console log");
+        let mut cmd = Command::new("systemd-nspawn");
+        cmd.arg("-D")
+            .arg(&self.root)
+            .args(["--boot", "--register=no", "--keep-unit", "--console=pipe"])
+            .arg(format!("--machine={}", self.name));
+        if self.opts.private_network {
+            cmd.arg("--private-network");
+        }
+        for (host, inside) in &self.opts.bind_ro {
+            cmd.arg(format!("--bind-ro={}:{}", host.display(), inside.display()));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().expect("dup console log"))
+            .stderr(console)
+            .spawn()
+            .expect("start systemd-nspawn");
+        let nspawn_pid = child.id();
+        self.nspawn = Some(child);
+
+        let deadline = Instant::now() + self.opts.boot_timeout;
+        let leader = loop {
+            if let Some(pid) = namespace_init_child_of(nspawn_pid) {
+                break pid;
+            }
+            self.assert_nspawn_alive();
+            assert!(
+                Instant::now() < deadline,
+                "{}: no PID 1 appeared",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.leader = Some(leader);
+        loop {
+            let out = self.run("systemctl is-system-running");
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            match state.as_str() {
+                "running" => break,
+                "degraded" => {
+                    eprintln!(
+                        "{}: booted degraded:\n{}",
+                        self.name,
+                        self.run_text("systemctl --failed --no-legend")
+                    );
+                    break;
+                }
+                _ => {}
+            }
+            self.assert_nspawn_alive();
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: not booted after {:?} (state {state:?}); jobs:\n{}",
+                    self.name,
+                    self.opts.boot_timeout,
+                    self.run_text("systemctl list-jobs --no-legend")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kill PID 1 with SIGKILL, which takes every process of the container
+    /// with it: a power cut. The overlay stays, so [`Container::boot`] starts
+    /// the same machine again.
+    pub fn power_cut(&mut self) {
+        let nspawn_pid = self.nspawn.as_ref().map(Child::id);
+        let leader = self
+            .leader
+            .take()
+            .or_else(|| nspawn_pid.and_then(namespace_init_child_of));
+        if let Some(pid) = leader {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        if let Some(mut child) = self.nspawn.take() {
+            wait_or_kill(&mut child, Duration::from_secs(30));
+        }
+    }
+
+    fn assert_nspawn_alive(&mut self) {
+        let child = self.nspawn.as_mut().expect("booted");
+        if let Ok(Some(status)) = child.try_wait() {
+            self.nspawn = None;
+            panic!(
+                "{}: systemd-nspawn exited ({status}); console:\n{}",
+                self.name,
+                self.console_tail(40)
+            );
+        }
+    }
+
+    /// The last `n` lines of the container's console.
+    pub fn console_tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(self.base.join("console.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The `nsenter` command that runs `argv` inside as root.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, argv: &[S]) -> Command {
+        let leader = self.leader.expect("container is not booted");
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &leader.to_string(), "-a", "--", "/usr/bin/env", "-i"])
+            .args(INNER_ENV)
+            .args(argv)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run a shell command inside; whatever its outcome.
+    pub fn run(&self, script: &str) -> Output {
+        self.command(&["/bin/sh", "-c", script])
+            .output()
+            .expect("run nsenter")
+    }
+
+    /// Run a shell command inside with `input` on its stdin.
+    pub fn run_with_input(&self, script: &str, input: &[u8]) -> Output {
+        let mut child = self
+            .command(&["/bin/sh", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nsenter");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("feed stdin");
+        child.wait_with_output().expect("wait nsenter")
+    }
+
+    /// Start a shell command inside without waiting for it; stdout and
+    /// stderr are piped.
+    pub fn spawn(&self, script: &str) -> Child {
+        self.command(&["/bin/sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nsenter")
+    }
+
+    /// Stdout and stderr of a command, whatever its outcome (for messages).
+    pub fn run_text(&self, script: &str) -> String {
+        let out = self.run(script);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Run a shell command that must succeed; its stdout, trimmed.
+    #[track_caller]
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "in {}: `{script}` failed ({}):\n--- stdout\n{}--- stderr\n{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Run a shell command that must fail; its exit status and combined output.
+    #[track_caller]
+    pub fn sh_fails(&self, script: &str) -> (ExitStatus, String) {
+        let out = self.run(script);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "in {}: `{script}` succeeded but should have failed:\n{text}",
+            self.name
+        );
+        (out.status, text)
+    }
+
+    /// Poll `check` until it returns `Some`, or panic after `timeout` with
+    /// `what` and the last observation. The timeout only guards against a
+    /// hang; nothing is asserted about how long it took.
+    #[track_caller]
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match check() {
+                Ok(v) => return v,
+                Err(last) if Instant::now() >= deadline => {
+                    panic!("in {}: gave up waiting for {what}; last: {last}", self.name)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Write the journal to disk so `journalctl` sees the latest lines.
+    pub fn journal_sync(&self) {
+        let _ = self.run("journalctl --sync");
+    }
+}
+
+impl Drop for Container {
+    /// Always runs, also when a test panics: no container or mount may
+    /// outlive the test.
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.nspawn.is_some() {
+            eprintln!(
+                "{}: console (last lines):\n{}",
+                self.name,
+                self.console_tail(30)
+            );
+        }
+        self.power_cut();
+        for (flag, path) in [
+            (self.mounted_root, self.root.clone()),
+            (self.mounted_base, self.base.clone()),
+        ] {
+            if flag {
+                unmount(&path);
+            }
+        }
+        self.mounted_root = false;
+        self.mounted_base = false;
+        let _ = fs::remove_dir(&self.base);
+    }
+}
+
+/// The child of `parent` that is PID 1 of its own PID namespace (nspawn
+/// forks helpers before the container's init, so "any child" is not enough).
+fn namespace_init_child_of(parent: u32) -> Option<u32> {
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .map(str::to_string)
+        };
+        let is_child = field("PPid:").and_then(|p| p.parse::<u32>().ok()) == Some(parent);
+        let ns_init = field("NSpid:")
+            .map(|ns| ns.split_whitespace().last() == Some("1"))
+            .unwrap_or(false);
+        if is_child && ns_init {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_or_kill(child: &mut Child, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Unmount, retrying while the last container processes let go; lazily as a
+/// last resort so nothing is left mounted.
+fn unmount(path: &Path) {
+    for _ in 0..50 {
+        let ok = Command::new("umount")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{}: busy, unmounting lazily", path.display());
+    let _ = Command::new("umount").arg("-l").arg(path).status();
+}
+
+#[track_caller]
+fn run_host(argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+    assert!(
+        out.status.success(),
+        "`{}` failed: {}",
+        argv.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,591 @@
+//! The scenarios of the real-systemd suite (issue 3, a–i). Each one sets up
+//! its own app under /srv/APP, its own units and its own nginx port, and
+//! asserts on what systemd, nginx, the `current` link and history.jsonl say
+//! afterwards: never on the exit code alone.
+
+use crate::fixture::{journal, load_counts, show, wait_settled, App, LOAD_PY, PATIENCE};
+use crate::nspawn::Container;
+
+type Scenario = fn(&mut Container);
+
+pub const ALL: &[(&str, Scenario)] = &[
+    ("a_nginx_switches_release", a_nginx_switches_release),
+    ("a2_journal_fields", a2_journal_fields),
+    ("b_failing_reload_rolls_back", b_failing_reload_rolls_back),
+    (
+        "c_failing_health_reloads_old_release",
+        c_failing_health_reloads_old_release,
+    ),
+    (
+        "d_stop_during_health_check_rolls_back",
+        d_stop_during_health_check_rolls_back,
+    ),
+    (
+        "e_path_unit_activates_requests",
+        e_path_unit_activates_requests,
+    ),
+    (
+        "f_simultaneous_starts_are_serialised",
+        f_simultaneous_starts_are_serialised,
+    ),
+    ("g_restart_of_notify_service", g_restart_of_notify_service),
+    ("h_zero_downtime_under_load", h_zero_downtime_under_load),
+    (
+        "i_killed_activation_is_recovered",
+        i_killed_activation_is_recovered,
+    ),
+];
+
+/// Scratch space inside the container for test services (not /tmp: the
+/// units under test may have a private one).
+const SCRATCH: &str = "/var/lib/rctl-test";
+
+/// Before boot: nginx without Debian's default site (scenarios add theirs),
+/// the HTTP load client, and the scratch directory.
+pub fn prepare(c: &Container) {
+    let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/default"));
+    c.write("/usr/local/lib/rctl-load.py", LOAD_PY);
+    c.write(&format!("{SCRATCH}/.keep"), "");
+}
+
+/// Serve /srv/APP/current on 127.0.0.1:PORT (the container has its own
+/// network namespace, so the port is ours alone) and make nginx pick it up.
+fn nginx_site(c: &Container, app: &str, port: u16) {
+    c.write(
+        &format!("/etc/nginx/sites-enabled/{app}"),
+        format!(
+            "server {{\n  listen 127.0.0.1:{port};\n  root /srv/{app}/current;\n  \
+             location / {{ default_type text/plain; }}\n}}\n"
+        ),
+    );
+    c.sh("nginx -t -q && systemctl reload-or-restart nginx.service && systemctl is-active nginx.service");
+}
+
+fn curl(c: &Container, port: u16) -> String {
+    c.sh(&format!("curl -fsS http://127.0.0.1:{port}/index.html"))
+}
+
+/// A test service: `sleep infinity` whose ExecReload is `reload` (a shell
+/// line) and that runs after `systemctl start`.
+fn test_service(c: &Container, unit: &str, reload: &str) {
+    c.write(
+        &format!("/etc/systemd/system/{unit}"),
+        format!("[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sh -c '{reload}'\n"),
+    );
+    c.sh(&format!(
+        "systemctl daemon-reload && systemctl start {unit}"
+    ));
+}
+
+/// Lines of `journalctl -u UNIT` that contain `needle`.
+fn count_in_journal(c: &Container, unit: &str, needle: &str) -> usize {
+    journal(c, unit)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn event(v: &serde_json::Value) -> (&str, &str, &str) {
+    let s = |k: &str| v[k].as_str().unwrap_or("");
+    (s("event"), s("from"), s("to"))
+}
+
+#[track_caller]
+fn assert_contains(haystack: &str, needle: &str, what: &str) {
+    assert!(
+        haystack.contains(needle),
+        "{what} should mention {needle:?}; it is:\n{haystack}"
+    );
+}
+
+/// a. nginx serves `current`; `systemctl start deploy@static:v2` switches
+/// what it serves, reloads nginx once, and tells the story.
+///
+/// systemd drops a oneshot's StatusText when it goes inactive, so the status
+/// is read while the activation runs: its health check (an HTTP check plus a
+/// command that waits for a go file) holds it in place until we have looked.
+fn a_nginx_switches_release(c: &mut Container) {
+    let port = 18080;
+    let go = format!("{SCRATCH}/a-go");
+    let app = App::create(
+        c,
+        "static",
+        &format!(
+            "[services]\nunits = [\"nginx.service\"]\naction = \"reload\"\n\
+             [health]\nurl = \"http://127.0.0.1:{port}/index.html\"\n\
+             command = [\"/bin/sh\", \"-c\", \"while [ ! -e {go} ]; do sleep 0.1; done\"]\n\
+             retries = 1\ntimeout = 600\n"
+        ),
+        &[
+            ("v1", &[("index.html", "hello 1\n")]),
+            ("v2", &[("index.html", "hello 2\n")]),
+        ],
+    );
+    app.start_at("v1");
+    nginx_site(c, "static", port);
+    assert_eq!(curl(c, port), "hello 1");
+    let reloads_before = count_in_journal(c, "nginx.service", "Reloaded");
+    let unit = "deploy@static:v2.service";
+
+    c.sh(&format!("systemctl start --no-block {unit}"));
+    let status = c.wait_for("the activation to reach its health check", PATIENCE, || {
+        let status = show(c, unit, "StatusText");
+        if status.contains("health") {
+            Ok(status)
+        } else {
+            Err(status)
+        }
+    });
+    assert_contains(&status, "static: v1 → v2", "StatusText");
+    assert_eq!(
+        curl(c, port),
+        "hello 2",
+        "swapped and reloaded before health"
+    );
+    assert!(app.pending_exists(), "not committed before health passes");
+    c.write(&go, "");
+    assert_eq!(wait_settled(c, unit), ("inactive".into(), "success".into()));
+
+    assert_eq!(curl(c, port), "hello 2");
+    assert_eq!(app.current().as_deref(), Some("v2"));
+    assert!(!app.pending_exists());
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v2"));
+    assert_eq!(
+        count_in_journal(c, "nginx.service", "Reloaded"),
+        reloads_before + 1,
+        "nginx should have been reloaded exactly once"
+    );
+    let story = journal(c, unit);
+    assert_contains(&story, "v1 → v2", "the journal of deploy@static:v2");
+    assert_contains(&story, "nginx.service", "the journal of deploy@static:v2");
+    assert_contains(&story, "committed", "the journal of deploy@static:v2");
+}
+
+/// An app's activations are in the journal by field (issue 3, item 3):
+/// `journalctl RELEASECTL_APP=APP` lists them with release, previous and
+/// outcome fields.
+fn a2_journal_fields(c: &mut Container) {
+    let app = App::create(
+        c,
+        "fields",
+        "",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+    );
+    app.start_at("v1");
+    c.sh("systemctl start deploy@fields:v2");
+    c.journal_sync();
+    let by_field =
+        c.run_text("journalctl --no-pager -o verbose RELEASECTL_APP=fields RELEASECTL_RELEASE=v2");
+    assert_contains(
+        &by_field,
+        "RELEASECTL_PREVIOUS=v1",
+        "journalctl RELEASECTL_APP=fields",
+    );
+    assert_contains(
+        &by_field,
+        "RELEASECTL_OUTCOME=",
+        "journalctl RELEASECTL_APP=fields",
+    );
+    assert_contains(&by_field, "MESSAGE_ID=", "journalctl RELEASECTL_APP=fields");
+}
+
+/// b. The unit's ExecReload fails on v2 (its config is broken): the start
+/// fails, `current` is v1 again, and history and journal say why.
+fn b_failing_reload_rolls_back(c: &mut Container) {
+    test_service(
+        c,
+        "rctl-b.service",
+        "grep -qx ok /srv/brokenreload/current/config || \
+         { echo \"config of $(readlink /srv/brokenreload/current) is broken\"; exit 1; }",
+    );
+    let app = App::create(
+        c,
+        "brokenreload",
+        "[services]\nunits = [\"rctl-b.service\"]\n",
+        &[
+            ("v1", &[("config", "ok\n")]),
+            ("v2", &[("config", "broken\n")]),
+        ],
+    );
+    app.start_at("v1");
+
+    c.sh_fails("systemctl start deploy@brokenreload:v2");
+
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert!(!app.pending_exists());
+    let last = app.last_event();
+    assert_eq!(event(&last), ("rolled_back", "v1", "v2"));
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert_contains(reason, "rctl-b.service", "the rollback reason");
+    let unit = "deploy@brokenreload:v2.service";
+    assert_eq!(show(c, unit, "Result"), "exit-code");
+    assert_eq!(
+        show(c, unit, "ExecMainStatus"),
+        "4",
+        "exit 4: previous release restored"
+    );
+    let story = journal(c, unit);
+    assert_contains(
+        &story,
+        "rctl-b.service",
+        "the journal of the failed activation",
+    );
+    assert_contains(
+        &story,
+        "rolling back",
+        "the journal of the failed activation",
+    );
+    // The service itself says why its reload failed, and is still running.
+    assert_contains(
+        &journal(c, "rctl-b.service"),
+        "config of releases/v2 is broken",
+        "the journal of rctl-b.service",
+    );
+    assert_eq!(show(c, "rctl-b.service", "ActiveState"), "active");
+}
+
+/// c. v2 fails its health check: rollback, and the service is reloaded again
+/// while `current` points at v1 (its ExecReload logs what it saw).
+fn c_failing_health_reloads_old_release(c: &mut Container) {
+    let log = format!("{SCRATCH}/c-reloads");
+    test_service(
+        c,
+        "rctl-c.service",
+        &format!("readlink /srv/unhealthy/current >> {log}"),
+    );
+    let app = App::create(
+        c,
+        "unhealthy",
+        "[services]\nunits = [\"rctl-c.service\"]\n\
+         [health]\ncommand = [\"/bin/sh\", \"-c\", \"test -e healthy\"]\n\
+         retries = 2\ninterval = 1\ntimeout = 30\n",
+        &[("v1", &[("healthy", "")]), ("v2", &[("sick", "")])],
+    );
+    app.start_at("v1");
+
+    c.sh_fails("systemctl start deploy@unhealthy:v2");
+
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert_eq!(
+        c.sh(&format!("cat {log}")),
+        "releases/v2\nreleases/v1",
+        "reloaded once on v2, then once more on v1 by the rollback"
+    );
+    let last = app.last_event();
+    assert_eq!(event(&last), ("rolled_back", "v1", "v2"));
+    assert_contains(
+        last["reason"].as_str().unwrap_or_default(),
+        "health",
+        "the rollback reason",
+    );
+    assert_contains(
+        &journal(c, "deploy@unhealthy:v2.service"),
+        "health",
+        "the journal of deploy@unhealthy:v2",
+    );
+}
+
+/// d. `systemctl stop` while the health check hangs: SIGTERM, and the
+/// rollback still completes.
+fn d_stop_during_health_check_rolls_back(c: &mut Container) {
+    let app = App::create(
+        c,
+        "slowhealth",
+        "[health]\ncommand = [\"/bin/sleep\", \"600\"]\nretries = 1\ntimeout = 900\n",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+    );
+    app.start_at("v1");
+    let unit = "deploy@slowhealth:v2.service";
+
+    c.sh(&format!("systemctl start --no-block {unit}"));
+    c.wait_for("the health check to be running", PATIENCE, || {
+        let status = show(c, unit, "StatusText");
+        if status.contains("health") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    assert_eq!(
+        app.current().as_deref(),
+        Some("v2"),
+        "swapped before health"
+    );
+    assert!(app.pending_exists());
+
+    c.sh(&format!("systemctl stop {unit}"));
+
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert!(!app.pending_exists());
+    let last = app.last_event();
+    assert_eq!(event(&last), ("rolled_back", "v1", "v2"));
+    assert_contains(
+        last["reason"].as_str().unwrap_or_default(),
+        "SIGTERM",
+        "the rollback reason",
+    );
+}
+
+/// e. An unprivileged member of group `releasectl` drops a request file
+/// (temp file + rename): the path unit activates it. A request for a missing
+/// or invalid release fails the watch service with a clear line and changes
+/// nothing.
+fn e_path_unit_activates_requests(c: &mut Container) {
+    let app = App::create(
+        c,
+        "watched",
+        "",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+    );
+    app.start_at("v1");
+    c.sh("getent group releasectl");
+    c.sh("useradd --no-create-home --groups releasectl rctl-ci");
+    let watch = "deploy-watch@watched.service";
+    c.sh("systemctl start deploy-watch@watched.path");
+    assert_eq!(
+        show(c, "deploy-watch@watched.path", "ActiveState"),
+        "active"
+    );
+
+    // Being in the group lets the user request, not activate directly.
+    c.sh_fails("runuser -u rctl-ci -- releasectl activate watched:v2");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+
+    let request = |id: &str| {
+        let before = show(c, watch, "InvocationID");
+        c.sh(&format!(
+            "cd /var/lib/releasectl/requests && runuser -u rctl-ci -- \
+             sh -c 'printf \"%s\\n\" \"{id}\" > .watched.new && mv .watched.new watched'"
+        ));
+        c.wait_for(&format!("{watch} to run for {id:?}"), PATIENCE, || {
+            let (state, result) = wait_settled(c, watch);
+            let now = show(c, watch, "InvocationID");
+            if now != before && !now.is_empty() {
+                Ok((state, result, now))
+            } else {
+                Err(format!("{state}/{result}, invocation {now:?}"))
+            }
+        })
+    };
+
+    let (_, result, _) = request("v2");
+    assert_eq!(result, "success");
+    assert_eq!(app.current().as_deref(), Some("v2"));
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v2"));
+    let events = app.history().len();
+
+    for (bad, needle) in [("v9", "v9"), ("../../etc", "etc")] {
+        c.sh(&format!("systemctl reset-failed {watch} || true"));
+        let (state, result, invocation) = request(bad);
+        assert_eq!((state.as_str(), result.as_str()), ("failed", "exit-code"));
+        c.journal_sync();
+        let lines = c.run_text(&format!(
+            "journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}"
+        ));
+        assert_contains(
+            &lines,
+            needle,
+            &format!("the journal of the request {bad:?}"),
+        );
+        assert_eq!(
+            app.current().as_deref(),
+            Some("v2"),
+            "{bad:?} changed current"
+        );
+        assert_eq!(app.history().len(), events, "{bad:?} changed history");
+    }
+}
+
+/// f. Two instances started at the same instant: the flock serialises them
+/// (a pre_activate hook would see a second holder), and the final state is
+/// the one history names last.
+fn f_simultaneous_starts_are_serialised(c: &mut Container) {
+    let app = App::create(
+        c,
+        "race",
+        "[hooks]\npre_activate = [[\"/bin/sh\", \"-c\", \
+         \"mkdir \\\"$RELEASECTL_ROOT/.inside\\\" || exit 99; sleep 1; rmdir \\\"$RELEASECTL_ROOT/.inside\\\"\"]]\n",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")]), ("v3", &[("a", "3")])],
+    );
+    app.start_at("v1");
+
+    c.sh("systemctl start --no-block deploy@race:v2 deploy@race:v3");
+    for unit in ["deploy@race:v2.service", "deploy@race:v3.service"] {
+        assert_eq!(wait_settled(c, unit).1, "success", "{unit}");
+    }
+
+    let history = app.history();
+    let [.., first, second] = history.as_slice() else {
+        panic!("history too short: {history:?}")
+    };
+    let (e1, _, to1) = event(first);
+    let (e2, from2, to2) = event(second);
+    assert_eq!((e1, e2), ("activated", "activated"), "{history:?}");
+    assert_eq!(
+        from2, to1,
+        "the second activation saw the first one's result"
+    );
+    assert_ne!(to1, to2);
+    assert_eq!(app.current().as_deref(), Some(to2));
+}
+
+/// g. `action = "restart"` on a Type=notify service: a new invocation, which
+/// became ready on the new release before `systemctl start` returned.
+fn g_restart_of_notify_service(c: &mut Container) {
+    c.write(
+        "/usr/local/bin/rctl-notify-svc",
+        "#!/usr/bin/python3\n\
+         import os, socket, time\n\
+         time.sleep(1)  # not ready at once: releasectl must wait for READY=1\n\
+         addr = os.environ['NOTIFY_SOCKET']\n\
+         addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         msg = 'READY=1\\nSTATUS=serving ' + os.readlink('/srv/notify/current')\n\
+         s.sendto(msg.encode(), addr)\n\
+         while True:\n    time.sleep(3600)\n",
+    );
+    c.sh("chmod 755 /usr/local/bin/rctl-notify-svc");
+    c.write(
+        "/etc/systemd/system/rctl-g.service",
+        "[Service]\nType=notify\nNotifyAccess=all\nExecStart=/usr/local/bin/rctl-notify-svc\n",
+    );
+    let app = App::create(
+        c,
+        "notify",
+        "[services]\nunits = [\"rctl-g.service\"]\naction = \"restart\"\n",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+    );
+    app.start_at("v1");
+    c.sh("systemctl daemon-reload && systemctl start rctl-g.service");
+    assert_eq!(
+        show(c, "rctl-g.service", "StatusText"),
+        "serving releases/v1"
+    );
+    let before = show(c, "rctl-g.service", "InvocationID");
+
+    c.sh("systemctl start deploy@notify:v2");
+
+    assert_ne!(show(c, "rctl-g.service", "InvocationID"), before);
+    assert_eq!(show(c, "rctl-g.service", "ActiveState"), "active");
+    assert_eq!(
+        show(c, "rctl-g.service", "StatusText"),
+        "serving releases/v2"
+    );
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v2"));
+}
+
+/// h. Zero downtime: HTTP load on nginx while 100 activations alternate two
+/// releases with reloads: no failed request. The same load against
+/// `rm -f current && ln -s` swaps does see failures, which proves the load
+/// can see a gap.
+fn h_zero_downtime_under_load(c: &mut Container) {
+    let port = 18081;
+    let app = App::create(
+        c,
+        "zd",
+        "[services]\nunits = [\"nginx.service\"]\naction = \"reload\"\n",
+        &[
+            ("v1", &[("index.html", "hello 1\n")]),
+            ("v2", &[("index.html", "hello 2\n")]),
+        ],
+    );
+    app.start_at("v1");
+    nginx_site(c, "zd", port);
+    c.write(&format!("{SCRATCH}/zd-good"), "hello 1\nhello 2\n");
+
+    let under_load = |swaps: &str| -> (u64, u64) {
+        let stop = format!("{SCRATCH}/zd-stop");
+        c.sh(&format!("rm -f {stop}"));
+        let load = c.spawn(&format!(
+            "exec python3 /usr/local/lib/rctl-load.py http://127.0.0.1:{port}/index.html \
+             {stop} {SCRATCH}/zd-good 2000000 900"
+        ));
+        let swapped = c.run(swaps);
+        c.sh(&format!("touch {stop}"));
+        let out = load.wait_with_output().expect("load client");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            swapped.status.success(),
+            "swaps failed: {}",
+            String::from_utf8_lossy(&swapped.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "load client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("h: {text}");
+        load_counts(&text)
+    };
+
+    let reloads_before = count_in_journal(c, "nginx.service", "Reloaded");
+    let events_before = app.history().len();
+    let (requests, failures) = under_load(
+        "for i in $(seq 50); do \
+           systemctl start deploy@zd:v2 && systemctl start deploy@zd:v1 || exit 1; done",
+    );
+    eprintln!("h: releasectl: 100 activations, {requests} requests, {failures} failed");
+    assert_eq!(app.history().len() - events_before, 100);
+    assert!(count_in_journal(c, "nginx.service", "Reloaded") >= reloads_before + 100);
+    assert!(requests > 0);
+    assert_eq!(failures, 0, "requests failed during releasectl activations");
+
+    let (requests, failures) = under_load(
+        "cd /srv/zd && for i in $(seq 1000); do \
+           rm -f current && ln -s releases/v2 current; \
+           rm -f current && ln -s releases/v1 current; done",
+    );
+    eprintln!("h: rm + ln -s baseline: 2000 swaps, {requests} requests, {failures} failed");
+    assert!(
+        failures > 0,
+        "the baseline shows no gap: the load cannot see one"
+    );
+}
+
+/// i. An activation is SIGKILLed mid-flight (in a slow post_activate hook,
+/// after the swap); releasectl-recover.service restores `from` and records it.
+fn i_killed_activation_is_recovered(c: &mut Container) {
+    let app = App::create(
+        c,
+        "crash",
+        "",
+        &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+    );
+    app.start_at("v1");
+    c.write(
+        "/etc/releasectl/crash.toml",
+        "root = \"/srv/crash\"\n[hooks]\npost_activate = [[\"/bin/sleep\", \"600\"]]\n",
+    );
+    let unit = "deploy@crash:v2.service";
+
+    c.sh(&format!("systemctl start --no-block {unit}"));
+    c.wait_for("the post_activate hook to be running", PATIENCE, || {
+        let status = show(c, unit, "StatusText");
+        if status.contains("post_activate") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    c.sh(&format!("systemctl kill --signal=SIGKILL {unit}"));
+    let (state, result) = wait_settled(c, unit);
+    assert_eq!((state.as_str(), result.as_str()), ("failed", "signal"));
+    assert_eq!(
+        app.current().as_deref(),
+        Some("v2"),
+        "killed after the swap"
+    );
+    assert!(app.pending_exists(), "the intent record survives the kill");
+
+    c.sh("systemctl start releasectl-recover.service");
+
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert!(!app.pending_exists());
+    let last = app.last_event();
+    assert_eq!(event(&last), ("recovered", "v1", "v2"));
+    assert_contains(
+        &journal(c, "releasectl-recover.service"),
+        "crash",
+        "the journal of releasectl-recover.service",
+    );
+}
