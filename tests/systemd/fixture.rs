@@ -95,6 +95,14 @@ impl<'c> App<'c> {
         app
     }
 
+    /// An app created earlier (e.g. before the container was rebooted).
+    pub fn existing(c: &'c Container, name: &str) -> App<'c> {
+        App {
+            c,
+            name: name.to_string(),
+        }
+    }
+
     pub fn root(&self) -> String {
         format!("/srv/{}", self.name)
     }

@@ -34,6 +34,11 @@ pub const ALL: &[(&str, Scenario)] = &[
         "i_killed_activation_is_recovered",
         i_killed_activation_is_recovered,
     ),
+    // Last: it reboots the container.
+    (
+        "j_power_cut_then_boot_recovers",
+        j_power_cut_then_boot_recovers,
+    ),
 ];
 
 /// Scratch space inside the container for test services (not /tmp: the
@@ -587,5 +592,54 @@ fn i_killed_activation_is_recovered(c: &mut Container) {
         &journal(c, "releasectl-recover.service"),
         "crash",
         "the journal of releasectl-recover.service",
+    );
+}
+
+/// j. A power cut mid-activation (every process of the machine killed at
+/// once, after the swap), then a real boot: the enabled
+/// releasectl-recover.service puts `from` back before anything else runs.
+fn j_power_cut_then_boot_recovers(c: &mut Container) {
+    {
+        let app = App::create(
+            c,
+            "powercut",
+            "",
+            &[("v1", &[("a", "1")]), ("v2", &[("a", "2")])],
+        );
+        app.start_at("v1");
+        c.write(
+            "/etc/releasectl/powercut.toml",
+            "root = \"/srv/powercut\"\n[hooks]\npost_activate = [[\"/bin/sleep\", \"600\"]]\n",
+        );
+        c.sh("systemctl enable releasectl-recover.service");
+        let unit = "deploy@powercut:v2.service";
+        c.sh(&format!("systemctl start --no-block {unit}"));
+        c.wait_for("the post_activate hook to be running", PATIENCE, || {
+            let status = show(c, unit, "StatusText");
+            if status.contains("post_activate") {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        });
+        assert_eq!(app.current().as_deref(), Some("v2"));
+    }
+
+    c.power_cut();
+    // Seen from outside, on the overlay: the cut left the new release current
+    // and the intent record in place.
+    let link = std::fs::read_link(c.path("/srv/powercut/current")).expect("current");
+    assert_eq!(link, std::path::Path::new("releases/v2"));
+    assert!(c.path("/srv/powercut/.releasectl/pending.json").exists());
+    c.boot();
+
+    let app = App::existing(c, "powercut");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert!(!app.pending_exists());
+    assert_eq!(event(&app.last_event()), ("recovered", "v1", "v2"));
+    assert_contains(
+        &c.run_text("journalctl --no-pager -o cat -b -u releasectl-recover.service"),
+        "powercut",
+        "this boot's journal of releasectl-recover.service",
     );
 }
