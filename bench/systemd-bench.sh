@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# What an activation costs over the reload it wraps, under a real systemd.
+#
+# Boots systemd as PID 1 in systemd-nspawn over a throwaway overlay of this
+# machine (as ../tests/systemd/nspawn.rs does), installs the release binary and
+# the units from units/, and times, interleaved so noise hits both alike:
+#   - `systemctl reload rctl-bench.service`        (the baseline)
+#   - `systemctl start deploy@app:vN`              (swap + one reload of that
+#                                                   unit over D-Bus + commit)
+#   - `releasectl activate app:vN`                 (the same, run directly: the
+#                                                   difference is what the
+#                                                   sandboxed unit costs)
+# with N alternating between two releases so every activation really swaps.
+# Prints medians and their ratio (the goal: at most 1.5x). A benchmark, not a
+# test: it asserts nothing about time.
+#
+# Usage: sudo bench/systemd-bench.sh [RUNS]      (default 30)
+#   RELEASECTL_BIN=path  binary to install (default: target/release/releasectl,
+#                        built with `cargo build --release` when missing)
+#   BENCH_RELOAD=cmd     the unit's ExecReload (default /bin/true: the cheapest
+#                        reload, so the ratio shows releasectl's overhead at
+#                        its most visible)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=${1:-30}
+reload_cmd=${BENCH_RELOAD:-/bin/true}
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+command -v systemd-nspawn >/dev/null || { echo "needs systemd-nspawn (systemd-container)" >&2; exit 1; }
+
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=${RELEASECTL_BIN:-$target_dir/release/releasectl}
+if [ ! -x "$bin" ]; then
+    cargo build --release --quiet
+fi
+
+name=rctl-bench-$$
+base=/run/rctl-test/$name
+root=$base/root
+nspawn_pid=
+leader=
+
+cleanup() {
+    # Killing PID 1 ends every process of the container.
+    [ -n "$leader" ] && kill -KILL "$leader" 2>/dev/null || true
+    [ -n "$nspawn_pid" ] && wait "$nspawn_pid" 2>/dev/null || true
+    mountpoint -q "$root" && umount "$root"
+    mountpoint -q "$base" && umount "$base"
+    rmdir "$base" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+inside() { nsenter -t "$leader" -a -- /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+
+mkdir -p "$base"
+mount -t tmpfs tmpfs "$base"
+mkdir "$base/upper" "$base/work" "$root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$root"
+
+# The machine: binary, units, the benchmark's unit and app. Masked: services
+# that would only slow boot (the container has its own network namespace).
+for unit in postgresql.service postgresql@.service nginx.service; do
+    ln -sf /dev/null "$root/etc/systemd/system/$unit"
+done
+install -m 0755 "$bin" "$root/usr/bin/releasectl"
+cp units/*.service units/*.path "$root/etc/systemd/system/"
+install -D -m 0644 units/releasectl.sysusers.conf "$root/etc/sysusers.d/releasectl.conf"
+install -D -m 0644 units/releasectl.tmpfiles.conf "$root/etc/tmpfiles.d/releasectl.conf"
+cat > "$root/etc/systemd/system/rctl-bench.service" <<EOF
+[Service]
+ExecStart=/bin/sleep infinity
+ExecReload=$reload_cmd
+EOF
+mkdir -p "$root/etc/releasectl" "$root/srv/app/releases/v1" "$root/srv/app/releases/v2"
+echo 1 > "$root/srv/app/releases/v1/version"
+echo 2 > "$root/srv/app/releases/v2/version"
+cat > "$root/etc/releasectl/app.toml" <<'EOF'
+root = "/srv/app"
+[services]
+units = ["rctl-bench.service"]
+action = "reload"
+EOF
+
+systemd-nspawn -D "$root" --boot --machine="$name" --register=no --keep-unit \
+    --private-network --console=pipe </dev/null >"$base/console.log" 2>&1 &
+nspawn_pid=$!
+for _ in $(seq 600); do
+    # The container's PID 1: nspawn's child that is PID 1 of its namespace.
+    for pid in $(pgrep -P "$nspawn_pid"); do
+        if awk '/^NSpid:/ { exit !($NF == 1) }' "/proc/$pid/status" 2>/dev/null; then leader=$pid; fi
+    done
+    if [ -n "$leader" ] && inside systemctl is-system-running 2>/dev/null | grep -qE '^(running|degraded)$'; then
+        break
+    fi
+    sleep 0.1
+done
+[ -n "$leader" ] || { echo "container did not boot" >&2; tail "$base/console.log" >&2; exit 1; }
+
+inside sh -c 'systemd-sysusers /etc/sysusers.d/releasectl.conf &&
+    systemd-tmpfiles --create /etc/tmpfiles.d/releasectl.conf &&
+    systemctl daemon-reload && systemctl start rctl-bench.service &&
+    releasectl activate app:v1 --no-reload'
+
+inside python3 - "$runs" <<'EOF'
+import os, statistics, subprocess, sys, time
+
+runs = int(sys.argv[1])
+
+def timed(argv):
+    t = time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - t
+
+# One warm-up of each, so first-use costs (page cache, unit loading) are
+# not in the figures.
+timed(["systemctl", "reload", "rctl-bench.service"])
+timed(["systemctl", "start", "deploy@app:v2"])
+reload, activate, direct = [], [], []
+for _ in range(runs):
+    # The warm-up left v2 current: the unit swaps to v1, the direct run back.
+    target, back = "v1", "v2"
+    reload.append(timed(["systemctl", "reload", "rctl-bench.service"]))
+    activate.append(timed(["systemctl", "start", f"deploy@app:{target}"]))
+    # Every activation must have swapped, or it measured "already active".
+    got = os.readlink("/srv/app/current")
+    assert got == f"releases/{target}", got
+    direct.append(timed(["releasectl", "-q", "activate", f"app:{back}"]))
+    got = os.readlink("/srv/app/current")
+    assert got == f"releases/{back}", got
+
+ms = lambda xs: statistics.median(xs) * 1000
+print(f"runs: {runs} each, interleaved")
+print(f"systemctl reload rctl-bench.service   median {ms(reload):7.1f} ms  "
+      f"(min {min(reload)*1000:.1f}, max {max(reload)*1000:.1f})")
+print(f"systemctl start deploy@app:vN         median {ms(activate):7.1f} ms  "
+      f"(min {min(activate)*1000:.1f}, max {max(activate)*1000:.1f})")
+print(f"releasectl activate app:vN (direct) median {ms(direct):7.1f} ms  "
+      f"(min {min(direct)*1000:.1f}, max {max(direct)*1000:.1f})")
+print(f"ratio deploy@ start / reload: {ms(activate) / ms(reload):.2f}x (goal <= 1.5x)")
+print(f"ratio direct activate / reload: {ms(direct) / ms(reload):.2f}x")
+EOF
