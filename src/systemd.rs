@@ -80,9 +80,13 @@ impl Systemd {
     /// lazily, on the first job.
     pub fn connect() -> Result<Systemd> {
         let conn = Connection::system().map_err(|e| {
+            let why = match e {
+                zbus::Error::InputOutput(io) => io.to_string(),
+                zbus::Error::Failure(text) => text,
+                other => other.to_string(),
+            };
             Error::Operational(anyhow::anyhow!(
-                "cannot reach systemd: {}",
-                describe(&e, "the system bus", "connect to")
+                "cannot reach systemd: no system bus (is D-Bus running?): {why}"
             ))
         })?;
         Ok(Systemd { conn, jobs: None })
