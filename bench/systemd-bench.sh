@@ -17,6 +17,8 @@
 # Usage: sudo bench/systemd-bench.sh [RUNS]      (default 30)
 #   RELEASECTL_BIN=path  binary to install (default: target/release/releasectl,
 #                        built with `cargo build --release` when missing)
+#   BENCH_UNITS=dir      unit files to install (default units/), e.g. to see
+#                        what the hardening of deploy@.service costs
 #   BENCH_RELOAD=cmd     the unit's ExecReload (default /bin/true: the cheapest
 #                        reload, so the ratio shows releasectl's overhead at
 #                        its most visible)
@@ -25,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 runs=${1:-30}
 reload_cmd=${BENCH_RELOAD:-/bin/true}
+units=${BENCH_UNITS:-units}
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 command -v systemd-nspawn >/dev/null || { echo "needs systemd-nspawn (systemd-container)" >&2; exit 1; }
 
@@ -64,9 +67,9 @@ for unit in postgresql.service postgresql@.service nginx.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 install -m 0755 "$bin" "$root/usr/bin/releasectl"
-cp units/*.service units/*.path "$root/etc/systemd/system/"
-install -D -m 0644 units/releasectl.sysusers.conf "$root/etc/sysusers.d/releasectl.conf"
-install -D -m 0644 units/releasectl.tmpfiles.conf "$root/etc/tmpfiles.d/releasectl.conf"
+cp "$units"/*.service "$units"/*.path "$root/etc/systemd/system/"
+install -D -m 0644 "$units/releasectl.sysusers.conf" "$root/etc/sysusers.d/releasectl.conf"
+install -D -m 0644 "$units/releasectl.tmpfiles.conf" "$root/etc/tmpfiles.d/releasectl.conf"
 cat > "$root/etc/systemd/system/rctl-bench.service" <<EOF
 [Service]
 ExecStart=/bin/sleep infinity
