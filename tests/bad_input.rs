@@ -349,3 +349,39 @@ fn stage_with_taken_id() {
         &["../v3"],
     );
 }
+
+#[test]
+fn releases_dir_is_a_symlink() {
+    let d = Dir::new();
+    std::fs::create_dir_all(d.outside().join("v1")).unwrap();
+    std::fs::write(d.outside().join("v1/version"), "v1\n").unwrap();
+    std::os::unix::fs::symlink(d.outside(), d.path("releases")).unwrap();
+    refused(
+        &d,
+        d.cmd().args(["activate", "v1"]),
+        &["releases", "not a directory"],
+    );
+    let src = d.base().join("src");
+    std::fs::create_dir(&src).unwrap();
+    refused(
+        &d,
+        d.cmd().arg("stage").arg(&src).args(["--id", "v2"]),
+        &["releases", "not a directory"],
+    );
+}
+
+#[test]
+fn root_is_a_symlink() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    let link = d.base().join("link");
+    std::os::unix::fs::symlink(d.root(), &link).unwrap();
+    let before = d.tree();
+    let r = TestCommand::new()
+        .arg("--root")
+        .arg(&link)
+        .args(["activate", "v1"])
+        .expect(2);
+    assert!(r.one_line_error().contains("symlink"), "{r}");
+    before.assert_same(&d.tree(), &r.shown);
+}

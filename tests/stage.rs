@@ -197,8 +197,8 @@ fn two_deploys_back_to_back_get_two_ids() {
         second["release"].as_str().unwrap(),
     );
     assert_ne!(a, b);
-    if b.starts_with(a) {
-        assert_eq!(&b[a.len()..], "-2", "same second: {a} then {b}");
+    if let Some(suffix) = b.strip_prefix(a) {
+        assert_eq!(suffix, "-2", "same second: {a} then {b}");
     }
     assert_eq!(d.current().as_deref(), Some(b));
     assert_eq!(d.release_names().len(), 2);
