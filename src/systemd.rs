@@ -89,7 +89,12 @@ impl Systemd {
                 "cannot reach systemd: no system bus (is D-Bus running?): {why}"
             ))
         })?;
-        Ok(Systemd { conn, jobs: None })
+        Ok(Systemd::on(conn))
+    }
+
+    /// Use an existing connection (tests hand in a peer-to-peer one).
+    pub fn on(conn: Connection) -> Systemd {
+        Systemd { conn, jobs: None }
     }
 
     fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
@@ -441,5 +446,208 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let line = describe(&zbus::Error::InputOutput(io.into()), "x.service", "reload");
         assert!(line.starts_with("no system bus"), "{line}");
+    }
+
+    /// A fake systemd on the other end of a socketpair: it announces every
+    /// job's end *before* it answers the call that enqueued it, which is
+    /// the race that subscribing first exists for.
+    mod fake {
+        use super::*;
+        use std::sync::{Arc, Mutex};
+        use zbus::object_server::SignalEmitter;
+        use zbus::zvariant::ObjectPath;
+
+        pub const UNIT: &str = "/org/freedesktop/systemd1/unit/web_2eservice";
+
+        #[derive(Default)]
+        pub struct State {
+            pub subscribed: bool,
+            pub jobs: u32,
+            pub result: String,
+            pub active: String,
+            pub invocation: u8,
+        }
+
+        pub struct Manager(pub Arc<Mutex<State>>);
+
+        #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+        impl Manager {
+            fn subscribe(&self) {
+                self.0.lock().unwrap().subscribed = true;
+            }
+            fn load_unit(&self, _name: &str) -> OwnedObjectPath {
+                ObjectPath::try_from(UNIT).unwrap().into()
+            }
+            async fn reload_unit(
+                &self,
+                name: &str,
+                _mode: &str,
+                #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+            ) -> zbus::fdo::Result<OwnedObjectPath> {
+                self.job(name, false, &emitter).await
+            }
+            async fn restart_unit(
+                &self,
+                name: &str,
+                _mode: &str,
+                #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+            ) -> zbus::fdo::Result<OwnedObjectPath> {
+                self.job(name, true, &emitter).await
+            }
+            #[zbus(signal)]
+            async fn job_removed(
+                emitter: &SignalEmitter<'_>,
+                id: u32,
+                job: ObjectPath<'_>,
+                unit: &str,
+                result: &str,
+            ) -> zbus::Result<()>;
+        }
+
+        impl Manager {
+            async fn job(
+                &self,
+                unit: &str,
+                restart: bool,
+                emitter: &SignalEmitter<'_>,
+            ) -> zbus::fdo::Result<OwnedObjectPath> {
+                let (id, result) = {
+                    let mut s = self.0.lock().unwrap();
+                    if !s.subscribed {
+                        return Err(zbus::fdo::Error::Failed("not subscribed".into()));
+                    }
+                    s.jobs += 1;
+                    if restart && s.result == "done" {
+                        s.invocation += 1;
+                    }
+                    (s.jobs, s.result.clone())
+                };
+                let path = format!("/org/freedesktop/systemd1/job/{id}");
+                let job = ObjectPath::try_from(path.as_str()).unwrap();
+                // An unrelated job ends first; it must not be taken for ours.
+                Self::job_removed(
+                    emitter,
+                    1000 + id,
+                    "/org/freedesktop/systemd1/job/999".try_into().unwrap(),
+                    "other.service",
+                    "failed",
+                )
+                .await?;
+                Self::job_removed(emitter, id, job.clone(), unit, &result).await?;
+                Ok(job.into())
+            }
+        }
+
+        pub struct Unit(pub Arc<Mutex<State>>);
+
+        #[zbus::interface(name = "org.freedesktop.systemd1.Unit")]
+        impl Unit {
+            #[zbus(property)]
+            fn active_state(&self) -> String {
+                self.0.lock().unwrap().active.clone()
+            }
+            #[zbus(property)]
+            fn sub_state(&self) -> String {
+                "running".into()
+            }
+            #[zbus(property, name = "InvocationID")]
+            fn invocation_id(&self) -> Vec<u8> {
+                vec![self.0.lock().unwrap().invocation; 16]
+            }
+        }
+
+        /// A [`Systemd`] talking to a fresh fake, and the fake's state.
+        pub fn systemd(result: &str, active: &str) -> (Systemd, Arc<Mutex<State>>, Connection) {
+            let state = Arc::new(Mutex::new(State {
+                result: result.into(),
+                active: active.into(),
+                ..State::default()
+            }));
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let server_state = Arc::clone(&state);
+            let server = std::thread::spawn(move || {
+                zbus::blocking::connection::Builder::unix_stream(a)
+                    .server(zbus::Guid::generate())
+                    .unwrap()
+                    .p2p()
+                    .serve_at(
+                        "/org/freedesktop/systemd1",
+                        Manager(Arc::clone(&server_state)),
+                    )
+                    .unwrap()
+                    .serve_at(UNIT, Unit(server_state))
+                    .unwrap()
+                    .build()
+                    .unwrap()
+            });
+            let client = zbus::blocking::connection::Builder::unix_stream(b)
+                .p2p()
+                .build()
+                .unwrap();
+            let server = server.join().unwrap();
+            (Systemd::on(client), state, server)
+        }
+    }
+
+    #[test]
+    fn a_reload_that_ends_before_its_reply_is_not_missed() {
+        let (mut sd, state, _server) = fake::systemd("done", "active");
+        for _ in 0..3 {
+            sd.apply(
+                "web.service",
+                Action::Reload,
+                Duration::from_secs(30),
+                &Cancel::never(),
+            )
+            .unwrap();
+        }
+        assert_eq!(state.lock().unwrap().jobs, 3);
+    }
+
+    #[test]
+    fn a_failed_job_fails_the_apply() {
+        let (mut sd, _state, _server) = fake::systemd("failed", "active");
+        let err = sd
+            .apply(
+                "web.service",
+                Action::Reload,
+                Duration::from_secs(30),
+                &Cancel::never(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "reload of web.service failed; see `journalctl -u web.service`"
+        );
+    }
+
+    #[test]
+    fn done_but_not_active_is_a_failure() {
+        let (mut sd, _state, _server) = fake::systemd("done", "failed");
+        let err = sd
+            .apply(
+                "web.service",
+                Action::Reload,
+                Duration::from_secs(30),
+                &Cancel::never(),
+            )
+            .unwrap_err();
+        assert!(
+            err.contains("web.service is failed (running) after reload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_restart_needs_a_new_invocation() {
+        let (mut sd, state, _server) = fake::systemd("done", "active");
+        sd.apply(
+            "web.service",
+            Action::Restart,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        )
+        .unwrap();
+        assert_eq!(state.lock().unwrap().invocation, 1);
     }
 }
