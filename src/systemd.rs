@@ -566,7 +566,7 @@ mod tests {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             let server_state = Arc::clone(&state);
             let server = std::thread::spawn(move || {
-                zbus::blocking::connection::Builder::unix_stream(a)
+                zbus::blocking::connection::Builder::async_io_unix_stream(a)
                     .server(zbus::Guid::generate())
                     .unwrap()
                     .p2p()
@@ -580,7 +580,7 @@ mod tests {
                     .build()
                     .unwrap()
             });
-            let client = zbus::blocking::connection::Builder::unix_stream(b)
+            let client = zbus::blocking::connection::Builder::async_io_unix_stream(b)
                 .p2p()
                 .build()
                 .unwrap();
