@@ -385,3 +385,23 @@ fn root_is_a_symlink() {
     assert!(r.one_line_error().contains("symlink"), "{r}");
     before.assert_same(&d.tree(), &r.shown);
 }
+
+#[test]
+fn archive_with_hard_link_leaving_the_release() {
+    let d = Dir::new();
+    let target = d.write("outside/target", "secret\n");
+    refuse_archive(
+        &[
+            TarEntry::File("ok.txt", "fine"),
+            TarEntry::Hardlink("grab", target.to_str().unwrap()),
+        ],
+        "grab",
+    );
+    refuse_archive(
+        &[
+            TarEntry::File("ok.txt", "fine"),
+            TarEntry::Hardlink("grab", "../../outside/target"),
+        ],
+        "'..'",
+    );
+}

@@ -9,7 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// A source tree with nested dirs, an executable, an empty dir and symlinks
+/// A source tree with nested dirs, an executable, an empty dir, a hard link and symlinks
 /// that point inside, at an absolute path, outside the tree and nowhere.
 fn source(d: &Dir) -> PathBuf {
     let src = d.outside().join("src");
@@ -21,6 +21,7 @@ fn source(d: &Dir) -> PathBuf {
     std::fs::set_permissions(src.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::create_dir_all(d.outside().join("secret")).unwrap();
     std::fs::write(d.outside().join("secret/key"), "do not copy\n").unwrap();
+    std::fs::hard_link(src.join("version"), src.join("hard")).unwrap();
     symlink("version", src.join("link")).unwrap();
     symlink("/etc/passwd", src.join("abs")).unwrap();
     symlink("../secret", src.join("out")).unwrap();
@@ -37,6 +38,7 @@ fn entries() -> Vec<TarEntry<'static>> {
         TarEntry::File("version", "src\n"),
         TarEntry::File("sub/deeper/data.txt", "nested\n"),
         TarEntry::File("run.sh", "#!/bin/sh\necho hi\n"),
+        TarEntry::Hardlink("hard", "version"),
         TarEntry::Symlink("link", "version"),
         TarEntry::Symlink("abs", "/etc/passwd"),
         TarEntry::Symlink("out", "../secret"),

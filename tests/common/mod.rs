@@ -383,6 +383,7 @@ pub enum TarEntry<'a> {
     File(&'a str, &'a str),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
 }
 
 /// Write a tar archive with python3's tarfile, which (unlike GNU tar) writes
@@ -395,6 +396,7 @@ pub fn make_tar(path: &Path, entries: &[TarEntry], gz: bool) {
             TarEntry::File(n, c) => serde_json::json!(["file", n, c]),
             TarEntry::Dir(n) => serde_json::json!(["dir", n, ""]),
             TarEntry::Symlink(n, t) => serde_json::json!(["symlink", n, t]),
+            TarEntry::Hardlink(n, t) => serde_json::json!(["hardlink", n, t]),
         })
         .collect();
     let script = r#"
@@ -412,7 +414,8 @@ with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as t:
             ti.type, ti.mode = tarfile.DIRTYPE, 0o755
             t.addfile(ti)
         else:
-            ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, arg, 0o777
+            link = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+            ti.type, ti.linkname, ti.mode = link, arg, 0o777
             t.addfile(ti)
 "#;
     let mode = if gz { "w:gz" } else { "w" };
