@@ -49,21 +49,23 @@ PY_SWAP = (
 
 
 def run(argv):
-    """Spawn argv (no shell), wait; return its wall time in ns.
+    """Spawn argv (no shell), wait; return (wall ns, CPU ns) of the child.
 
     posix_spawn (vfork underneath) keeps our own overhead small and the same
-    for every competitor.
+    for every competitor. CPU time (user + system) is reported beside wall
+    time because on a loaded machine wall time is mostly waiting for a CPU.
     """
     t0 = time.perf_counter_ns()
     pid = os.posix_spawn(argv[0], argv, ENV, file_actions=QUIET)
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter_ns() - t0
+    cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         # Run it again visibly so the error is on the screen.
         subprocess.run(argv, env=ENV)
         sys.exit(f"benchmark aborted: {' '.join(argv)} exited {code}")
-    return wall
+    return wall, cpu
 
 
 def peak_rss_kib(argv, scratch):
@@ -115,18 +117,22 @@ class Swapper:
 
     def __init__(self, name, root, pair, argv_for):
         self.name, self.root, self.pair, self.argv_for = name, root, pair, argv_for
-        self.times, self.n = [], 0
+        self.times, self.cpu, self.n = [], [], 0
 
     def swap(self, record=True):
         target = self.pair[self.n % 2]
         self.n += 1
-        wall = sum(run(argv) for argv in self.argv_for(self.root, target))
+        wall = cpu = 0
+        for argv in self.argv_for(self.root, target):
+            w, c = run(argv)
+            wall, cpu = wall + w, cpu + c
         # Proof the swap happened: a benchmark of failures would look fast.
         got = os.readlink(os.path.join(self.root, "current"))
         if got != "releases/" + target:
             sys.exit(f"benchmark aborted: {self.name}: current -> {got}, wanted {target}")
         if record:
             self.times.append(wall)
+            self.cpu.append(cpu)
 
 
     def swap_measuring_rss(self, scratch):
@@ -169,7 +175,7 @@ def med(xs):
 
 def spread(xs):
     q = statistics.quantiles(xs, n=4)
-    return f"[IQR {ms(q[0]):.3f}–{ms(q[2]):.3f}]"
+    return f"{ms(q[0]):.3f}–{ms(q[2]):.3f}"
 
 
 def verdict(ok):
@@ -206,25 +212,27 @@ def main():
     binary = os.path.abspath(args.binary)
     if not os.access(binary, os.X_OK):
         sys.exit(f"{binary}: not an executable")
-    tools = {t: shutil.which(t, path=ENV["PATH"]) for t in ("ln", "mv", "python3")}
+    tools = {t: shutil.which(t, path=ENV["PATH"]) for t in ("ln", "mv", "sync", "python3")}
     missing = [t for t, p in tools.items() if not p]
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)}")
-    ln, mv, py = tools["ln"], tools["mv"], tools["python3"]
+    ln, mv, sync, py = tools["ln"], tools["mv"], tools["sync"], tools["python3"]
 
     scratch = tempfile.mkdtemp(prefix="releasectl-bench.", dir=args.dir)
     try:
-        report(args, binary, ln, mv, py, scratch)
+        report(args, binary, (ln, mv, sync, py), scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def report(args, binary, ln, mv, py, scratch):
+def report(args, binary, tools, scratch):
+    ln, mv, sync, py = tools
     print(f"releasectl benchmark: {binary}")
     print(
         f"scratch {scratch} ({fs_type(scratch)}), kernel {platform.release()}, "
-        f"{os.cpu_count()} CPUs, python {platform.python_version()}"
+        f"{os.cpu_count()} CPUs, python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
 
     print(f"setting up a root with {args.releases} releases and as many history lines…")
@@ -247,6 +255,10 @@ def report(args, binary, ln, mv, py, scratch):
             [mv, "-T", tmp, os.path.join(root, "current")],
         ]
 
+    def ln_mv_sync(root, target):
+        # coreutils `sync FILE` fsyncs FILE: here the root, making the rename durable.
+        return ln_mv(root, target) + [[sync, root]]
+
     def py_proc(root, target):
         return [[py, "-c", PY_SWAP, root, "releases/" + target]]
 
@@ -255,8 +267,11 @@ def report(args, binary, ln, mv, py, scratch):
         Swapper(f"releasectl activate ({args.releases} releases)", big, pair_big, rc),
         Swapper("ln -s + mv -T (2 processes)", make_root(scratch, "lnmv", pair), pair, ln_mv),
         Swapper("python3 -c os.replace (1 process)", make_root(scratch, "py", pair), pair, py_proc),
+        Swapper(
+            "ln -s + mv -T + sync ROOT (reference)", make_root(scratch, "lnmvsync", pair), pair, ln_mv_sync
+        ),
     ]
-    rc2, rc_many, lnmv, pyproc = swappers
+    rc2, rc_many, lnmv = swappers[:3]
 
     print(f"{args.swaps} swaps per competitor, interleaved, after {args.warmup} warm-up swaps…")
     for s in swappers:
@@ -277,12 +292,15 @@ def report(args, binary, ln, mv, py, scratch):
         "prune --dry-run": [binary, "--root", big, "prune", "--dry-run"],
     }
     runs = {k: [] for k in cmds}
+    cpu = {k: [] for k in cmds}
     for argv in cmds.values():  # warm the dentry and inode caches once
         run(argv)
     for i in range(args.runs):
         order = list(cmds.items())
         for name, argv in order if i % 2 == 0 else reversed(order):
-            runs[name].append(run(argv))
+            w, c = run(argv)
+            runs[name].append(w)
+            cpu[name].append(c)
 
     # Peak RSS apart from the timed runs: GNU time adds its own fork.
     peak = {}
@@ -298,18 +316,23 @@ def report(args, binary, ln, mv, py, scratch):
 
     base = med(lnmv.times)
     print()
-    print(f"{'swap of current':46} {'median ms':>10} {'÷ ln+mv':>8}")
-    rows = [(s.name, s.times) for s in swappers] + [
+    print(f"load average {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs)")
+    head = f"{'wall ms':>9} {'÷ ln+mv':>8} {'CPU ms':>8}  wall IQR"
+    print(f"{'swap of current (median of ' + str(args.swaps) + ')':46} {head}")
+    for s in swappers:
+        t = s.times
+        print(f"{s.name:46} {ms(med(t)):9.3f} {med(t) / base:7.2f}x {ms(med(s.cpu)):8.3f}  {spread(t)}")
+    for name, t in (
         ("os.replace in-process (reference)", inproc),
         ("os.replace + fsync(root) in-process (ref.)", inproc_sync),
-    ]
-    for name, t in rows:
-        print(f"{name:46} {ms(med(t)):10.3f} {med(t) / base:7.2f}x  {spread(t)}")
+    ):
+        print(f"{name:46} {ms(med(t)):9.3f} {med(t) / base:7.2f}x {'':8}  {spread(t)}")
 
     print()
-    print(f"{'over ' + str(args.releases) + ' releases':46} {'median ms':>10}")
+    print(f"{'over ' + str(args.releases) + ' releases (median of ' + str(args.runs) + ')':46} {head}")
     for name in cmds:
-        print(f"{'releasectl ' + name:46} {ms(med(runs[name])):10.3f}           {spread(runs[name])}")
+        t = runs[name]
+        print(f"{'releasectl ' + name:46} {ms(med(t)):9.3f} {'':8} {ms(med(cpu[name])):8.3f}  {spread(t)}")
 
     ratio = med(rc2.times) / base
     scale = med(rc_many.times) / med(rc2.times)
