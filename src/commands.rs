@@ -34,6 +34,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deploy(d) => {
             let app = source.open(d.stage.app.as_deref())?;
             check_flags(&d.flags)?;
+            if d.flags.dry_run {
+                return deploy_dry_run(&app, &d, &out);
+            }
             let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
             run_activation(&app, &Target::Release(id), &d.flags, &out)
         }
@@ -119,6 +122,36 @@ fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
         app: Some(app.to_string()),
         release: id.to_string(),
     })
+}
+
+/// `deploy --dry-run` must change nothing, so it checks what staging and
+/// activation would refuse without staging anything.
+fn deploy_dry_run(app: &App, d: &cli::DeployArgs, out: &Output) -> Result<()> {
+    let (source, id) = (&d.stage.source, d.stage.id.as_deref());
+    stage::check(app, source, id)?;
+    let current = app.root.current()?;
+    if let Some(want) = &d.flags.expect_current {
+        if current.as_deref() != Some(want.as_str()) {
+            return Err(usage(format!(
+                "current is {}, not {want} as --expect-current requires; nothing changed",
+                current.as_deref().unwrap_or("(none)")
+            )));
+        }
+    }
+    let label = app.label();
+    out.print(
+        json!({"app": app.name, "root": app.root.path(), "outcome": "would_deploy",
+               "source": source, "release": id, "previous": current}),
+        || {
+            format!(
+                "{label}: would stage {} as {} and activate it (current: {})",
+                source.display(),
+                id.unwrap_or("a new release"),
+                current.as_deref().unwrap_or("none")
+            )
+        },
+    );
+    Ok(())
 }
 
 fn check_flags(f: &cli::ActivateFlags) -> Result<()> {

@@ -24,14 +24,7 @@ enum Kind {
 
 /// Stage `source` as a release of `app`; returns the new release id.
 pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
-    // Everything that can be refused is refused before anything is created.
-    if let Some(id) = id {
-        crate::release_id::validate(id)?;
-        if fs::symlink_metadata(app.release_path(id)).is_ok() {
-            return Err(usage(format!("release {id} already exists")));
-        }
-    }
-    let kind = kind_of(source)?;
+    let kind = preflight(app, source, id)?;
     let releases = app.root.releases_dir(true)?.expect("created");
     let tmp = TempTree::create(&app.root.path().join(crate::swap::RELEASES))?;
 
@@ -84,6 +77,23 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
     rustix::fs::fsync(&releases).context("fsync releases/")?;
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
+}
+
+/// What `stage` would refuse before creating anything; `deploy --dry-run`
+/// runs only this, since staging itself changes the disk.
+pub fn check(app: &App, source: &Path, id: Option<&str>) -> Result<()> {
+    preflight(app, source, id).map(|_| ())
+}
+
+/// Everything that can be refused is refused before anything is created.
+fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Kind> {
+    if let Some(id) = id {
+        crate::release_id::validate(id)?;
+        if fs::symlink_metadata(app.release_path(id)).is_ok() {
+            return Err(usage(format!("release {id} already exists")));
+        }
+    }
+    kind_of(source)
 }
 
 fn place(releases: &std::os::fd::OwnedFd, tmp: &str, id: &str) -> Result<(), Errno> {

@@ -259,3 +259,41 @@ fn json_outputs_parse() {
         .json();
     assert_eq!(err["exit_code"], 2);
 }
+
+#[test]
+fn deploy_dry_run_changes_nothing() {
+    let d = Dir::new();
+    let src = source(&d);
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let before = d.tree();
+    let r = d.cmd().arg("deploy").arg(&src).arg("--dry-run").ok();
+    assert!(r.stdout.contains("would stage"), "{r}");
+    let j = d
+        .cmd()
+        .args(["--json", "deploy"])
+        .arg(&src)
+        .args(["--id", "v2", "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(j["outcome"], "would_deploy", "{j}");
+    assert_eq!(j["previous"], "v1", "{j}");
+    before.assert_same(&d.tree(), "deploy --dry-run");
+    // What a real deploy would refuse, the dry run refuses too.
+    d.cmd()
+        .arg("deploy")
+        .arg(&src)
+        .args(["--id", "v1", "--dry-run"])
+        .expect(2);
+    d.cmd()
+        .arg("deploy")
+        .arg(d.base().join("missing"))
+        .arg("--dry-run")
+        .expect(2);
+    d.cmd()
+        .arg("deploy")
+        .arg(&src)
+        .args(["--dry-run", "--expect-current", "v0"])
+        .expect(2);
+    before.assert_same(&d.tree(), "refused deploy --dry-run");
+}
