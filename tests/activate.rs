@@ -226,3 +226,40 @@ fn failing_first_activation_removes_current_again() {
     assert!(d.pending().is_none());
     assert_eq!(events(&d), ["rolled_back v1"]);
 }
+
+#[test]
+fn request_files_name_the_release() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config("web", "root = \"{root}\"\n");
+    let requests = d.outside().join("requests");
+    std::fs::create_dir(&requests).unwrap();
+    let activate = |d: &Dir| {
+        let mut c = d.cmd_config();
+        c.args(["activate", "--request", "web", "--requests-dir"])
+            .arg(&requests);
+        c
+    };
+    std::fs::write(requests.join("web"), "v1\n").unwrap();
+    activate(&d).ok();
+    assert_eq!(d.assert_current_complete(), "v1");
+
+    // Hostile or odd request files are refused and change nothing.
+    let before = d.tree();
+    for content in ["../v2\n", "v2\nv1\n", "web:v2\n", ""] {
+        std::fs::write(requests.join("web"), content).unwrap();
+        let r = activate(&d).expect(2);
+        assert!(r.one_line_error().contains("request file"), "{r}");
+        let now = d.tree();
+        let changed = |t: &common::Tree| t.clone().without("outside/requests/web");
+        changed(&before).assert_same(&changed(&now), &format!("request {content:?}"));
+    }
+    std::fs::remove_file(requests.join("web")).unwrap();
+    std::os::unix::fs::symlink(d.outside().join("elsewhere"), requests.join("web")).unwrap();
+    activate(&d).expect(2);
+
+    std::fs::remove_file(requests.join("web")).unwrap();
+    std::fs::write(requests.join("web"), "v2\n").unwrap();
+    activate(&d).ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+}
