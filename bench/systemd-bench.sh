@@ -10,6 +10,8 @@
 #   - `releasectl activate app:vN`                 (the same, run directly: the
 #                                                   difference is what the
 #                                                   sandboxed unit costs)
+#   - `systemctl start rctl-noop.service`          (a oneshot /bin/true: the
+#                                                   floor of any unit start)
 # with N alternating between two releases so every activation really swaps.
 # Prints medians and their ratio (the goal: at most 1.5x). A benchmark, not a
 # test: it asserts nothing about time.
@@ -75,6 +77,7 @@ cat > "$root/etc/systemd/system/rctl-bench.service" <<EOF
 ExecStart=/bin/sleep infinity
 ExecReload=$reload_cmd
 EOF
+printf '[Service]\nType=oneshot\nExecStart=/bin/true\n' > "$root/etc/systemd/system/rctl-noop.service"
 mkdir -p "$root/etc/releasectl" "$root/srv/app/releases/v1" "$root/srv/app/releases/v2"
 echo 1 > "$root/srv/app/releases/v1/version"
 echo 2 > "$root/srv/app/releases/v2/version"
@@ -119,7 +122,8 @@ def timed(argv):
 # not in the figures.
 timed(["systemctl", "reload", "rctl-bench.service"])
 timed(["systemctl", "start", "deploy@app:v2"])
-reload, activate, direct = [], [], []
+timed(["systemctl", "start", "rctl-noop.service"])
+reload, activate, direct, noop = [], [], [], []
 for _ in range(runs):
     # The warm-up left v2 current: the unit swaps to v1, the direct run back.
     target, back = "v1", "v2"
@@ -129,6 +133,7 @@ for _ in range(runs):
     got = os.readlink("/srv/app/current")
     assert got == f"releases/{target}", got
     direct.append(timed(["releasectl", "-q", "activate", f"app:{back}"]))
+    noop.append(timed(["systemctl", "start", "rctl-noop.service"]))
     got = os.readlink("/srv/app/current")
     assert got == f"releases/{back}", got
 
@@ -140,6 +145,8 @@ print(f"systemctl start deploy@app:vN         median {ms(activate):7.1f} ms  "
       f"(min {min(activate)*1000:.1f}, max {max(activate)*1000:.1f})")
 print(f"releasectl activate app:vN (direct) median {ms(direct):7.1f} ms  "
       f"(min {min(direct)*1000:.1f}, max {max(direct)*1000:.1f})")
+print(f"systemctl start rctl-noop.service    median {ms(noop):7.1f} ms  "
+      f"(min {min(noop)*1000:.1f}, max {max(noop)*1000:.1f})")
 print(f"ratio deploy@ start / reload: {ms(activate) / ms(reload):.2f}x (goal <= 1.5x)")
 print(f"ratio direct activate / reload: {ms(direct) / ms(reload):.2f}x")
 EOF
