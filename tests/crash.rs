@@ -185,3 +185,65 @@ fn sigint_during_health_check_rolls_back() {
 fn sighup_during_health_check_rolls_back() {
     signal_during_health_check(Signal::HUP, "SIGHUP");
 }
+
+/// A SIGKILL during `stage` leaves at most a hidden temp tree, never a
+/// release id naming a half-written tree; `prune` removes the leftover.
+#[test]
+fn sigkill_during_stage_never_publishes_a_partial_tree() {
+    let d = Dir::new();
+    let src = d.outside().join("big");
+    for i in 0..10 {
+        let dir = src.join(format!("d{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for j in 0..20 {
+            std::fs::write(dir.join(format!("f{j}")), format!("{i}/{j}\n")).unwrap();
+        }
+    }
+    let want = common::Tree::of(&src);
+    let mut rng = Lcg(0xb16);
+    let (mut partial, mut complete) = (0, 0);
+    for i in 0..8 {
+        let id = format!("big{i}");
+        let mut child = d.cmd().arg("stage").arg(&src).args(["--id", &id]).spawn();
+        // Wait until its temp tree exists, then kill somewhere in the copy
+        // (every fsynced file takes a while) or after it.
+        let releases = d.path("releases");
+        let temp_trees = || {
+            std::fs::read_dir(&releases).map_or(0, |r| {
+                r.filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with(".stage-")
+                })
+                .count()
+            })
+        };
+        let start = std::time::Instant::now();
+        while temp_trees() == partial
+            && start.elapsed() < LONG
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let delay = if i == 0 { 0 } else { rng.below(1_000_000) };
+        std::thread::sleep(Duration::from_micros(delay));
+        signal(&child, Signal::KILL);
+        child.wait().unwrap();
+        let release = releases.join(&id);
+        if release.exists() {
+            want.assert_same(&common::Tree::of(&release), &format!("release {id}"));
+            complete += 1;
+        } else {
+            partial += 1;
+        }
+    }
+    println!("stage killed 8 times: {partial} before publishing, {complete} after");
+    assert!(partial > 0, "no kill landed during the copy");
+    let leftovers = d
+        .release_names()
+        .into_iter()
+        .filter(|n| n.starts_with(".stage-"))
+        .count();
+    assert_eq!(leftovers, partial, "one temp tree per interrupted stage");
+    d.cmd().arg("prune").ok();
+    assert!(d.release_names().iter().all(|n| !n.starts_with('.')));
+}
