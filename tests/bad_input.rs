@@ -405,3 +405,40 @@ fn archive_with_hard_link_leaving_the_release() {
         "'..'",
     );
 }
+
+#[test]
+fn bad_app_part_in_config_mode() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.config("web", "root = \"{root}\"\n");
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    for (request, needle) in [
+        ("web:../x", "../x"),
+        ("../etc:v1", "app name"),
+        ("web:", "empty"),
+        (":v1", "empty"),
+        ("web:a\\x2fb", "'/'"),
+        ("web\\x3av1\\x3a", "':'"),
+        ("web:v1\\x", "escape"),
+    ] {
+        refused(&d, d.cmd_config().args(["activate", request]), &[needle]);
+    }
+}
+
+#[test]
+fn stage_source_with_a_fifo_is_refused_leaving_nothing() {
+    let d = deployed();
+    let src = d.outside().join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::write(src.join("a/file"), "x").unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(src.join("a/pipe"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    refused(
+        &d,
+        d.cmd().arg("stage").arg(&src).args(["--id", "v3"]),
+        &["special files", "pipe"],
+    );
+}
