@@ -129,12 +129,10 @@ pub fn summarize(entries: &[Entry]) -> Summary {
         match e.event {
             Event::Activated => {
                 s.bad.remove(&to);
-                s.last_good = Some(to.clone());
+                s.last_good = Some(to);
                 if e.from.is_some() && e.from != e.to {
                     s.previous = e.from.clone();
                 }
-                s.good_newest_first.retain(|g| *g != to);
-                s.good_newest_first.insert(0, to);
             }
             Event::RolledBack | Event::Aborted | Event::RollbackFailed => {
                 s.bad.insert(to);
@@ -142,8 +140,18 @@ pub fn summarize(entries: &[Entry]) -> Summary {
             Event::Recovered => {}
         }
     }
+    // Newest first by last activation: walking backwards, a release's first
+    // sighting is its last activation. (Moving each one to the front while
+    // walking forwards is quadratic: 0.7 s for 10 000 history lines.)
     // A release that was good and later failed is not a rollback target.
-    s.good_newest_first.retain(|g| !s.bad.contains(g));
+    let mut seen = HashSet::new();
+    for e in entries.iter().rev().filter(|e| e.event == Event::Activated) {
+        if let Some(to) = e.to.as_deref() {
+            if seen.insert(to) && !s.bad.contains(to) {
+                s.good_newest_first.push(to.to_string());
+            }
+        }
+    }
     s.last = entries.last().cloned();
     s
 }
@@ -168,6 +176,18 @@ mod tests {
         assert_eq!(s.previous.as_deref(), Some("v1"));
         assert!(s.bad.contains("v3") && s.bad.contains("v4"));
         assert_eq!(s.good_newest_first, vec!["v2", "v1"]);
+    }
+
+    #[test]
+    fn good_order_follows_the_last_activation() {
+        let s = summarize(&[
+            e(Event::Activated, None, "v1"),
+            e(Event::Activated, Some("v1"), "v2"),
+            e(Event::Activated, Some("v2"), "v3"),
+            e(Event::Activated, Some("v3"), "v1"),
+            e(Event::RolledBack, Some("v1"), "v2"),
+        ]);
+        assert_eq!(s.good_newest_first, vec!["v1", "v3"]);
     }
 
     #[test]
