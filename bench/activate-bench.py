@@ -165,6 +165,44 @@ def in_process(root, pair, n, sync):
     return times
 
 
+def protocol_in_process(root, pair, n):
+    """The file operations of one releasectl activation, done by this process:
+    intent record (write, fsync, rename, fsync .releasectl), swap (symlink,
+    rename, fsync root), history (append, fdatasync), intent removal (unlink,
+    fsync .releasectl). It shows what the durability alone costs here, without
+    starting a process."""
+    state = os.path.join(root, ".releasectl")
+    os.makedirs(state, exist_ok=True)
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    sfd = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    tmp, cur = os.path.join(root, ".tmp"), os.path.join(root, "current")
+    pend, pend_tmp = os.path.join(state, "pending.json"), os.path.join(state, "pending.json.tmp")
+    times = []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            fd = os.open(pend_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, b'{"from": "x", "to": "y", "pid": 1, "started": "now"}\n')
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(pend_tmp, pend)
+            os.fsync(sfd)
+            os.symlink("releases/" + pair[i % 2], tmp)
+            os.replace(tmp, cur)
+            os.fsync(rfd)
+            fd = os.open(os.path.join(state, "history.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, b'{"event": "activated", "to": "y"}\n')
+            os.fdatasync(fd)
+            os.close(fd)
+            os.unlink(pend)
+            os.fsync(sfd)
+            times.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(rfd)
+        os.close(sfd)
+    return times
+
+
 def ms(ns):
     return ns / 1e6
 
@@ -285,6 +323,7 @@ def report(args, binary, tools, scratch):
     inproc_root = make_root(scratch, "inproc", pair)
     inproc = in_process(inproc_root, pair, args.swaps, sync=False)
     inproc_sync = in_process(inproc_root, pair, args.swaps, sync=True)
+    protocol = protocol_in_process(make_root(scratch, "protocol", pair), pair, args.swaps)
 
     print(f"list and prune --dry-run over {args.releases} releases, {args.runs} runs each…")
     cmds = {
@@ -325,6 +364,7 @@ def report(args, binary, tools, scratch):
     for name, t in (
         ("os.replace in-process (reference)", inproc),
         ("os.replace + fsync(root) in-process (ref.)", inproc_sync),
+        ("activate's 5 flushes in-process (ref.)", protocol),
     ):
         print(f"{name:46} {ms(med(t)):9.3f} {med(t) / base:7.2f}x {'':8}  {spread(t)}")
 
