@@ -3,6 +3,7 @@
 
 use crate::cancel::Cancel;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +24,9 @@ pub fn run(
         .try_clone_to_owned()
         .map_or_else(|_| Stdio::null(), Stdio::from);
     let mut cmd = Command::new(&argv[0]);
+    // Its own process group, so a timeout or signal stops the whole hook
+    // (`sh -c "...; sleep 20"` included), not just its first process.
+    cmd.process_group(0);
     cmd.args(&argv[1..])
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -61,9 +65,10 @@ pub fn run(
     }
 }
 
+/// SIGKILL the child's process group (its pid is the group id).
 fn kill(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 

@@ -263,3 +263,63 @@ fn request_files_name_the_release() {
     activate(&d).ok();
     assert_eq!(d.assert_current_complete(), "v2");
 }
+
+#[test]
+fn a_request_written_during_an_activation_is_followed() {
+    // The watch service is already running when the deployer writes a newer
+    // request: systemd does not start it again, so the running activation
+    // must notice the change itself.
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    let requests = d.outside().join("requests");
+    std::fs::create_dir(&requests).unwrap();
+    let req = requests.join("web");
+    let hook = format!(
+        "[ \"$RELEASECTL_RELEASE\" = v1 ] && echo v2 > {0}.tmp && mv {0}.tmp {0}; exit 0",
+        req.display()
+    );
+    d.config(
+        "web",
+        &format!(
+            "root = \"{{root}}\"\n[hooks]\npre_activate = [[\"/bin/sh\", \"-c\", {hook:?}]]\n"
+        ),
+    );
+    std::fs::write(&req, "v1\n").unwrap();
+    d.cmd_config()
+        .args(["activate", "--request", "web", "--requests-dir"])
+        .arg(&requests)
+        .ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+    assert_eq!(events(&d), ["activated v1", "activated v2"]);
+}
+
+#[test]
+fn a_timed_out_health_check_is_killed_with_its_children() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    // A sleep whose command line is unique to this test run.
+    let marker = format!("sleep 29.{}", std::process::id());
+    d.config(
+        "web",
+        &format!(
+            "root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", \"{marker} >/dev/null 2>&1; true\"]\nretries = 1\ntimeout = 1\n"
+        ),
+    );
+    d.cmd_config()
+        .args(["activate", "web:v1", "--no-health"])
+        .ok();
+    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    assert_eq!(d.assert_current_complete(), "v1");
+    // `sleep` is the shell's child (its output redirected, so it cannot keep
+    // our pipes open): it must be gone with the shell.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "health check child still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
