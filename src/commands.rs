@@ -99,7 +99,33 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
     };
     check_flags(&a.flags)?;
     let app = source.open(request.app.as_deref())?;
-    run_activation(&app, &Target::Release(request.release), &a.flags, out)
+    run_activation(
+        &app,
+        &Target::Release(request.release.clone()),
+        &a.flags,
+        out,
+    )?;
+    let Some(name) = &a.request else {
+        return Ok(());
+    };
+    // A request written while this one ran does not start the watch service
+    // again (systemd merges it into the running job), so look once more and
+    // follow the file until it names what was just activated.
+    let mut done = request.release;
+    loop {
+        // The request may be gone or garbled by now; what ran stands.
+        let Ok(next) = read_request(&a.requests_dir, name).map(|r| r.release) else {
+            return Ok(());
+        };
+        if next == done {
+            return Ok(());
+        }
+        log::info(&format!(
+            "{name}: request changed to {next} meanwhile; activating it"
+        ));
+        run_activation(&app, &Target::Release(next.clone()), &a.flags, out)?;
+        done = next;
+    }
 }
 
 /// `activate --request APP`: the release id is the content of the request
@@ -356,7 +382,7 @@ fn describe_plan(plan: &store::PrunePlan, verb: &str) -> String {
 }
 
 fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
-    let apps: Vec<Option<String>> = if r.all {
+    let apps: Vec<Option<String>> = if r.all && source.allows_app() {
         source.all_apps()?.into_iter().map(Some).collect()
     } else {
         vec![r.app.clone()]
