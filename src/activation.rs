@@ -352,6 +352,7 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> 
             return Ok(false);
         }
     }
+    app.root.remove_stale_temp_links()?;
     let current = app.root.current()?;
     if current != p.from {
         match &p.from {

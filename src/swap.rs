@@ -138,6 +138,29 @@ impl RootDir {
         self.sync()
     }
 
+    /// Remove temp links left by a process killed between `symlinkat` and
+    /// `renameat`. Only lock holders create them, so under the lock every
+    /// one that exists is stale.
+    pub fn remove_stale_temp_links(&self) -> Result<()> {
+        let dir = std::fs::read_dir(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| n.starts_with(".current.tmp.")) else {
+                continue;
+            };
+            match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => crate::log::debug(&format!("removed stale {name}")),
+                Err(e) => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("removing {name}"))
+                        .into())
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Remove `current` (only used to undo an activation that created it).
     pub fn remove_current(&self) -> Result<()> {
         match rfs::unlinkat(&self.fd, CURRENT, AtFlags::empty()) {

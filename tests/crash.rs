@@ -248,3 +248,22 @@ fn sigkill_during_stage_never_publishes_a_partial_tree() {
     d.cmd().arg("prune").ok();
     assert!(d.release_names().iter().all(|n| !n.starts_with('.')));
 }
+
+#[test]
+fn recovery_removes_a_temp_link_left_between_symlink_and_rename() {
+    // A kill between symlinkat and renameat leaves the temp link and the
+    // intent record; the swap never happened.
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    std::os::unix::fs::symlink("releases/v2", d.path(".current.tmp.999999.0")).unwrap();
+    d.write(
+        "root/.releasectl/pending.json",
+        r#"{"from":"v1","to":"v2","pid":999999,"started":"2026-01-01T00:00:00.000Z"}"#,
+    );
+    d.cmd().args(["recover", "--all"]).ok();
+    assert_eq!(d.assert_current_complete(), "v1");
+    assert!(d.pending().is_none());
+    assert!(std::fs::symlink_metadata(d.path(".current.tmp.999999.0")).is_err());
+    assert_eq!(d.history().last().unwrap()["event"], "recovered");
+}
