@@ -93,7 +93,20 @@ fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Kind> {
             return Err(usage(format!("release {id} already exists")));
         }
     }
-    kind_of(source)
+    let kind = kind_of(source)?;
+    if kind == Kind::Dir {
+        let (src, root) = (source.canonicalize(), app.root.path().canonicalize());
+        if let (Ok(src), Ok(root)) = (src, root) {
+            if root.starts_with(&src) {
+                return Err(usage(format!(
+                    "source {} contains the app root {}; stage from a build directory outside it",
+                    source.display(),
+                    root.display()
+                )));
+            }
+        }
+    }
+    Ok(kind)
 }
 
 fn place(releases: &std::os::fd::OwnedFd, tmp: &str, id: &str) -> Result<(), Errno> {

@@ -297,3 +297,13 @@ fn deploy_dry_run_changes_nothing() {
         .expect(2);
     before.assert_same(&d.tree(), "refused deploy --dry-run");
 }
+
+#[test]
+fn a_source_containing_the_root_is_refused() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    let before = d.tree();
+    let r = d.cmd().arg("stage").arg(d.base()).expect(2);
+    assert!(r.one_line_error().contains("contains the app root"), "{r}");
+    before.assert_same(&d.tree(), "stage of the root's parent");
+}
