@@ -9,6 +9,7 @@ use crate::error::{usage, Error, Result};
 use crate::services::{NoServices, ServiceManager};
 use crate::{history, lock, log, pending, release_id, stage, store};
 use serde_json::json;
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,14 +81,18 @@ impl Output {
     /// `value` is serialized only under `--json`: building a JSON tree that
     /// text mode throws away doubled `list`'s peak RSS over 10 000 releases.
     pub fn print(&self, value: impl serde::Serialize, text: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        let body = if self.json {
+            serde_json::to_string_pretty(&value).expect("json")
         } else {
-            let t = text();
-            if !t.is_empty() {
-                println!("{}", t.trim_end());
-            }
+            text().trim_end().to_string()
+        };
+        if body.is_empty() {
+            return;
         }
+        // A reader that went away (`releasectl list | head`) is not an error
+        // of ours; println! would panic on EPIPE.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{body}");
     }
 }
 

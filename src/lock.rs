@@ -80,10 +80,13 @@ pub fn acquire(
     }
     // We own the lock: record who we are for anyone who finds it busy.
     let line = serde_json::to_string(me).expect("holder serializes") + "\n";
-    file.set_len(0).context("truncating lock file")?;
+    // Overwrite, then cut to length: truncating to zero first would make
+    // ext4 (auto_da_alloc) flush the file on close, a disk write per activation.
     file.rewind().context("rewinding lock file")?;
     file.write_all(line.as_bytes())
         .context("writing lock holder")?;
+    file.set_len(line.len() as u64)
+        .context("truncating lock file")?;
     Ok(Lock { _file: file })
 }
 
@@ -125,5 +128,5 @@ fn read_holder_from(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
     file.rewind().ok()?;
     file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.trim()).ok()
+    serde_json::from_str(text.lines().next()?).ok()
 }

@@ -39,7 +39,9 @@ pub fn write(state_dir: &OwnedFd, p: &Pending) -> Result<()> {
     f.sync_all().context("fsync pending.json.tmp")?;
     rfs::renameat(state_dir, PENDING_TMP, state_dir, PENDING_FILE)
         .context("renaming pending.json")?;
-    rfs::fsync(state_dir).context("fsync .releasectl")?;
+    // No fsync: if a power cut brings the record back, recovery finds this
+    // activation's outcome already in the (fsynced) history and only clears
+    // it again (see activation::recover_pending).
     Ok(())
 }
 
@@ -65,7 +67,7 @@ pub fn read(state_dir: Option<&OwnedFd>) -> Result<Option<Pending>> {
     Ok(Some(p))
 }
 
-/// Remove the record durably: the activation's outcome is already in history.
+/// Remove the record: the activation's outcome is already in history.
 pub fn remove(state_dir: &OwnedFd) -> Result<()> {
     match rfs::unlinkat(state_dir, PENDING_FILE, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => {}
