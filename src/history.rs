@@ -80,6 +80,37 @@ pub fn append(state_dir: &OwnedFd, entry: &Entry) -> Result<()> {
     Ok(())
 }
 
+/// The current size of the history file (0 if there is none): O(1).
+pub fn size(state_dir: &OwnedFd) -> Result<u64> {
+    match rustix::fs::statat(
+        state_dir,
+        HISTORY_FILE,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => Ok(st.st_size as u64),
+        Err(rustix::io::Errno::NOENT) => Ok(0),
+        Err(e) => Err(anyhow::Error::from(e).context("stat history").into()),
+    }
+}
+
+/// The entries appended after byte `offset`, oldest first.
+pub fn read_from(state_dir: &OwnedFd, offset: u64) -> Result<Vec<Entry>> {
+    use std::io::{Seek, SeekFrom};
+    let mut text = String::new();
+    match open_in(state_dir, HISTORY_FILE, OFlags::RDONLY, 0) {
+        Ok(mut f) => {
+            f.seek(SeekFrom::Start(offset)).context("seeking history")?;
+            f.read_to_string(&mut text).context("reading history")?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::Error::from(e).context("opening history").into()),
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
 /// All entries, oldest first. A torn last line (power cut mid-append) or any
 /// line that is not an entry is skipped with a warning, never fatal.
 pub fn read(state_dir: Option<&OwnedFd>) -> Result<Vec<Entry>> {

@@ -22,6 +22,11 @@ pub struct Pending {
     pub to: String,
     pub pid: u32,
     pub started: String,
+    /// Size of history.jsonl when the record was written: this activation's
+    /// outcome, if recorded, is after it (a wall-clock comparison would be
+    /// fooled by a clock step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_offset: Option<u64>,
 }
 
 /// Write the record: temp file, fsync, rename, fsync the directory. A crash
@@ -39,9 +44,7 @@ pub fn write(state_dir: &OwnedFd, p: &Pending) -> Result<()> {
     f.sync_all().context("fsync pending.json.tmp")?;
     rfs::renameat(state_dir, PENDING_TMP, state_dir, PENDING_FILE)
         .context("renaming pending.json")?;
-    // No fsync: if a power cut brings the record back, recovery finds this
-    // activation's outcome already in the (fsynced) history and only clears
-    // it again (see activation::recover_pending).
+    rfs::fsync(state_dir).context("fsync .releasectl")?;
     Ok(())
 }
 
@@ -77,6 +80,8 @@ pub fn remove(state_dir: &OwnedFd) -> Result<()> {
                 .into())
         }
     }
-    rfs::fsync(state_dir).context("fsync .releasectl")?;
+    // No fsync: if a power cut brings the record back, recovery finds this
+    // activation's outcome already in the (fsynced) history and only clears
+    // it again (see activation::recover_pending).
     Ok(())
 }
