@@ -89,9 +89,13 @@ pub fn activate(
     };
     let _lock = lock::acquire(&state, &app.state_path(), &me, opts.lock_timeout, cancel)?;
 
-    // 3. Finish an interrupted activation before starting ours.
+    // 3. Finish an interrupted activation before starting ours. If that
+    //    moved `current`, the units may still run the interrupted release:
+    //    they are redone below even when the target is already current.
+    let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
-        recover_pending(app, &state, &p)?;
+        let before = app.root.current()?;
+        recovered = recover_pending(app, &state, &p)? && app.root.current()? != before;
     }
 
     // 4. Check again under the lock: another activation may have run meanwhile.
@@ -100,7 +104,7 @@ pub fn activate(
     let from = app.root.current()?;
     check_expected(opts, &from)?;
     let label = app.label();
-    if from.as_deref() == Some(to.as_str()) && !opts.force {
+    if from.as_deref() == Some(to.as_str()) && !opts.force && !recovered {
         log::info(&format!("{label}: {to} is already active"));
         return Ok(Outcome::AlreadyActive { release: to });
     }
@@ -113,6 +117,7 @@ pub fn activate(
         opts,
         services,
         cancel,
+        recovered,
     };
     tx.run()
 }
@@ -125,6 +130,8 @@ struct Transaction<'a> {
     opts: &'a Options,
     services: &'a mut dyn ServiceManager,
     cancel: &'a Cancel,
+    /// An interrupted activation was undone just before this one.
+    recovered: bool,
 }
 
 impl Transaction<'_> {
@@ -142,11 +149,17 @@ impl Transaction<'_> {
             )));
         }
 
-        // --force on the current release: reload and check, nothing to swap.
+        // The current release again (--force, or after a recovery): reload,
+        // check and run the post hooks; there is nothing to swap or undo.
         if self.from.as_deref() == Some(self.to.as_str()) {
-            return match self.bring_up() {
+            return match self.bring_up().and_then(|()| self.post_hooks()) {
                 Ok(()) => {
-                    self.record(Event::Activated, Some("forced"))?;
+                    let why = if self.recovered {
+                        "redone after recovery"
+                    } else {
+                        "forced"
+                    };
+                    self.record(Event::Activated, Some(why))?;
                     Ok(Outcome::Activated {
                         from: self.from.clone(),
                         to: self.to.clone(),
@@ -164,12 +177,17 @@ impl Transaction<'_> {
                 to: self.to.clone(),
                 pid: std::process::id(),
                 started: crate::clock::now_rfc3339(),
+                history_offset: Some(history::size(self.state)?),
             },
         )?;
 
         // 7. The swap itself.
         if let Err(e) = self.app.root.swap_current(&self.to) {
-            // `current` is unchanged (rename is all or nothing): drop the intent.
+            // rename(2) is all or nothing, but the fsync after it can fail
+            // with the new link in place: look before deciding.
+            if self.app.root.current().ok().flatten().as_deref() == Some(self.to.as_str()) {
+                return self.roll_back(&e.one_line());
+            }
             pending::remove(self.state)?;
             return Err(e);
         }
@@ -332,7 +350,8 @@ impl Transaction<'_> {
 
 /// Restore the `from` of an interrupted activation and record it. Services
 /// are not touched here: at boot they have not started yet, and inside an
-/// activation step 8 follows anyway.
+/// activation step 8 follows anyway (also when the restored release is the
+/// target: see `recovered` in `activate`).
 ///
 /// If the history already holds this activation's outcome, the process died
 /// between recording it and removing the intent: the outcome stands and only
@@ -340,17 +359,14 @@ impl Transaction<'_> {
 /// fsync: a resurrected record is recognised here.
 /// Returns false when there was nothing to restore.
 pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> {
-    let last = history::read(Some(state))?.pop();
-    if let Some(e) = last.filter(|e| e.pid == p.pid && e.to.as_deref() == Some(p.to.as_str())) {
-        if matches!(e.event, Event::Activated | Event::RolledBack) && e.time >= p.started {
-            log::info(&format!(
-                "{}: outcome of the activation to {} already recorded; clearing its intent record",
-                app.label(),
-                p.to
-            ));
-            pending::remove(state)?;
-            return Ok(false);
-        }
+    if outcome_recorded(state, p)? {
+        log::info(&format!(
+            "{}: outcome of the activation to {} already recorded; clearing its intent record",
+            app.label(),
+            p.to
+        ));
+        pending::remove(state)?;
+        return Ok(false);
     }
     app.root.remove_stale_temp_links()?;
     let current = app.root.current()?;
@@ -378,6 +394,22 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> 
     journal::record(&entry);
     pending::remove(state)?;
     Ok(true)
+}
+
+/// Whether the activation `p` describes already appended its outcome.
+fn outcome_recorded(state: &OwnedFd, p: &Pending) -> Result<bool> {
+    let is_outcome = |e: &Entry| {
+        e.pid == p.pid
+            && e.to.as_deref() == Some(p.to.as_str())
+            && matches!(e.event, Event::Activated | Event::RolledBack)
+    };
+    Ok(match p.history_offset {
+        Some(offset) => history::read_from(state, offset)?.iter().any(is_outcome),
+        // Records written before the offset existed: the last entry, by time.
+        None => history::read(Some(state))?
+            .pop()
+            .is_some_and(|e| is_outcome(&e) && e.time >= p.started),
+    })
 }
 
 fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String> {

@@ -100,6 +100,8 @@ fn sigkill_at_many_instants_then_recover() {
 
         // Half the time `recover`, half the time the next activation finds it.
         let lines = d.history().len();
+        let swapped = now != from;
+        let mut added = 1;
         if i % 2 == 0 {
             d.cmd_config().args(["recover", "web"]).ok();
         } else {
@@ -107,13 +109,21 @@ fn sigkill_at_many_instants_then_recover() {
                 .cmd_config()
                 .args(["activate", &format!("web:{from}")])
                 .ok();
-            assert!(r.stderr.contains("already active"), "{at}\n{r}");
+            if swapped {
+                // Recovery moved `current`: the activation brings `from` up again.
+                let redone = d.history().last().unwrap().clone();
+                assert_eq!(redone["event"], "activated", "{at}: {redone}");
+                assert_eq!(redone["reason"], "redone after recovery", "{at}: {redone}");
+                added = 2;
+            } else {
+                assert!(r.stderr.contains("already active"), "{at}\n{r}");
+            }
         }
         assert_eq!(d.assert_current_complete(), from, "{at}: from not restored");
         assert!(d.pending().is_none(), "{at}: pending.json left behind");
         let history = d.history();
-        assert_eq!(history.len(), lines + 1, "{at}: {history:#?}");
-        let last = history.last().unwrap();
+        assert_eq!(history.len(), lines + added, "{at}: {history:#?}");
+        let last = &history[lines];
         assert_eq!(last["event"], "recovered", "{at}: {last}");
         assert_eq!(last["from"], from.as_str(), "{at}: {last}");
         assert_eq!(last["to"], to, "{at}: {last}");
@@ -266,4 +276,59 @@ fn recovery_removes_a_temp_link_left_between_symlink_and_rename() {
     assert!(d.pending().is_none());
     assert!(std::fs::symlink_metadata(d.path(".current.tmp.999999.0")).is_err());
     assert_eq!(d.history().last().unwrap()["event"], "recovered");
+}
+
+#[test]
+fn recovery_to_the_requested_release_still_runs_the_transaction() {
+    // An activation v1 -> v2 was killed after the swap. Activating v1 now
+    // recovers to v1, and must not stop at "already active": whatever the
+    // interrupted run did to the services, v1 is brought up again.
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        "root = \"{root}\"\n[hooks]\npost_activate = [[\"/bin/sh\", \"-c\", \"echo $RELEASECTL_RELEASE >> {base}/brought-up\"]]\n",
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    std::fs::remove_file(d.path("current")).unwrap();
+    std::os::unix::fs::symlink("releases/v2", d.path("current")).unwrap();
+    d.write(
+        "root/.releasectl/pending.json",
+        r#"{"from":"v1","to":"v2","pid":999999,"started":"2026-01-01T00:00:00.000Z"}"#,
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    assert_eq!(d.assert_current_complete(), "v1");
+    let events: Vec<_> = d
+        .history()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["activated", "recovered", "activated"]);
+    let runs = std::fs::read_to_string(d.base().join("brought-up")).unwrap();
+    assert_eq!(runs, "v1\nv1\n");
+}
+
+#[test]
+fn a_recorded_outcome_stands_even_if_the_clock_stepped_back() {
+    // Killed between appending "activated" and removing pending.json, with
+    // the wall clock stepped back meanwhile (the intent looks newer than its
+    // outcome). The history offset in the intent still identifies it.
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let offset = std::fs::metadata(d.path(".releasectl/history.jsonl"))
+        .unwrap()
+        .len();
+    d.cmd().args(["activate", "v2"]).ok();
+    let pid = d.history().last().unwrap()["pid"].as_u64().unwrap();
+    d.write(
+        "root/.releasectl/pending.json",
+        &format!(
+            r#"{{"from":"v1","to":"v2","pid":{pid},"started":"2999-01-01T00:00:00.000Z","history_offset":{offset}}}"#
+        ),
+    );
+    d.cmd().args(["recover"]).ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+    assert!(d.pending().is_none());
+    assert_eq!(d.history().last().unwrap()["event"], "activated");
 }
