@@ -8,8 +8,10 @@ use crate::cli::{self, Cli, Command};
 use crate::error::{usage, Error, Result};
 use crate::services::{NoServices, ServiceManager};
 use crate::{history, lock, log, pending, release_id, stage, store};
+use rustix::fs::OFlags;
 use serde_json::json;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub fn run(cli: Cli) -> Result<()> {
             if d.flags.dry_run {
                 return deploy_dry_run(&app, &d, &out);
             }
+            // Refuse before staging: a refused deploy must leave no release behind.
+            expect_current(&app, &d.flags)?;
             let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
             run_activation(&app, &Target::Release(id), &d.flags, &out)
         }
@@ -138,16 +142,30 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
 fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
     release_id::validate_app(app)?;
     let path = dir.join(app);
-    let meta = std::fs::symlink_metadata(&path)
-        .map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
-    if !meta.is_file() || meta.len() > 4096 {
-        return Err(usage(format!(
-            "request file {} must be a regular file of at most 4096 bytes",
-            path.display()
-        )));
+    let bad =
+        |why: &dyn std::fmt::Display| usage(format!("request file {}: {why}", path.display()));
+    // The writers are unprivileged and we run as root: open without
+    // following a symlink (and without blocking on a fifo), then judge the
+    // file we actually opened, so a swap after the check cannot make us
+    // read, and log, a file they may not read themselves.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => bad(&"is a symlink"),
+            _ => bad(&e),
+        })?;
+    let meta = file.metadata().map_err(|e| bad(&e))?;
+    if !meta.is_file() || meta.len() > 4096 || meta.nlink() != 1 {
+        return Err(bad(
+            &"must be a regular file of at most 4096 bytes with one link",
+        ));
     }
-    let bytes =
-        std::fs::read(&path).map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(4097)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(&e))?;
     let text = String::from_utf8_lossy(&bytes);
     let id = text.trim_end_matches(['\n', '\r']);
     release_id::validate(id).map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
@@ -162,15 +180,7 @@ fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
 fn deploy_dry_run(app: &App, d: &cli::DeployArgs, out: &Output) -> Result<()> {
     let (source, id) = (&d.stage.source, d.stage.id.as_deref());
     stage::check(app, source, id)?;
-    let current = app.root.current()?;
-    if let Some(want) = &d.flags.expect_current {
-        if current.as_deref() != Some(want.as_str()) {
-            return Err(usage(format!(
-                "current is {}, not {want} as --expect-current requires; nothing changed",
-                current.as_deref().unwrap_or("(none)")
-            )));
-        }
-    }
+    let current = expect_current(app, &d.flags)?;
     let label = app.label();
     out.print(
         json!({"app": app.name, "root": app.root.path(), "outcome": "would_deploy",
@@ -185,6 +195,18 @@ fn deploy_dry_run(app: &App, d: &cli::DeployArgs, out: &Output) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// The current release, or exit 2 if `--expect-current` names another.
+fn expect_current(app: &App, f: &cli::ActivateFlags) -> Result<Option<String>> {
+    let current = app.root.current()?;
+    match &f.expect_current {
+        Some(want) if current.as_deref() != Some(want.as_str()) => Err(usage(format!(
+            "current is {}, not {want} as --expect-current requires; nothing changed",
+            current.as_deref().unwrap_or("(none)")
+        ))),
+        _ => Ok(current),
+    }
 }
 
 fn check_flags(f: &cli::ActivateFlags) -> Result<()> {
@@ -433,9 +455,11 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
         log::info(&format!("{}: nothing to recover", app.label()));
         return Ok(false);
     };
-    let changed = app.root.current()? != p.from;
+    // Redo the units whenever an intent was found, moved or not: after a
+    // failed rollback (exit 5) `current` is back already, but the units
+    // still have to pick it up.
     let recovered = activation::recover_pending(&app, &state, &p)?;
-    if recovered && changed && !no_reload {
+    if recovered && !no_reload {
         let mut services = service_manager(&app, false)?;
         let svc = &app.config.services;
         for unit in &svc.units {

@@ -23,7 +23,11 @@ pub fn validate_app(app: &str) -> Result<()> {
 }
 
 fn validate_name(what: &str, s: &str) -> Result<()> {
-    let shown = s.escape_debug();
+    // Shortened: the input may be long and hostile.
+    let shown: String = match s.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", s[..cut].escape_debug()),
+        None => s.escape_debug().to_string(),
+    };
     if s.is_empty() {
         return Err(usage(format!("invalid {what} \"\": must not be empty")));
     }

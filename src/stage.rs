@@ -248,10 +248,44 @@ fn unpack(reader: impl Read, dst: &Path) -> Result<()> {
                     path.display()
                 )))
             }
+            // A full disk is not a bad archive: exit 1 with the cause, so
+            // automation retries instead of giving up on the input.
+            Err(e) if is_resource_error(&e) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("unpacking entry {}", path.display()))
+                    .into())
+            }
             Err(e) => return Err(refuse(format!("entry {}: {e}", path.display()))),
         }
     }
     Ok(())
+}
+
+/// Whether an unpack error comes from the machine (space, quota, I/O,
+/// read-only file system) rather than from the archive.
+fn is_resource_error(e: &std::io::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(code) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
+            if [
+                Errno::NOSPC,
+                Errno::DQUOT,
+                Errno::IO,
+                Errno::ROFS,
+                Errno::NOMEM,
+            ]
+            .iter()
+            .any(|e| e.raw_os_error() == code)
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An entry path must be relative and must not climb with `..`.

@@ -102,6 +102,12 @@ pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
     protected.extend(inv.current.as_deref());
     protected.extend(inv.summary.previous.as_deref());
     protected.extend(inv.summary.last_good.as_deref());
+    // The release `rollback` would pick, which differs from "previous" once
+    // the previous release has gone bad.
+    let rollback_target = inv.summary.good_newest_first.iter().find(|id| {
+        Some(id.as_str()) != inv.current.as_deref() && inv.releases.iter().any(|r| &r.id == *id)
+    });
+    protected.extend(rollback_target.map(String::as_str));
     if let Some(p) = &inv.pending {
         protected.insert(p.to.as_str());
         protected.extend(p.from.as_deref());

@@ -323,3 +323,39 @@ fn a_timed_out_health_check_is_killed_with_its_children() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[test]
+fn request_files_are_judged_by_what_was_opened() {
+    // Writers are unprivileged; releasectl runs as root. A hard link to a
+    // file they cannot read, or a fifo, must be refused without reading it
+    // (and without hanging on the fifo).
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.config("web", "root = \"{root}\"\n");
+    let requests = d.outside().join("requests");
+    std::fs::create_dir(&requests).unwrap();
+    let secret = d.outside().join("secret");
+    std::fs::write(&secret, "v1\n").unwrap();
+    std::fs::hard_link(&secret, requests.join("web")).unwrap();
+    let before = d.tree();
+    let activate = || {
+        let mut c = d.cmd_config();
+        c.args(["activate", "--request", "web", "--requests-dir"])
+            .arg(&requests);
+        c
+    };
+    let r = activate().expect(2);
+    assert!(r.one_line_error().contains("one link"), "{r}");
+    std::fs::remove_file(requests.join("web")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(requests.join("web"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = activate().expect(2);
+    assert!(r.one_line_error().contains("regular file"), "{r}");
+    std::fs::remove_file(requests.join("web")).unwrap();
+    before
+        .without("outside/requests/web")
+        .assert_same(&d.tree(), "refused request files");
+}

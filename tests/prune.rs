@@ -181,3 +181,32 @@ fn rollback_with_nothing_to_go_back_to_fails_cleanly() {
     );
     before.assert_same(&d.tree(), "rollback with nothing to roll back to");
 }
+
+#[test]
+fn prune_keeps_the_release_rollback_would_pick() {
+    // v1, v2, v3 active in turn, then back to v1; v3 is tried again and
+    // fails. "previous" is now v3 (bad), but rollback's target is v2: prune
+    // must keep both, or rollback has nowhere to go.
+    let d = Dir::new();
+    let all = ["v1", "v2", "v3"];
+    d.releases(&all);
+    age(&d, &all);
+    d.config(
+        "web",
+        r#"root = "{root}"
+[hooks]
+post_activate = [["/bin/sh", "-c", "[ \"$RELEASECTL_RELEASE\" != v3 ] || [ ! -e {base}/fail ]"]]
+"#,
+    );
+    for id in ["web:v1", "web:v2", "web:v3"] {
+        d.cmd_config().args(["activate", id]).ok();
+    }
+    d.cmd_config().args(["rollback", "web", "--to", "v1"]).ok();
+    d.write("fail", "");
+    d.cmd_config().args(["activate", "web:v3"]).expect(4);
+
+    d.cmd_config().args(["prune", "web", "--keep", "0"]).ok();
+    assert_eq!(d.release_names(), ["v1", "v2", "v3"]);
+    d.cmd_config().args(["rollback", "web"]).ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+}

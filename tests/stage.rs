@@ -307,3 +307,73 @@ fn a_source_containing_the_root_is_refused() {
     assert!(r.one_line_error().contains("contains the app root"), "{r}");
     before.assert_same(&d.tree(), "stage of the root's parent");
 }
+
+#[test]
+fn deploy_refused_by_expect_current_stages_nothing() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.cmd().args(["activate", "v1"]).ok();
+    let src = d.outside().join("build");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("version"), "v2\n").unwrap();
+    let before = d.tree();
+    let r = d
+        .cmd()
+        .arg("deploy")
+        .arg(&src)
+        .args(["--id", "v2", "--expect-current", "nope"])
+        .expect(2);
+    assert!(r.one_line_error().contains("--expect-current"), "{r}");
+    before.assert_same(&d.tree(), "deploy refused by --expect-current");
+}
+
+#[test]
+fn a_full_disk_while_unpacking_is_an_operational_error() {
+    // A small tmpfs as the app root: the archive is fine, the machine is not.
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this test must run there"
+        );
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let d = Dir::new();
+    let small = d.outside().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let tar = d.outside().join("big.tar");
+    let content = d.outside().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("big.bin"), vec![b'x'; 1 << 20]).unwrap();
+    let packed = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&content)
+        .arg("big.bin")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let r = common::TestCommand::new()
+        .arg("--root")
+        .arg(&small)
+        .arg("stage")
+        .arg(&tar)
+        .expect(1);
+    assert!(r.one_line_error().contains("No space left"), "{r}");
+    let left: Vec<_> = std::fs::read_dir(small.join("releases")).unwrap().collect();
+    assert!(left.is_empty(), "temp tree left behind");
+}
