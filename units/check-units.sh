@@ -63,8 +63,7 @@ else
 fi
 if out=$(systemd-tmpfiles --create --root="$root" "$root/releasectl.tmpfiles.conf" 2>&1) \
     && gid=$(sed -n 's/^releasectl:[^:]*:\([0-9]*\):.*/\1/p' "$root/etc/group") \
-    && [ "$(stat -c '%a %g %u' "$root/var/lib/releasectl/requests")" = "2775 $gid 0" ] \
-    && [ -d "$root/etc/releasectl" ]; then
+    && [ "$(stat -c '%a %g %u' "$root/var/lib/releasectl/requests")" = "2775 $gid 0" ]; then
     echo "tmpfiles  releasectl.tmpfiles.conf: requests/ is 2775 root:releasectl"
 else
     echo "tmpfiles  releasectl.tmpfiles.conf: FAILED"; echo "$out" | sed 's/^/    /'; failed=1
