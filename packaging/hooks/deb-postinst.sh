@@ -8,12 +8,19 @@
 # so the activation is a systemd job with its own journal. If the activation
 # fails (the previous release is then active again), releasectl's messages are
 # printed and the postinst fails, so dpkg reports the package as not
-# configured. Without systemd as PID 1 (a chroot, an image build) the release
-# is activated directly, without reloading units or checking health, since
-# no service is running there.
+# configured.
+# Without a running systemd (a chroot, an image build, SYSTEMD_OFFLINE=1,
+# where `systemctl start` would print "Running in chroot" and succeed
+# without doing anything) the release is activated directly, without
+# reloading units or checking health, since no service is running there.
+
+releasectl_systemd_running() {
+	[ -d /run/systemd/system ] && [ "${SYSTEMD_OFFLINE:-0}" != 1 ] &&
+		! systemd-detect-virt --quiet --chroot 2>/dev/null
+}
 
 releasectl_activate() {
-	if [ ! -d /run/systemd/system ]; then
+	if ! releasectl_systemd_running; then
 		releasectl activate --no-reload --no-health "$1:$2"
 		return
 	fi

@@ -11,8 +11,13 @@
 # message and a "%posttrans scriptlet failed" warning, and `current` keeps
 # pointing at the previous release.
 
+releasectl_systemd_running() {
+	[ -d /run/systemd/system ] && [ "${SYSTEMD_OFFLINE:-0}" != 1 ] &&
+		! systemd-detect-virt --quiet --chroot 2>/dev/null
+}
+
 releasectl_activate() {
-	if [ ! -d /run/systemd/system ]; then
+	if ! releasectl_systemd_running; then
 		releasectl activate --no-reload --no-health "$1:$2"
 		return
 	fi
