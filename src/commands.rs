@@ -140,6 +140,10 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
 /// `activate --request APP`: the release id is the content of the request
 /// file, written by a deployer (temp file + rename) to trigger the path unit.
 fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
+    // The unit passes %i: accept its \xNN escapes as deploy@ does
+    // (watchers are meant to be enabled with the plain name, though).
+    let unescaped = release_id::systemd_unescape(app.as_bytes())?;
+    let app = &String::from_utf8(unescaped).map_err(|_| usage("app name: not valid UTF-8"))?;
     release_id::validate_app(app)?;
     let path = dir.join(app);
     let bad =
@@ -469,6 +473,15 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
                     Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label()))
                 })?;
         }
+    } else if recovered && !app.config.services.units.is_empty() {
+        // The boot unit: services have not started yet and will start on the
+        // restored release. Run by hand on a live system, say what is left.
+        log::warn(&format!(
+            "{}: units not acted on (--no-reload); if they are running, run `releasectl activate --force {}:{}`",
+            app.label(),
+            app.name.as_deref().unwrap_or(""),
+            p.from.as_deref().unwrap_or("RELEASE")
+        ));
     }
     Ok(recovered)
 }

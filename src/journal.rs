@@ -2,9 +2,9 @@
 //! `journalctl RELEASECTL_APP=web` shows an app's history and
 //! `journalctl MESSAGE_ID=…` finds every rollback on a host.
 //!
-//! Sent only when stderr is connected to the journal (`$JOURNAL_STREAM`
-//! names stderr's device and inode, see systemd.exec(5)); anywhere else the
-//! plain stderr lines are all there is. The native protocol is a datagram of
+//! Sent whenever journald's socket exists; the `<N>` priority prefixes of
+//! the stderr lines (src/log.rs) are used only when stderr is the journal
+//! (`$JOURNAL_STREAM` names stderr's device and inode, see systemd.exec(5)). The native protocol is a datagram of
 //! `KEY=value\n` fields (systemd's JOURNAL_NATIVE_PROTOCOL), small enough to
 //! write by hand.
 
@@ -66,10 +66,13 @@ pub fn stderr_is_journal() -> bool {
     })
 }
 
-/// Send the outcome recorded in `entry` to the journal, when under systemd.
-/// A failure is reported on stderr and never fails the activation.
+/// Send the outcome recorded in `entry` to the journal whenever there is
+/// one, also when run from a shell, cron or a package script: an app's
+/// history in `journalctl RELEASECTL_APP=…` must not depend on how the
+/// activation was started. A failure is reported on stderr and never fails
+/// the activation.
 pub fn record(entry: &Entry) {
-    if !stderr_is_journal() {
+    if !Path::new(SOCKET).exists() {
         return;
     }
     if let Err(e) = send_to(Path::new(SOCKET), &fields(entry)) {

@@ -359,3 +359,19 @@ fn request_files_are_judged_by_what_was_opened() {
         .without("outside/requests/web")
         .assert_same(&d.tree(), "refused request files");
 }
+
+#[test]
+fn request_app_names_accept_systemd_escapes() {
+    // deploy-watch@my\x2dapp.service passes the escaped instance as %i.
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.config("my-app", "root = \"{root}\"\n");
+    let requests = d.outside().join("requests");
+    std::fs::create_dir(&requests).unwrap();
+    std::fs::write(requests.join("my-app"), "v1\n").unwrap();
+    d.cmd_config()
+        .args(["activate", "--request", "my\\x2dapp", "--requests-dir"])
+        .arg(&requests)
+        .ok();
+    assert_eq!(d.assert_current_complete(), "v1");
+}

@@ -174,6 +174,12 @@ impl Systemd {
         let result = wait_for_job(jobs, job.as_str(), timeout, cancel)
             .map_err(|why| format!("{verb} of {unit}: {why}"))?;
         if result != "done" {
+            if result == "invalid" && !was_active {
+                // systemd's answer to reloading a stopped unit.
+                return Err(format!(
+                    "{unit} is not running: nothing to {verb}; start it, or use action = \"reload-or-restart\""
+                ));
+            }
             return Err(job_failed(unit, verb, &result));
         }
 
