@@ -74,7 +74,7 @@ pub fn activate(
     let planned = resolve(app, target, state_ro.as_ref())?;
     app.root.check_release(&planned)?;
     let current = app.root.current()?;
-    check_expected(opts, &current)?;
+    check_expected(opts.expect_current.as_deref(), &current)?;
     if opts.dry_run {
         return dry_run(app, state_ro.as_ref(), planned, current);
     }
@@ -94,15 +94,14 @@ pub fn activate(
     //    they are redone below even when the target is already current.
     let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
-        let before = app.root.current()?;
-        recovered = recover_pending(app, &state, &p)? && app.root.current()? != before;
+        recovered = recover_pending(app, &state, &p)? == Recovery::Restored { moved: true };
     }
 
     // 4. Check again under the lock: another activation may have run meanwhile.
     let to = resolve(app, target, Some(&state))?;
     app.root.check_release(&to)?;
     let from = app.root.current()?;
-    check_expected(opts, &from)?;
+    check_expected(opts.expect_current.as_deref(), &from)?;
     let label = app.label();
     if from.as_deref() == Some(to.as_str()) && !opts.force && !recovered {
         log::info(&format!("{label}: {to} is already active"));
@@ -177,7 +176,7 @@ impl Transaction<'_> {
                 to: self.to.clone(),
                 pid: std::process::id(),
                 started: crate::clock::now_rfc3339(),
-                history_offset: Some(history::size(self.state)?),
+                history_offset: history::size(self.state)?,
             },
         )?;
 
@@ -286,20 +285,7 @@ impl Transaction<'_> {
     }
 
     fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Result<(), String> {
-        let svc = &self.app.config.services;
-        for unit in &svc.units {
-            let what = format!(
-                "{}: {} {unit} for {release}",
-                self.app.label(),
-                svc.action.as_str()
-            );
-            notify::status(&what);
-            notify::extend_timeout(svc.timeout + Duration::from_secs(10));
-            log::info(&what);
-            self.services
-                .apply(unit, svc.action, svc.timeout, &cancel)?;
-        }
-        Ok(())
+        act_on_units(self.app, self.services, release, &cancel)
     }
 
     fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Result<(), String> {
@@ -348,6 +334,28 @@ impl Transaction<'_> {
     }
 }
 
+/// Step 8: the configured action on each unit, in order, for `release`.
+pub fn act_on_units(
+    app: &App,
+    services: &mut dyn ServiceManager,
+    release: &str,
+    cancel: &Cancel,
+) -> Result<(), String> {
+    let svc = &app.config.services;
+    for unit in &svc.units {
+        let what = format!(
+            "{}: {} {unit} for {release}",
+            app.label(),
+            svc.action.as_str()
+        );
+        notify::status(&what);
+        notify::extend_timeout(svc.timeout + Duration::from_secs(10));
+        log::info(&what);
+        services.apply(unit, svc.action, svc.timeout, cancel)?;
+    }
+    Ok(())
+}
+
 /// Restore the `from` of an interrupted activation and record it. Services
 /// are not touched here: at boot they have not started yet, and inside an
 /// activation step 8 follows anyway (also when the restored release is the
@@ -357,8 +365,7 @@ impl Transaction<'_> {
 /// between recording it and removing the intent: the outcome stands and only
 /// the stale record goes. This is also why removing `pending.json` needs no
 /// fsync: a resurrected record is recognised here.
-/// Returns false when there was nothing to restore.
-pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> {
+pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<Recovery> {
     if outcome_recorded(state, p)? {
         log::info(&format!(
             "{}: outcome of the activation to {} already recorded; clearing its intent record",
@@ -366,11 +373,11 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> 
             p.to
         ));
         pending::remove(state)?;
-        return Ok(false);
+        return Ok(Recovery::AlreadyRecorded);
     }
     app.root.remove_stale_temp_links()?;
-    let current = app.root.current()?;
-    if current != p.from {
+    let moved = app.root.current()? != p.from;
+    if moved {
         match &p.from {
             Some(from) => app.root.swap_current(from)?,
             None => app.root.remove_current()?,
@@ -393,23 +400,26 @@ pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<bool> 
     history::append(state, &entry)?;
     journal::record(&entry);
     pending::remove(state)?;
-    Ok(true)
+    Ok(Recovery::Restored { moved })
+}
+
+/// What [`recover_pending`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The interrupted run had recorded its outcome; only its intent was left.
+    AlreadyRecorded,
+    /// `from` was restored and `recovered` recorded; `moved`: `current` changed.
+    Restored { moved: bool },
 }
 
 /// Whether the activation `p` describes already appended its outcome.
 fn outcome_recorded(state: &OwnedFd, p: &Pending) -> Result<bool> {
-    let is_outcome = |e: &Entry| {
+    let entries = history::read_from(state, p.history_offset)?;
+    Ok(entries.iter().any(|e| {
         e.pid == p.pid
             && e.to.as_deref() == Some(p.to.as_str())
             && matches!(e.event, Event::Activated | Event::RolledBack)
-    };
-    Ok(match p.history_offset {
-        Some(offset) => history::read_from(state, offset)?.iter().any(is_outcome),
-        // Records written before the offset existed: the last entry, by time.
-        None => history::read(Some(state))?
-            .pop()
-            .is_some_and(|e| is_outcome(&e) && e.time >= p.started),
-    })
+    }))
 }
 
 fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String> {
@@ -419,12 +429,8 @@ fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String
             let summary = history::summarize(&history::read(state)?);
             let current = app.root.current()?;
             summary
-                .good_newest_first
-                .iter()
-                .find(|id| {
-                    Some(id.as_str()) != current.as_deref() && app.root.check_release(id).is_ok()
-                })
-                .cloned()
+                .rollback_target(current.as_deref(), |id| app.root.check_release(id).is_ok())
+                .map(str::to_string)
                 .ok_or_else(|| {
                     Error::Operational(anyhow::anyhow!(
                         "{}: no earlier good release to roll back to",
@@ -435,9 +441,10 @@ fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String
     }
 }
 
-fn check_expected(opts: &Options, current: &Option<String>) -> Result<()> {
-    match &opts.expect_current {
-        Some(want) if current.as_deref() != Some(want.as_str()) => Err(usage(format!(
+/// `--expect-current`: exit 2, nothing changed, unless `current` is `want`.
+pub fn check_expected(want: Option<&str>, current: &Option<String>) -> Result<()> {
+    match want {
+        Some(want) if current.as_deref() != Some(want) => Err(usage(format!(
             "current is {}, not {want} as --expect-current requires; nothing changed",
             current.as_deref().unwrap_or("(none)")
         ))),

@@ -1,7 +1,7 @@
 //! One function per subcommand: resolve the app, call the library, print the
 //! result as text or as one JSON document.
 
-use crate::activation::{self, Options, Outcome, Target};
+use crate::activation::{self, Options, Outcome, Recovery, Target};
 use crate::app::{App, Source};
 use crate::cancel::Cancel;
 use crate::cli::{self, Cli, Command};
@@ -172,7 +172,7 @@ fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
         .map_err(|e| bad(&e))?;
     let text = String::from_utf8_lossy(&bytes);
     let id = text.trim_end_matches(['\n', '\r']);
-    release_id::validate(id).map_err(|e| usage(format!("request file {}: {e}", path.display())))?;
+    release_id::validate(id).map_err(|e| bad(&e))?;
     Ok(release_id::Request {
         app: Some(app.to_string()),
         release: id.to_string(),
@@ -204,13 +204,8 @@ fn deploy_dry_run(app: &App, d: &cli::DeployArgs, out: &Output) -> Result<()> {
 /// The current release, or exit 2 if `--expect-current` names another.
 fn expect_current(app: &App, f: &cli::ActivateFlags) -> Result<Option<String>> {
     let current = app.root.current()?;
-    match &f.expect_current {
-        Some(want) if current.as_deref() != Some(want.as_str()) => Err(usage(format!(
-            "current is {}, not {want} as --expect-current requires; nothing changed",
-            current.as_deref().unwrap_or("(none)")
-        ))),
-        _ => Ok(current),
-    }
+    activation::check_expected(f.expect_current.as_deref(), &current)?;
+    Ok(current)
 }
 
 fn check_flags(f: &cli::ActivateFlags) -> Result<()> {
@@ -310,13 +305,10 @@ fn status(app: &App, out: &Output) -> Result<()> {
 }
 
 fn describe(e: &history::Entry) -> String {
-    let ev = serde_json::to_value(e.event)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
     let mut s = format!(
-        "{} {ev} {} → {}",
+        "{} {} {} → {}",
         e.time,
+        e.event.as_str(),
         e.from.as_deref().unwrap_or("none"),
         e.to.as_deref().unwrap_or("none")
     );
@@ -462,17 +454,13 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
     // Redo the units whenever an intent was found, moved or not: after a
     // failed rollback (exit 5) `current` is back already, but the units
     // still have to pick it up.
-    let recovered = activation::recover_pending(&app, &state, &p)?;
+    let recovered = activation::recover_pending(&app, &state, &p)? != Recovery::AlreadyRecorded;
     if recovered && !no_reload {
         let mut services = service_manager(&app, false)?;
-        let svc = &app.config.services;
-        for unit in &svc.units {
-            services
-                .apply(unit, svc.action, svc.timeout, &Cancel::never())
-                .map_err(|e| {
-                    Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label()))
-                })?;
-        }
+        let release = p.from.as_deref().unwrap_or("(none)");
+        activation::act_on_units(&app, services.as_mut(), release, &Cancel::never()).map_err(
+            |e| Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label())),
+        )?;
     } else if recovered && !app.config.services.units.is_empty() {
         // The boot unit: services have not started yet and will start on the
         // restored release. Run by hand on a live system, say what is left.

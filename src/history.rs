@@ -30,6 +30,19 @@ pub enum Event {
     Recovered,
 }
 
+impl Event {
+    /// The word history.jsonl stores (serde's snake_case name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Activated => "activated",
+            Event::RolledBack => "rolled_back",
+            Event::Aborted => "aborted",
+            Event::RollbackFailed => "rollback_failed",
+            Event::Recovered => "recovered",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub time: String,
@@ -93,33 +106,23 @@ pub fn size(state_dir: &OwnedFd) -> Result<u64> {
     }
 }
 
-/// The entries appended after byte `offset`, oldest first.
+/// All entries, oldest first (`state_dir` `None`: there is no history yet).
+pub fn read(state_dir: Option<&OwnedFd>) -> Result<Vec<Entry>> {
+    match state_dir {
+        Some(dir) => read_from(dir, 0),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The entries appended after byte `offset`, oldest first. A torn last line
+/// (power cut mid-append) or any line that is not an entry is skipped with a
+/// warning, never fatal.
 pub fn read_from(state_dir: &OwnedFd, offset: u64) -> Result<Vec<Entry>> {
     use std::io::{Seek, SeekFrom};
     let mut text = String::new();
     match open_in(state_dir, HISTORY_FILE, OFlags::RDONLY, 0) {
         Ok(mut f) => {
             f.seek(SeekFrom::Start(offset)).context("seeking history")?;
-            f.read_to_string(&mut text).context("reading history")?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow::Error::from(e).context("opening history").into()),
-    }
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
-/// All entries, oldest first. A torn last line (power cut mid-append) or any
-/// line that is not an entry is skipped with a warning, never fatal.
-pub fn read(state_dir: Option<&OwnedFd>) -> Result<Vec<Entry>> {
-    let Some(dir) = state_dir else {
-        return Ok(Vec::new());
-    };
-    let mut text = String::new();
-    match open_in(dir, HISTORY_FILE, OFlags::RDONLY, 0) {
-        Ok(mut f) => {
             f.read_to_string(&mut text).context("reading history")?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -151,6 +154,21 @@ pub struct Summary {
     /// Good releases in the order they were last active, newest first.
     pub good_newest_first: Vec<String>,
     pub last: Option<Entry>,
+}
+
+impl Summary {
+    /// What `rollback` without `--to` goes back to: the newest good release
+    /// that is not current and still `exists`. `prune` keeps it for that reason.
+    pub fn rollback_target(
+        &self,
+        current: Option<&str>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Option<&str> {
+        self.good_newest_first
+            .iter()
+            .map(String::as_str)
+            .find(|id| Some(*id) != current && exists(id))
+    }
 }
 
 pub fn summarize(entries: &[Entry]) -> Summary {

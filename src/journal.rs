@@ -29,17 +29,6 @@ pub fn message_id(event: Event) -> &'static str {
     }
 }
 
-/// The word used in RELEASECTL_OUTCOME, the same as in history.jsonl.
-pub fn outcome_word(event: Event) -> &'static str {
-    match event {
-        Event::Activated => "activated",
-        Event::RolledBack => "rolled_back",
-        Event::Aborted => "aborted",
-        Event::RollbackFailed => "rollback_failed",
-        Event::Recovered => "recovered",
-    }
-}
-
 /// syslog priority: a rollback is an error, a failed rollback critical.
 fn priority(event: Event) -> u8 {
     match event {
@@ -82,7 +71,7 @@ pub fn record(entry: &Entry) {
 
 /// The journal fields for one outcome.
 pub fn fields(e: &Entry) -> Vec<(&'static str, String)> {
-    let word = outcome_word(e.event);
+    let word = e.event.as_str();
     let app = e.app.as_deref().unwrap_or("(root)");
     let from = e.from.as_deref().unwrap_or("(none)");
     let to = e.to.as_deref().unwrap_or("(none)");
@@ -181,7 +170,7 @@ mod tests {
         }
         // The outcome word is the one history.jsonl uses.
         for e in all {
-            assert_eq!(serde_json::to_value(e).unwrap(), outcome_word(e));
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
         }
     }
 

@@ -24,9 +24,9 @@ pub struct Pending {
     pub started: String,
     /// Size of history.jsonl when the record was written: this activation's
     /// outcome, if recorded, is after it (a wall-clock comparison would be
-    /// fooled by a clock step).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_offset: Option<u64>,
+    /// fooled by a clock step). A record without it is searched from the start.
+    #[serde(default)]
+    pub history_offset: u64,
 }
 
 /// Write the record: temp file, fsync, rename, fsync the directory. A crash

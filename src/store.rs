@@ -104,10 +104,11 @@ pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
     protected.extend(inv.summary.last_good.as_deref());
     // The release `rollback` would pick, which differs from "previous" once
     // the previous release has gone bad.
-    let rollback_target = inv.summary.good_newest_first.iter().find(|id| {
-        Some(id.as_str()) != inv.current.as_deref() && inv.releases.iter().any(|r| &r.id == *id)
-    });
-    protected.extend(rollback_target.map(String::as_str));
+    let present: HashSet<&str> = inv.releases.iter().map(|r| r.id.as_str()).collect();
+    protected.extend(
+        inv.summary
+            .rollback_target(inv.current.as_deref(), |id| present.contains(id)),
+    );
     if let Some(p) = &inv.pending {
         protected.insert(p.to.as_str());
         protected.extend(p.from.as_deref());

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const CURRENT: &str = "current";
 pub const RELEASES: &str = "releases";
 pub const STATE_DIR: &str = ".releasectl";
+/// Prefix of the temp links renamed over `current`.
+const TEMP_LINK_PREFIX: &str = ".current.tmp.";
 
 /// An open app root.
 #[derive(Debug)]
@@ -146,7 +148,7 @@ impl RootDir {
             .with_context(|| format!("reading {}", self.path.display()))?;
         for entry in dir.flatten() {
             let name = entry.file_name();
-            let Some(name) = name.to_str().filter(|n| n.starts_with(".current.tmp.")) else {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(TEMP_LINK_PREFIX)) else {
                 continue;
             };
             match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
@@ -224,7 +226,7 @@ pub fn release_path(id: &str) -> String {
 fn temp_link_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     format!(
-        ".current.tmp.{}.{}",
+        "{TEMP_LINK_PREFIX}{}.{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
