@@ -192,6 +192,16 @@ fn a2_journal_fields(c: &mut Container) {
         "journalctl RELEASECTL_APP=fields",
     );
     assert_contains(&by_field, "MESSAGE_ID=", "journalctl RELEASECTL_APP=fields");
+    // start_at ran releasectl from a plain shell (stderr not the journal):
+    // its outcome is in the app's journal history all the same.
+    let direct = c.run_text(
+        "journalctl --no-pager -o cat RELEASECTL_APP=fields RELEASECTL_RELEASE=v1 RELEASECTL_OUTCOME=activated",
+    );
+    assert_contains(
+        &direct,
+        "fields: (none) → v1: activated",
+        "the direct run's journal entry",
+    );
 }
 
 /// b. The unit's ExecReload fails on v2 (its config is broken): the start
