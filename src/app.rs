@@ -76,7 +76,9 @@ impl Source {
             Source::ConfigDir(dir) => match config::list_apps(dir) {
                 Ok(apps) => Ok(apps),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(usage(format!("cannot read {}: {e}", dir.display()))),
+                Err(e) => Err(crate::error::Error::Operational(
+                    anyhow::Error::from(e).context(format!("reading {}", dir.display())),
+                )),
             },
         }
     }

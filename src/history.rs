@@ -330,6 +330,34 @@ mod tests {
     }
 
     #[test]
+    fn damaged_lines_are_skipped_and_memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::RootDir::open(dir.path()).unwrap();
+        let state = root.state_dir(true).unwrap().unwrap();
+        append(&state, &e(Event::Activated, None, "v1")).unwrap();
+        let mut junk = b"\xff\xfe not utf-8\n".to_vec();
+        junk.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE));
+        junk.extend_from_slice(b"\n{\"time\":\"t\",\"event\":\"activated\",\"from\":null,");
+        junk.extend_from_slice(b"\"to\":\"../../etc\",\"pid\":1}\n\n");
+        let path = dir.path().join(".releasectl").join(HISTORY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&junk).unwrap();
+        append(&state, &e(Event::Activated, Some("v1"), "v2")).unwrap();
+        // A torn last line, as a power cut mid-append leaves it.
+        f.write_all(b"{\"time\":\"t\",\"ev").unwrap();
+        let got: Vec<_> = read(Some(&state)).unwrap();
+        let tos: Vec<_> = got.iter().map(|e| e.to.clone().unwrap()).collect();
+        assert_eq!(tos, ["v1", "v2"]);
+        assert_eq!(tail(Some(&state), 1).unwrap()[0].to.as_deref(), Some("v2"));
+        assert!(tail(Some(&state), 0).unwrap().is_empty());
+        let s = summary(Some(&state)).unwrap();
+        assert_eq!(s.previous.as_deref(), Some("v1"));
+    }
+
+    #[test]
     fn later_success_clears_bad() {
         let s = summarize(&[
             e(Event::RolledBack, None, "v1"),
