@@ -81,10 +81,30 @@ pub fn append(state_dir: &Dir, entry: &Entry) -> Result<()> {
     let mut file = state_dir
         .open_file(HISTORY_FILE, Access::Append)?
         .expect("created");
+    let shown = state_dir.shown(HISTORY_FILE);
+    let size = file
+        .metadata()
+        .with_context(|| format!("stat {}", shown.display()))?
+        .len();
+    // A line torn by a power cut would swallow ours: start on a new line.
+    let mut last = [b'\n'];
+    if size > 0 {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut last, size - 1)
+            .with_context(|| format!("reading {}", shown.display()))?;
+    }
+    if last[0] != b'\n' {
+        line.insert(0, b'\n');
+    }
     // One write(2) per line keeps lines whole even if a reader races us.
-    file.write_all(&line)
-        .and_then(|()| file.sync_data())
-        .with_context(|| format!("appending to {}", state_dir.shown(HISTORY_FILE).display()))?;
+    if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+        // Disk full mid-line: cut the partial line off again, so the file
+        // ends where it did and the failure leaves no trace to misread.
+        let _ = file.set_len(size);
+        return Err(anyhow::Error::from(e)
+            .context(format!("appending to {}", shown.display()))
+            .into());
+    }
     Ok(())
 }
 
@@ -346,15 +366,18 @@ mod tests {
             .unwrap();
         f.write_all(&junk).unwrap();
         append(&state, &e(Event::Activated, Some("v1"), "v2")).unwrap();
-        // A torn last line, as a power cut mid-append leaves it.
+        // A torn line, as a power cut mid-append leaves it: the next
+        // append starts on a line of its own.
+        f.write_all(b"{\"time\":\"t\",\"ev").unwrap();
+        append(&state, &e(Event::Activated, Some("v2"), "v3")).unwrap();
         f.write_all(b"{\"time\":\"t\",\"ev").unwrap();
         let got: Vec<_> = read(Some(&state)).unwrap();
         let tos: Vec<_> = got.iter().map(|e| e.to.clone().unwrap()).collect();
-        assert_eq!(tos, ["v1", "v2"]);
-        assert_eq!(tail(Some(&state), 1).unwrap()[0].to.as_deref(), Some("v2"));
+        assert_eq!(tos, ["v1", "v2", "v3"]);
+        assert_eq!(tail(Some(&state), 1).unwrap()[0].to.as_deref(), Some("v3"));
         assert!(tail(Some(&state), 0).unwrap().is_empty());
         let s = summary(Some(&state)).unwrap();
-        assert_eq!(s.previous.as_deref(), Some("v1"));
+        assert_eq!(s.previous.as_deref(), Some("v2"));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub enum Access {
     Read,
     /// Read and write, created if missing (the lock file).
     ReadWrite,
-    /// Append, created if missing (history).
+    /// Append (and read back), created if missing (history).
     Append,
     /// Write a new file, replacing any leftover of the name (temp files).
     CreateNew,
@@ -179,7 +179,7 @@ impl Dir {
         let flags = match how {
             Access::Read => OFlags::RDONLY,
             Access::ReadWrite => OFlags::RDWR | OFlags::CREATE,
-            Access::Append => OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+            Access::Append => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
             Access::CreateNew => {
                 match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
                     Ok(()) | Err(Errno::NOENT) => {}
