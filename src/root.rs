@@ -136,14 +136,25 @@ impl Dir {
     /// Create a new subdirectory that nobody else can enter (mode 0700)
     /// and open it. Fails if `name` exists.
     pub fn create_private_dir(&self, name: &str) -> Result<Dir> {
+        let shown = self.shown(name);
         rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
-            .map_err(|e| io_error(e, format!("creating {}", self.shown(name).display())))?;
-        self.open_dir(name)?.ok_or_else(|| {
+            .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
+        let dir = self.open_dir(name)?.ok_or_else(|| {
             io_error(
                 Errno::NOENT,
-                format!("{} vanished after creation", self.shown(name).display()),
+                format!("{} vanished after creation", shown.display()),
             )
-        })
+        })?;
+        // Between mkdirat and openat the name can be swapped for another
+        // directory: only one that we own, private and empty is ours.
+        let st = dir.stat_self()?;
+        if st.st_uid != self.trust.me || st.st_mode & 0o077 != 0 || st.st_nlink != 2 {
+            return Err(Error::Operational(anyhow::anyhow!(
+                "{} was replaced right after it was created; refusing to write into it",
+                shown.display()
+            )));
+        }
+        Ok(dir)
     }
 
     /// Every name in the directory except `.` and `..`.
