@@ -89,12 +89,15 @@ pub fn activate(
     };
     let _lock = lock::acquire(&state, &app.state_path(), &me, opts.lock_timeout, cancel)?;
 
-    // 3. Finish an interrupted activation before starting ours. If that
-    //    moved `current`, the units may still run the interrupted release:
-    //    they are redone below even when the target is already current.
+    // 3. Finish an interrupted activation before starting ours. Whatever
+    //    the recovery found, the units may still run the interrupted
+    //    release: killed after the swap, `current` is moved back here; after
+    //    a failed rollback (exit 5) `current` is back already but the units'
+    //    rollback jobs failed. So they are redone below even when the target
+    //    is already current.
     let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
-        recovered = recover_pending(app, &state, &p)? == Recovery::Restored { moved: true };
+        recovered = matches!(recover_pending(app, &state, &p)?, Recovery::Restored { .. });
     }
 
     // 4. Check again under the lock: another activation may have run meanwhile.
