@@ -90,12 +90,14 @@ pub fn activate(
     let _lock = lock::acquire(&state, &me, opts.lock_timeout, cancel)?;
 
     // 3. Finish an interrupted activation before starting ours. Whatever
-    //    `current` is now, the units may still run the interrupted release
-    //    (its swap, or a rollback whose unit actions failed): they are redone
-    //    below even when the target is already current.
+    //    the recovery found, the units may still run the interrupted
+    //    release: killed after the swap, `current` is moved back here; after
+    //    a failed rollback (exit 5) `current` is back already but the units'
+    //    rollback jobs failed. So they are redone below even when the target
+    //    is already current.
     let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
-        recovered = recover_pending(app, &state, &p)? != Recovery::AlreadyRecorded;
+        recovered = matches!(recover_pending(app, &state, &p)?, Recovery::Restored { .. });
     }
 
     // 4. Check again under the lock: another activation may have run
