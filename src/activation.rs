@@ -8,9 +8,9 @@ use crate::error::{usage, Error, Result};
 use crate::history::{self, Entry, Event};
 use crate::lock::{self, Holder};
 use crate::pending::{self, Pending};
+use crate::root::Dir;
 use crate::services::ServiceManager;
 use crate::{health, journal, log, notify, process};
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 /// What to activate.
@@ -76,7 +76,7 @@ pub fn activate(
     let current = app.root.current()?;
     check_expected(opts.expect_current.as_deref(), &current)?;
     if opts.dry_run {
-        return dry_run(app, state_ro.as_ref(), planned, current);
+        return dry_run(state_ro.as_ref(), planned, current);
     }
     drop(state_ro);
 
@@ -87,19 +87,24 @@ pub fn activate(
         release: planned.clone(),
         since: crate::clock::now_rfc3339(),
     };
-    let _lock = lock::acquire(&state, &app.state_path(), &me, opts.lock_timeout, cancel)?;
+    let _lock = lock::acquire(&state, &me, opts.lock_timeout, cancel)?;
 
-    // 3. Finish an interrupted activation before starting ours. If that
-    //    moved `current`, the units may still run the interrupted release:
-    //    they are redone below even when the target is already current.
+    // 3. Finish an interrupted activation before starting ours. Whatever
+    //    the recovery found, the units may still run the interrupted
+    //    release: killed after the swap, `current` is moved back here; after
+    //    a failed rollback (exit 5) `current` is back already but the units'
+    //    rollback jobs failed. So they are redone below even when the target
+    //    is already current.
     let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
-        recovered = recover_pending(app, &state, &p)? == Recovery::Restored { moved: true };
+        recovered = matches!(recover_pending(app, &state, &p)?, Recovery::Restored { .. });
     }
 
-    // 4. Check again under the lock: another activation may have run meanwhile.
+    // 4. Check again under the lock: another activation may have run
+    //    meanwhile. The release is opened here once; hooks and health
+    //    checks run in this very directory, whatever its name means later.
     let to = resolve(app, target, Some(&state))?;
-    app.root.check_release(&to)?;
+    let release = app.root.open_release(&to)?;
     let from = app.root.current()?;
     check_expected(opts.expect_current.as_deref(), &from)?;
     let label = app.label();
@@ -113,6 +118,7 @@ pub fn activate(
         state: &state,
         from,
         to,
+        release,
         opts,
         services,
         cancel,
@@ -123,9 +129,11 @@ pub fn activate(
 
 struct Transaction<'a> {
     app: &'a App,
-    state: &'a OwnedFd,
+    state: &'a Dir,
     from: Option<String>,
     to: String,
+    /// `releases/<to>` as checked: the working directory of hooks and checks.
+    release: Dir,
     opts: &'a Options,
     services: &'a mut dyn ServiceManager,
     cancel: &'a Cancel,
@@ -141,7 +149,9 @@ impl Transaction<'_> {
         // 5. pre_activate hooks: a failure here changes nothing.
         if let Err(why) = self.hooks("pre_activate", &self.app.config.hooks.pre_activate) {
             let reason = format!("pre_activate {why}");
-            self.record(Event::Aborted, Some(&reason))?;
+            if let Err(e) = self.record(Event::Aborted, Some(&reason)) {
+                log::warn(&format!("cannot record the abort: {}", e.one_line()));
+            }
             notify::status(&format!("{arrow}: aborted: {reason}"));
             return Err(Error::ActivationFailed(format!(
                 "{arrow}: {reason}; nothing changed"
@@ -209,7 +219,7 @@ impl Transaction<'_> {
         if health.is_configured() && !self.opts.no_health {
             notify::status(&format!("{}: checking health", self.arrow()));
             notify::extend_timeout(health.timeout + Duration::from_secs(10));
-            let cwd = self.app.release_path(&self.to);
+            let cwd = self.release.proc_path();
             health::wait_healthy(health, &cwd, &self.env(), self.cancel)?;
         }
         self.cancel.check()
@@ -224,8 +234,17 @@ impl Transaction<'_> {
 
     /// Step 11.
     fn commit(self) -> Result<Outcome> {
-        self.record(Event::Activated, None)?;
-        pending::remove(self.state)?;
+        // Committed means recorded. If the record cannot be written (disk
+        // full, I/O error), the activation is undone rather than left live
+        // and undecided for the next run to revert silently.
+        if let Err(e) = self.record(Event::Activated, None) {
+            let why = format!("recording the outcome failed: {}", e.one_line());
+            return self.roll_back(&why);
+        }
+        // Recorded: a leftover intent is recognised as such by the next run.
+        if let Err(e) = pending::remove(self.state) {
+            log::warn(&e.one_line());
+        }
         let msg = format!("{}: {} active", self.app.label(), self.to);
         notify::status(&msg);
         log::info(&format!("{}: committed", self.arrow()));
@@ -272,7 +291,16 @@ impl Transaction<'_> {
                     .unwrap_or_else(|| "nothing".into())
             )));
         }
-        self.record(Event::RolledBack, Some(why))?;
+        if let Err(e) = self.record(Event::RolledBack, Some(why)) {
+            // `from` is live and its units redone; only the record is
+            // missing. The intent stays, so the next run records the
+            // interruption once the disk takes writes again.
+            return Err(Error::ActivationFailed(format!(
+                "{arrow}: {why}; rolled back to {back}, but the outcome could not be \
+                 recorded ({}); pending.json kept for the next run",
+                e.one_line()
+            )));
+        }
         pending::remove(self.state)?;
         notify::status(&format!(
             "{}: {back} active again; {} failed: {why}",
@@ -289,7 +317,7 @@ impl Transaction<'_> {
     }
 
     fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Result<(), String> {
-        let cwd = self.app.release_path(&self.to);
+        let cwd = self.release.proc_path();
         for argv in hooks {
             self.cancel.check()?;
             notify::status(&format!("{}: {phase} {}", self.arrow(), argv[0]));
@@ -365,7 +393,7 @@ pub fn act_on_units(
 /// between recording it and removing the intent: the outcome stands and only
 /// the stale record goes. This is also why removing `pending.json` needs no
 /// fsync: a resurrected record is recognised here.
-pub fn recover_pending(app: &App, state: &OwnedFd, p: &Pending) -> Result<Recovery> {
+pub fn recover_pending(app: &App, state: &Dir, p: &Pending) -> Result<Recovery> {
     if outcome_recorded(state, p)? {
         log::info(&format!(
             "{}: outcome of the activation to {} already recorded; clearing its intent record",
@@ -413,20 +441,21 @@ pub enum Recovery {
 }
 
 /// Whether the activation `p` describes already appended its outcome.
-fn outcome_recorded(state: &OwnedFd, p: &Pending) -> Result<bool> {
-    let entries = history::read_from(state, p.history_offset)?;
-    Ok(entries.iter().any(|e| {
-        e.pid == p.pid
+fn outcome_recorded(state: &Dir, p: &Pending) -> Result<bool> {
+    let mut found = false;
+    history::for_each(state, p.history_offset, |e| {
+        found |= e.pid == p.pid
             && e.to.as_deref() == Some(p.to.as_str())
-            && matches!(e.event, Event::Activated | Event::RolledBack)
-    }))
+            && matches!(e.event, Event::Activated | Event::RolledBack);
+    })?;
+    Ok(found)
 }
 
-fn resolve(app: &App, target: &Target, state: Option<&OwnedFd>) -> Result<String> {
+fn resolve(app: &App, target: &Target, state: Option<&Dir>) -> Result<String> {
     match target {
         Target::Release(id) => Ok(id.clone()),
         Target::PreviousGood => {
-            let summary = history::summarize(&history::read(state)?);
+            let summary = history::summary(state)?;
             let current = app.root.current()?;
             summary
                 .rollback_target(current.as_deref(), |id| app.root.check_release(id).is_ok())
@@ -452,17 +481,8 @@ pub fn check_expected(want: Option<&str>, current: &Option<String>) -> Result<()
     }
 }
 
-fn dry_run(
-    app: &App,
-    state: Option<&OwnedFd>,
-    to: String,
-    from: Option<String>,
-) -> Result<Outcome> {
-    if let Some(h) = state
-        .map(|s| lock::current_holder(s, &app.state_path()))
-        .transpose()?
-        .flatten()
-    {
+fn dry_run(state: Option<&Dir>, to: String, from: Option<String>) -> Result<Outcome> {
+    if let Some(h) = state.map(lock::current_holder).transpose()?.flatten() {
         log::warn(&format!("the lock is held right now by {h}"));
     }
     if pending::read(state)?.is_some() {

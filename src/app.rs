@@ -3,8 +3,7 @@
 
 use crate::config::{self, Config};
 use crate::error::{usage, Result};
-use crate::swap::{RootDir, STATE_DIR};
-use std::os::fd::OwnedFd;
+use crate::root::{Dir, RootDir};
 use std::path::{Path, PathBuf};
 
 pub struct App {
@@ -77,7 +76,9 @@ impl Source {
             Source::ConfigDir(dir) => match config::list_apps(dir) {
                 Ok(apps) => Ok(apps),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(usage(format!("cannot read {}: {e}", dir.display()))),
+                Err(e) => Err(crate::error::Error::Operational(
+                    anyhow::Error::from(e).context(format!("reading {}", dir.display())),
+                )),
             },
         }
     }
@@ -106,16 +107,13 @@ impl App {
             .unwrap_or_else(|| self.root.path().display().to_string())
     }
 
-    pub fn state_path(&self) -> PathBuf {
-        self.root.path().join(STATE_DIR)
-    }
-
-    pub fn state_dir(&self, create: bool) -> Result<Option<OwnedFd>> {
+    pub fn state_dir(&self, create: bool) -> Result<Option<Dir>> {
         self.root.state_dir(create)
     }
 
+    /// `ROOT/releases/<id>`, for messages and hook environments only.
     pub fn release_path(&self, id: &str) -> PathBuf {
-        self.root.path().join(crate::swap::release_path(id))
+        self.root.path().join(crate::root::release_path(id))
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::commands::Output;
 use crate::error::{Error, Result};
-use crate::{lock, pending, swap};
+use crate::{lock, pending, root};
 use serde_json::json;
 
 pub fn check(app: &App, out: &Output) -> Result<()> {
@@ -44,7 +44,7 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         Ok(Some(state)) => {
             add(
                 "lock",
-                lock::current_holder(&state, &app.state_path())
+                lock::current_holder(&state)
                     .map(|h| h.map_or("free".into(), |h| format!("held by {h}")))
                     .map_err(|e| e.one_line()),
             );
@@ -60,8 +60,8 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
                 },
             );
         }
-        Ok(None) => add(swap::STATE_DIR, Ok("not created yet".into())),
-        Err(e) => add(swap::STATE_DIR, Err(e.one_line())),
+        Ok(None) => add(root::STATE_DIR, Ok("not created yet".into())),
+        Err(e) => add(root::STATE_DIR, Err(e.one_line())),
     }
 
     let svc = &app.config.services;

@@ -88,7 +88,11 @@ impl Output {
         let body = if self.json {
             serde_json::to_string_pretty(&value).expect("json")
         } else {
-            text().trim_end().to_string()
+            // Text may quote what was read from disk (history reasons):
+            // control characters never reach the terminal raw.
+            let text = text();
+            let lines: Vec<_> = text.trim_end().lines().map(log::clean).collect();
+            lines.join("\n")
         };
         if body.is_empty() {
             return;
@@ -263,7 +267,7 @@ fn status(app: &App, out: &Output) -> Result<()> {
     let inv = store::inventory(app)?;
     let state = app.state_dir(false)?;
     let holder = match &state {
-        Some(s) => lock::current_holder(s, &app.state_path())?,
+        Some(s) => lock::current_holder(s)?,
         None => None,
     };
     let s = &inv.summary;
@@ -342,9 +346,10 @@ fn list(app: &App, out: &Output) -> Result<()> {
 
 fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
     let state = app.state_dir(false)?;
-    let entries = history::read(state.as_ref())?;
-    let skip = lines.map_or(0, |n| entries.len().saturating_sub(n));
-    let shown = &entries[skip..];
+    let shown = match lines {
+        Some(n) => history::tail(state.as_ref(), n)?,
+        None => history::read(state.as_ref())?,
+    };
     out.print(json!(shown), || {
         shown.iter().map(|e| describe(e) + "\n").collect()
     });
@@ -367,19 +372,16 @@ fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
         release: "(prune)".into(),
         since: crate::clock::now_rfc3339(),
     };
-    let _lock = lock::acquire(
-        &state,
-        &app.state_path(),
-        &me,
-        Duration::from_secs(60),
-        &Cancel::never(),
-    )?;
+    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
     let plan = store::plan_prune(&store::inventory(app)?, keep);
-    for id in &plan.remove {
-        store::remove_release(app, id)?;
-        log::info(&format!("{}: removed release {id}", app.label()));
+    let mut leftovers = Vec::new();
+    if let Some(releases) = app.root.releases_dir(false)? {
+        for id in &plan.remove {
+            store::remove_release(&releases, id)?;
+            log::info(&format!("{}: removed release {id}", app.label()));
+        }
+        leftovers = store::remove_leftovers(&releases)?;
     }
-    let leftovers = store::remove_leftovers(app)?;
     out.print(
         json!({"dry_run": false, "plan": plan, "leftovers_removed": leftovers}),
         || describe_plan(&plan, "removed"),
@@ -440,13 +442,7 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
         release: "(recover)".into(),
         since: crate::clock::now_rfc3339(),
     };
-    let _lock = lock::acquire(
-        &state,
-        &app.state_path(),
-        &me,
-        Duration::from_secs(60),
-        &Cancel::never(),
-    )?;
+    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
     let Some(p) = pending::read(Some(&state))? else {
         log::info(&format!("{}: nothing to recover", app.label()));
         return Ok(false);

@@ -2,7 +2,7 @@
 //! and relative paths are errors that name the file, line and key), then
 //! turned into a validated [`Config`] with every default filled in.
 
-use crate::error::{usage, Result};
+use crate::error::{usage, Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,7 +110,15 @@ impl Config {
                     path.display()
                 )));
             }
-            Err(e) => return Err(usage(format!("cannot read {}: {e}", path.display()))),
+            // Not UTF-8 is the file's fault; permissions and I/O are the machine's.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(usage(format!("cannot read {}: {e}", path.display())))
+            }
+            Err(e) => {
+                return Err(Error::Operational(
+                    anyhow::Error::from(e).context(format!("reading {}", path.display())),
+                ))
+            }
         };
         Config::parse(&path, &text)
     }
@@ -161,7 +169,7 @@ struct RawConfig {
 struct RawServices {
     units: Option<Vec<String>>,
     action: Option<Action>,
-    timeout: Option<u64>,
+    timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -170,8 +178,8 @@ struct RawHealth {
     command: Option<Spanned<Vec<String>>>,
     url: Option<Spanned<String>>,
     retries: Option<u32>,
-    interval: Option<u64>,
-    timeout: Option<u64>,
+    interval: Option<Spanned<u64>>,
+    timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -209,7 +217,9 @@ impl RawConfig {
             }
             cfg.services.units = s.units.unwrap_or_default();
             cfg.services.action = s.action.unwrap_or(Action::Reload);
-            cfg.services.timeout = Duration::from_secs(s.timeout.unwrap_or(90));
+            if let Some(t) = s.timeout {
+                cfg.services.timeout = seconds(t, "services.timeout", &err)?;
+            }
         }
         if let Some(h) = self.health {
             if let Some(cmd) = h.command {
@@ -227,8 +237,12 @@ impl RawConfig {
                 cfg.health.url = Some(url.into_inner());
             }
             cfg.health.retries = h.retries.unwrap_or(cfg.health.retries).max(1);
-            cfg.health.interval = h.interval.map_or(cfg.health.interval, Duration::from_secs);
-            cfg.health.timeout = h.timeout.map_or(cfg.health.timeout, Duration::from_secs);
+            if let Some(t) = h.interval {
+                cfg.health.interval = seconds(t, "health.interval", &err)?;
+            }
+            if let Some(t) = h.timeout {
+                cfg.health.timeout = seconds(t, "health.timeout", &err)?;
+            }
         }
         if let Some(hooks) = self.hooks {
             for (list, key, out) in [
@@ -251,6 +265,29 @@ impl RawConfig {
         }
         Ok(cfg)
     }
+}
+
+/// The longest timeout or interval accepted, in seconds (one day). Larger
+/// values are refused at load: they mean a typo, and a deadline that far
+/// away must never overflow the clock arithmetic mid-activation.
+pub const MAX_SECONDS: u64 = 86_400;
+
+fn seconds(
+    value: Spanned<u64>,
+    key: &str,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<Duration> {
+    if *value.get_ref() > MAX_SECONDS {
+        return Err(err(
+            value.span(),
+            key,
+            &format!(
+                "{} seconds is more than the maximum of {MAX_SECONDS}",
+                value.get_ref()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(value.into_inner()))
 }
 
 /// A command is an argv list whose program is an absolute path: hooks run as

@@ -3,13 +3,11 @@
 //! of "previous", "last good" and "bad".
 
 use crate::error::Result;
-use crate::swap::open_in;
+use crate::root::{Access, Dir};
 use anyhow::Context;
-use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 
 pub const HISTORY_FILE: &str = "history.jsonl";
 
@@ -77,69 +75,150 @@ impl Entry {
 
 /// Append one entry and fsync it before returning: once an activation is
 /// reported committed, its record survives a power cut.
-pub fn append(state_dir: &OwnedFd, entry: &Entry) -> Result<()> {
+pub fn append(state_dir: &Dir, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_vec(entry).expect("entry serializes");
     line.push(b'\n');
-    let mut file = open_in(
-        state_dir,
-        HISTORY_FILE,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
-        0o644,
-    )
-    .context("opening history")?;
+    let mut file = state_dir
+        .open_file(HISTORY_FILE, Access::Append)?
+        .expect("created");
+    let shown = state_dir.shown(HISTORY_FILE);
+    let size = file
+        .metadata()
+        .with_context(|| format!("stat {}", shown.display()))?
+        .len();
+    // A line torn by a power cut would swallow ours: start on a new line.
+    let mut last = [b'\n'];
+    if size > 0 {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut last, size - 1)
+            .with_context(|| format!("reading {}", shown.display()))?;
+    }
+    if last[0] != b'\n' {
+        line.insert(0, b'\n');
+    }
     // One write(2) per line keeps lines whole even if a reader races us.
-    file.write_all(&line).context("appending to history")?;
-    file.sync_data().context("fsync history")?;
+    if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+        // Disk full mid-line: cut the partial line off again, so the file
+        // ends where it did and the failure leaves no trace to misread.
+        let _ = file.set_len(size);
+        return Err(anyhow::Error::from(e)
+            .context(format!("appending to {}", shown.display()))
+            .into());
+    }
     Ok(())
 }
 
 /// The current size of the history file (0 if there is none): O(1).
-pub fn size(state_dir: &OwnedFd) -> Result<u64> {
-    match rustix::fs::statat(
-        state_dir,
-        HISTORY_FILE,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    ) {
-        Ok(st) => Ok(st.st_size as u64),
-        Err(rustix::io::Errno::NOENT) => Ok(0),
-        Err(e) => Err(anyhow::Error::from(e).context("stat history").into()),
-    }
+pub fn size(state_dir: &Dir) -> Result<u64> {
+    Ok(state_dir
+        .stat(HISTORY_FILE)?
+        .map_or(0, |st| st.st_size as u64))
 }
 
 /// All entries, oldest first (`state_dir` `None`: there is no history yet).
-pub fn read(state_dir: Option<&OwnedFd>) -> Result<Vec<Entry>> {
-    match state_dir {
-        Some(dir) => read_from(dir, 0),
-        None => Ok(Vec::new()),
-    }
-}
-
-/// The entries appended after byte `offset`, oldest first. A torn last line
-/// (power cut mid-append) or any line that is not an entry is skipped with a
-/// warning, never fatal.
-pub fn read_from(state_dir: &OwnedFd, offset: u64) -> Result<Vec<Entry>> {
-    use std::io::{Seek, SeekFrom};
-    let mut text = String::new();
-    match open_in(state_dir, HISTORY_FILE, OFlags::RDONLY, 0) {
-        Ok(mut f) => {
-            f.seek(SeekFrom::Start(offset)).context("seeking history")?;
-            f.read_to_string(&mut text).context("reading history")?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow::Error::from(e).context("opening history").into()),
-    }
+pub fn read(state_dir: Option<&Dir>) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        match serde_json::from_str(line) {
-            Ok(e) => entries.push(e),
-            Err(e) => crate::log::warn(&format!("history line {} skipped: {e}", n + 1)),
-        }
+    if let Some(dir) = state_dir {
+        for_each(dir, 0, |e| entries.push(e))?;
     }
     Ok(entries)
+}
+
+/// The last `n` entries, oldest first, in memory bounded by `n`.
+pub fn tail(state_dir: Option<&Dir>, n: usize) -> Result<Vec<Entry>> {
+    let mut last = std::collections::VecDeque::with_capacity(n.min(4096));
+    if let Some(dir) = state_dir {
+        for_each(dir, 0, |e| {
+            if last.len() == n {
+                last.pop_front();
+            }
+            if n > 0 {
+                last.push_back(e);
+            }
+        })?;
+    }
+    Ok(last.into())
+}
+
+/// The longest line read as an entry; ours are a few hundred bytes.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Call `f` for each entry appended after byte `offset`, oldest first,
+/// streaming: memory stays bounded whatever the file holds. The file is
+/// writable by ROOT's owner, so it is read like user input: a line that is
+/// too long, not UTF-8, not an entry, or that names an invalid release id is
+/// skipped (a torn last line after a power cut is one of these), and one
+/// warning says how many were. A damaged history never blocks an activation
+/// or a recovery.
+pub fn for_each(state_dir: &Dir, offset: u64, mut f: impl FnMut(Entry)) -> Result<()> {
+    let shown = state_dir.shown(HISTORY_FILE);
+    let Some(mut file) = state_dir.open_file(HISTORY_FILE, Access::Read)? else {
+        return Ok(());
+    };
+    file.seek(SeekFrom::Start(offset))
+        .with_context(|| format!("reading {}", shown.display()))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::new();
+    let mut skipped = 0u64;
+    while let Some(whole) =
+        next_line(&mut reader, &mut line).with_context(|| format!("reading {}", shown.display()))?
+    {
+        if line.iter().all(u8::is_ascii_whitespace) && whole {
+            continue;
+        }
+        match parse(&line).filter(|_| whole) {
+            Some(e) => f(e),
+            None => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        crate::log::warn(&format!(
+            "{}: {skipped} damaged line(s) skipped",
+            shown.display()
+        ));
+    }
+    Ok(())
+}
+
+fn parse(line: &[u8]) -> Option<Entry> {
+    let e: Entry = serde_json::from_slice(line).ok()?;
+    let ids_ok = [&e.from, &e.to]
+        .into_iter()
+        .flatten()
+        .all(|id| crate::release_id::validate(id).is_ok())
+        && e.app
+            .as_deref()
+            .is_none_or(|a| crate::release_id::validate_app(a).is_ok());
+    ids_ok.then_some(e)
+}
+
+/// Read one line into `buf` (without its newline). `Some(false)`: the line
+/// was longer than [`MAX_LINE`] and was skipped; `None`: end of file.
+fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let (mut any, mut too_long) = (false, false);
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok(any.then_some(!too_long));
+        }
+        any = true;
+        let (chunk, found) = match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => (&avail[..i], true),
+            None => (avail, false),
+        };
+        if too_long || buf.len() + chunk.len() > MAX_LINE {
+            too_long = true;
+            buf.clear();
+        } else {
+            buf.extend_from_slice(chunk);
+        }
+        let used = chunk.len() + usize::from(found);
+        r.consume(used);
+        if found {
+            return Ok(Some(!too_long));
+        }
+    }
 }
 
 /// What the history says about releases.
@@ -171,38 +250,69 @@ impl Summary {
     }
 }
 
+/// The summary of the whole history, read as a stream.
+pub fn summary(state_dir: Option<&Dir>) -> Result<Summary> {
+    let mut s = Summarizer::default();
+    if let Some(dir) = state_dir {
+        for_each(dir, 0, |e| s.push(e))?;
+    }
+    Ok(s.finish())
+}
+
 pub fn summarize(entries: &[Entry]) -> Summary {
-    let mut s = Summary::default();
+    let mut s = Summarizer::default();
     for e in entries {
-        let Some(to) = e.to.clone() else { continue };
-        match e.event {
-            Event::Activated => {
-                s.bad.remove(&to);
-                s.last_good = Some(to);
-                if e.from.is_some() && e.from != e.to {
-                    s.previous = e.from.clone();
+        s.push(e.clone());
+    }
+    s.finish()
+}
+
+/// Builds a [`Summary`] one entry at a time, in memory bounded by the
+/// number of distinct releases, not by the length of the history.
+#[derive(Default)]
+struct Summarizer {
+    s: Summary,
+    /// Sequence number of each release's last successful activation.
+    last_activated: HashMap<String, u64>,
+    seq: u64,
+}
+
+impl Summarizer {
+    fn push(&mut self, e: Entry) {
+        self.seq += 1;
+        if let Some(to) = e.to.clone() {
+            let s = &mut self.s;
+            match e.event {
+                Event::Activated => {
+                    s.bad.remove(&to);
+                    if e.from.is_some() && e.from != e.to {
+                        s.previous = e.from.clone();
+                    }
+                    s.last_good = Some(to.clone());
+                    self.last_activated.insert(to, self.seq);
                 }
-            }
-            Event::RolledBack | Event::Aborted | Event::RollbackFailed => {
-                s.bad.insert(to);
-            }
-            Event::Recovered => {}
-        }
-    }
-    // Newest first by last activation: walking backwards, a release's first
-    // sighting is its last activation. (Moving each one to the front while
-    // walking forwards is quadratic: 0.7 s for 10 000 history lines.)
-    // A release that was good and later failed is not a rollback target.
-    let mut seen = HashSet::new();
-    for e in entries.iter().rev().filter(|e| e.event == Event::Activated) {
-        if let Some(to) = e.to.as_deref() {
-            if seen.insert(to) && !s.bad.contains(to) {
-                s.good_newest_first.push(to.to_string());
+                Event::RolledBack | Event::Aborted | Event::RollbackFailed => {
+                    s.bad.insert(to);
+                }
+                Event::Recovered => {}
             }
         }
+        self.s.last = Some(e);
     }
-    s.last = entries.last().cloned();
-    s
+
+    /// Good releases newest first by their last activation; a release that
+    /// was good and later failed is not a rollback target.
+    fn finish(mut self) -> Summary {
+        let mut good: Vec<(u64, String)> = self
+            .last_activated
+            .into_iter()
+            .filter(|(id, _)| !self.s.bad.contains(id))
+            .map(|(id, seq)| (seq, id))
+            .collect();
+        good.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
+        self.s.good_newest_first = good.into_iter().map(|(_, id)| id).collect();
+        self.s
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +347,37 @@ mod tests {
             e(Event::RolledBack, Some("v1"), "v2"),
         ]);
         assert_eq!(s.good_newest_first, vec!["v1", "v3"]);
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_and_memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::RootDir::open(dir.path()).unwrap();
+        let state = root.state_dir(true).unwrap().unwrap();
+        append(&state, &e(Event::Activated, None, "v1")).unwrap();
+        let mut junk = b"\xff\xfe not utf-8\n".to_vec();
+        junk.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE));
+        junk.extend_from_slice(b"\n{\"time\":\"t\",\"event\":\"activated\",\"from\":null,");
+        junk.extend_from_slice(b"\"to\":\"../../etc\",\"pid\":1}\n\n");
+        let path = dir.path().join(".releasectl").join(HISTORY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&junk).unwrap();
+        append(&state, &e(Event::Activated, Some("v1"), "v2")).unwrap();
+        // A torn line, as a power cut mid-append leaves it: the next
+        // append starts on a line of its own.
+        f.write_all(b"{\"time\":\"t\",\"ev").unwrap();
+        append(&state, &e(Event::Activated, Some("v2"), "v3")).unwrap();
+        f.write_all(b"{\"time\":\"t\",\"ev").unwrap();
+        let got: Vec<_> = read(Some(&state)).unwrap();
+        let tos: Vec<_> = got.iter().map(|e| e.to.clone().unwrap()).collect();
+        assert_eq!(tos, ["v1", "v2", "v3"]);
+        assert_eq!(tail(Some(&state), 1).unwrap()[0].to.as_deref(), Some("v3"));
+        assert!(tail(Some(&state), 0).unwrap().is_empty());
+        let s = summary(Some(&state)).unwrap();
+        assert_eq!(s.previous.as_deref(), Some("v2"));
     }
 
     #[test]

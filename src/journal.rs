@@ -79,6 +79,9 @@ pub fn fields(e: &Entry) -> Vec<(&'static str, String)> {
     if let Some(reason) = &e.reason {
         message += &format!(": {reason}");
     }
+    // Reasons quote hooks' output and text read back from disk: no raw
+    // control characters in the journal either.
+    let message = crate::log::clean(&message).into_owned();
     let mut f = vec![
         ("MESSAGE", message),
         ("MESSAGE_ID", message_id(e.event).to_string()),
@@ -96,7 +99,7 @@ pub fn fields(e: &Entry) -> Vec<(&'static str, String)> {
         f.push(("RELEASECTL_PREVIOUS", from.clone()));
     }
     if let Some(reason) = &e.reason {
-        f.push(("RELEASECTL_REASON", reason.clone()));
+        f.push(("RELEASECTL_REASON", crate::log::clean(reason).into_owned()));
     }
     f
 }

@@ -5,16 +5,14 @@
 //! to second-guess. The file's content only names the holder for humans.
 
 use crate::cancel::Cancel;
-use crate::error::{usage, Error, Result};
-use crate::swap::open_in;
+use crate::error::{Error, Result};
+use crate::root::{Access, Dir};
 use anyhow::Context;
-use rustix::fs::{flock, FlockOperation, OFlags};
+use rustix::fs::{flock, FlockOperation};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const LOCK_FILE: &str = "lock";
@@ -44,16 +42,13 @@ pub struct Lock {
 }
 
 /// Take the lock, waiting up to `timeout`. `state_dir` is the app's
-/// `.releasectl` directory handle; `shown` its path for messages.
-pub fn acquire(
-    state_dir: &OwnedFd,
-    shown: &Path,
-    me: &Holder,
-    timeout: Duration,
-    cancel: &Cancel,
-) -> Result<Lock> {
-    let mut file = open_lock(state_dir, shown, true)?.expect("created");
-    let deadline = Instant::now() + timeout;
+/// `.releasectl` directory handle.
+pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel) -> Result<Lock> {
+    let mut file = open_lock(state_dir, true)?.expect("created");
+    // Timeouts are bounded at load; saturate anyway rather than panic.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
     let mut pause = Duration::from_millis(1);
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -71,7 +66,7 @@ pub fn acquire(
                 .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
             return Err(Error::LockBusy(format!(
                 "{} is locked by {holder} (waited {}s)",
-                shown.join(LOCK_FILE).display(),
+                state_dir.shown(LOCK_FILE).display(),
                 timeout.as_secs_f64()
             )));
         }
@@ -91,8 +86,8 @@ pub fn acquire(
 }
 
 /// The current holder, if the lock is held right now (for `status`).
-pub fn current_holder(state_dir: &OwnedFd, shown: &Path) -> Result<Option<Holder>> {
-    let Some(mut file) = open_lock(state_dir, shown, false)? else {
+pub fn current_holder(state_dir: &Dir) -> Result<Option<Holder>> {
+    let Some(mut file) = open_lock(state_dir, false)? else {
         return Ok(None);
     };
     match flock(&file, FlockOperation::NonBlockingLockShared) {
@@ -103,30 +98,26 @@ pub fn current_holder(state_dir: &OwnedFd, shown: &Path) -> Result<Option<Holder
     }
 }
 
-fn open_lock(state_dir: &OwnedFd, shown: &Path, create: bool) -> Result<Option<File>> {
-    let flags = if create {
-        OFlags::RDWR | OFlags::CREATE
+/// The lock file is a state file like the others: no symlink, no FIFO, no
+/// second link (see [`Dir::open_file`]).
+fn open_lock(state_dir: &Dir, create: bool) -> Result<Option<File>> {
+    let how = if create {
+        Access::ReadWrite
     } else {
-        OFlags::RDONLY
+        Access::Read
     };
-    let path = shown.join(LOCK_FILE);
-    match open_in(state_dir, LOCK_FILE, flags, 0o644) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => Err(usage(format!(
-            "lock file {} is a symlink; refusing to use it",
-            path.display()
-        ))),
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(usage(format!(
-            "cannot open lock file {}: {e}",
-            path.display()
-        ))),
-    }
+    state_dir.open_file(LOCK_FILE, how)
 }
 
+/// The holder named in the file, if it reads as one. The file is writable
+/// by ROOT's owner: read at most 4 KiB, and validate what it says.
 fn read_holder_from(file: &mut File) -> Option<Holder> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.lines().next()?).ok()
+    file.take(4096).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let holder: Holder = serde_json::from_str(text.lines().next()?).ok()?;
+    let known = ["(prune)", "(recover)"].contains(&holder.release.as_str())
+        || crate::release_id::validate(&holder.release).is_ok();
+    (known && holder.since.len() <= 64).then_some(holder)
 }

@@ -4,6 +4,7 @@
 //! entry's PRIORITY (SyslogLevelPrefix= is on by default), so
 //! `journalctl -p err` finds the failures.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::atomic::{AtomicI8, Ordering};
 
@@ -34,11 +35,42 @@ pub fn debug(msg: &str) {
     }
 }
 
+/// `s` with control characters (newline, ESC, DEL, C1…) shown as escapes:
+/// messages quote text read from disk or from hooks' configs, and a raw
+/// newline followed by `<0>` would forge a journal priority, a raw ESC
+/// would drive the operator's terminal.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 fn emit(priority: u8, msg: &str) {
+    let msg = clean(msg);
     let mut err = std::io::stderr().lock();
     let _ = if crate::journal::stderr_is_journal() {
         writeln!(err, "<{priority}>{msg}")
     } else {
         writeln!(err, "releasectl: {msg}")
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::clean("plain → text"), "plain → text");
+        assert_eq!(super::clean("a\n<0>b\x1b[2J"), "a\\n<0>b\\u{1b}[2J");
+    }
 }

@@ -4,14 +4,11 @@
 //! outcome is recorded, so after a crash its presence alone says "an
 //! activation was interrupted; `from` is the last state known to be good".
 
-use crate::error::Result;
-use crate::swap::open_in;
+use crate::error::{Error, Result};
+use crate::root::{Access, Dir};
 use anyhow::Context;
-use rustix::fs::{self as rfs, AtFlags, OFlags};
-use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 
 pub const PENDING_FILE: &str = "pending.json";
 const PENDING_TMP: &str = "pending.json.tmp";
@@ -31,55 +28,65 @@ pub struct Pending {
 
 /// Write the record: temp file, fsync, rename, fsync the directory. A crash
 /// at any point leaves either no record or a complete one.
-pub fn write(state_dir: &OwnedFd, p: &Pending) -> Result<()> {
+pub fn write(state_dir: &Dir, p: &Pending) -> Result<()> {
     let body = serde_json::to_vec_pretty(p).expect("pending serializes");
-    let mut f = open_in(
-        state_dir,
-        PENDING_TMP,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-        0o644,
-    )
-    .context("creating pending.json.tmp")?;
-    f.write_all(&body).context("writing pending.json.tmp")?;
-    f.sync_all().context("fsync pending.json.tmp")?;
-    rfs::renameat(state_dir, PENDING_TMP, state_dir, PENDING_FILE)
-        .context("renaming pending.json")?;
-    rfs::fsync(state_dir).context("fsync .releasectl")?;
-    Ok(())
+    // A new file each time: whatever was left or planted under the temp
+    // name is unlinked, never written through.
+    let mut f = state_dir
+        .open_file(PENDING_TMP, Access::CreateNew)?
+        .expect("created");
+    let written = f
+        .write_all(&body)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", state_dir.shown(PENDING_TMP).display()));
+    if let Err(e) = written {
+        // Disk full: leave no half-written temp file behind.
+        let _ = state_dir.unlink(PENDING_TMP);
+        return Err(e.into());
+    }
+    state_dir.rename(PENDING_TMP, PENDING_FILE)?;
+    state_dir.sync()
 }
 
-/// The record, if an activation is in flight or was interrupted.
-pub fn read(state_dir: Option<&OwnedFd>) -> Result<Option<Pending>> {
+/// Largest intent record read back (ours are a few hundred bytes).
+const MAX_SIZE: u64 = 64 * 1024;
+
+/// The record, if an activation is in flight or was interrupted. It is read
+/// like user input: the ids in it are validated before anything acts on them.
+pub fn read(state_dir: Option<&Dir>) -> Result<Option<Pending>> {
     let Some(dir) = state_dir else {
         return Ok(None);
     };
-    let mut text = String::new();
-    match open_in(dir, PENDING_FILE, OFlags::RDONLY, 0) {
-        Ok(mut f) => f
-            .read_to_string(&mut text)
-            .context("reading pending.json")?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(anyhow::Error::from(e)
-                .context("opening pending.json")
-                .into())
-        }
+    let Some(f) = dir.open_file(PENDING_FILE, Access::Read)? else {
+        return Ok(None);
     };
-    let p = serde_json::from_str(&text)
-        .context("pending.json is corrupt; inspect it and remove it by hand")?;
+    let shown = dir.shown(PENDING_FILE);
+    let corrupt = |why: String| {
+        Error::Operational(anyhow::anyhow!(
+            "{} is corrupt ({why}); inspect it and remove it by hand",
+            shown.display()
+        ))
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", shown.display()))?;
+    if bytes.len() as u64 > MAX_SIZE {
+        return Err(corrupt(format!("larger than {MAX_SIZE} bytes")));
+    }
+    let p: Pending = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    for id in std::iter::once(&p.to).chain(p.from.as_ref()) {
+        crate::release_id::validate(id).map_err(|e| corrupt(e.to_string()))?;
+    }
+    if p.started.len() > 64 || p.started.chars().any(char::is_control) {
+        return Err(corrupt("bad start time".into()));
+    }
     Ok(Some(p))
 }
 
 /// Remove the record: the activation's outcome is already in history.
-pub fn remove(state_dir: &OwnedFd) -> Result<()> {
-    match rfs::unlinkat(state_dir, PENDING_FILE, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => {
-            return Err(anyhow::Error::from(e)
-                .context("removing pending.json")
-                .into())
-        }
-    }
+pub fn remove(state_dir: &Dir) -> Result<()> {
+    state_dir.unlink(PENDING_FILE)?;
     // No fsync: if a power cut brings the record back, recovery finds this
     // activation's outcome already in the (fsynced) history and only clears
     // it again (see activation::recover_pending).

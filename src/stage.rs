@@ -1,53 +1,95 @@
 //! `stage`: turn a directory or a tar archive into a new release.
 //!
-//! The tree is built under a hidden temp name inside `releases/`, fsynced,
+//! The tree is built under a hidden temp name inside `releases/`, flushed,
 //! then renamed to its id with RENAME_NOREPLACE: an id never names a
 //! half-written tree, and two stagings can never merge into one release.
+//!
+//! Everything is written through directory handles (see [`crate::root`]):
+//! the temp directory is created mode 0700 and filled through its handle,
+//! so exchanging it, or `releases/`, for a symlink meanwhile redirects
+//! nothing. A source directory is read the same way: each entry is opened
+//! without following symlinks and judged by what was opened.
+//!
+//! A release carries no privilege: setuid, setgid and sticky bits of files
+//! are dropped (so are setuid and setgid on directories), files belong to
+//! the user running `stage` (never to ids recorded in an archive), and
+//! devices, FIFOs and sockets are refused.
 
 use crate::app::App;
 use crate::error::{usage, Error, Result};
-use anyhow::Context;
-use rustix::fs::{renameat_with, RenameFlags};
+use crate::root::{io_error, Dir};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
-use std::fs::{self, File};
-use std::io::{BufReader, Read};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Dir,
-    Tar,
-    TarGz,
-    TarZst,
+/// What a source turned out to be, opened once.
+enum Source {
+    Dir(OwnedFd),
+    Tar(File, Compression),
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 /// Stage `source` as a release of `app`; returns the new release id.
 pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
-    let kind = preflight(app, source, id)?;
+    let src = preflight(app, source, id)?;
     let releases = app.root.releases_dir(true)?.expect("created");
-    let tmp = TempTree::create(&app.root.path().join(crate::swap::RELEASES))?;
+    let tmp = TempTree::create(&releases)?;
 
-    match kind {
-        Kind::Dir => copy_tree(source, &tmp.path)?,
-        Kind::Tar => unpack(open(source)?, &tmp.path)?,
-        Kind::TarGz => unpack(flate2::read::GzDecoder::new(open(source)?), &tmp.path)?,
-        Kind::TarZst => {
-            let dec = ruzstd::streaming_decoder::StreamingDecoder::new(open(source)?)
-                .map_err(|e| usage(format!("{}: not a zstd stream: {e}", source.display())))?;
-            unpack(dec, &tmp.path)?
+    let top_mode = match src {
+        Source::Dir(fd) => {
+            let mode = rfs::fstat(&fd)
+                .map_err(|e| io_error(e, format!("stat {}", source.display())))?
+                .st_mode;
+            copy_tree(fd.as_fd(), tmp.fd(), source, 0)?;
+            dir_mode(mode)
         }
-    }
-    sync_tree(&tmp.path)?;
+        Source::Tar(file, compression) => {
+            let input = BufReader::new(file);
+            match compression {
+                Compression::None => unpack(input, tmp.fd())?,
+                Compression::Gzip => unpack(flate2::read::GzDecoder::new(input), tmp.fd())?,
+                Compression::Zstd => {
+                    let dec =
+                        ruzstd::streaming_decoder::StreamingDecoder::new(input).map_err(|e| {
+                            usage(format!("{}: not a zstd stream: {e}", source.display()))
+                        })?;
+                    unpack(dec, tmp.fd())?
+                }
+            }
+            0o755
+        }
+    };
+    rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
+        .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
+    // One flush for the whole tree, before the rename that publishes it:
+    // a release id never names data still in the page cache.
+    rfs::syncfs(tmp.fd()).map_err(|e| io_error(e, "flushing the staged tree".into()))?;
 
-    let tmp_name = tmp.name();
     let final_id = match id {
         Some(id) => {
-            place(&releases, &tmp_name, id).map_err(|e| match e {
+            tmp.publish(&releases, id).map_err(|e| match e {
                 Errno::EXIST | Errno::NOTEMPTY => usage(format!("release {id} already exists")),
-                e => anyhow::Error::from(e)
-                    .context("renaming staged tree")
-                    .into(),
+                e => io_error(e, "renaming the staged tree".into()),
             })?;
             id.to_string()
         }
@@ -60,21 +102,27 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
                 } else {
                     format!("{base}-{n}")
                 };
-                match place(&releases, &tmp_name, &candidate) {
+                match tmp.publish(&releases, &candidate) {
                     Ok(()) => break candidate,
                     // Another stage took this id in the same second: try the next suffix.
                     Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => n += 1,
-                    Err(e) => {
-                        return Err(anyhow::Error::from(e)
-                            .context("renaming staged tree")
-                            .into())
-                    }
+                    Err(e) => return Err(io_error(e, "renaming the staged tree".into())),
                 }
             }
         }
     };
+    // The name was looked up again by rename: make sure it published the
+    // tree we wrote, not one exchanged into the temp name meanwhile.
+    let placed = releases.stat(&final_id)?;
+    let ours = rfs::fstat(tmp.fd()).map_err(|e| io_error(e, "stat staged tree".into()))?;
+    if placed.is_none_or(|p| (p.st_dev, p.st_ino) != (ours.st_dev, ours.st_ino)) {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "the staged tree was replaced while staging; {} is not the release that was staged, remove it",
+            releases.shown(&final_id).display()
+        )));
+    }
     tmp.disarm();
-    rustix::fs::fsync(&releases).context("fsync releases/")?;
+    releases.sync()?;
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }
@@ -82,19 +130,21 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
 /// What `stage` would refuse before creating anything; `deploy --dry-run`
 /// runs only this, since staging itself changes the disk.
 pub fn check(app: &App, source: &Path, id: Option<&str>) -> Result<()> {
-    preflight(app, source, id).map(|_| ())
+    preflight(app, source, id).map(drop)
 }
 
 /// Everything that can be refused is refused before anything is created.
-fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Kind> {
+fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Source> {
     if let Some(id) = id {
         crate::release_id::validate(id)?;
-        if fs::symlink_metadata(app.release_path(id)).is_ok() {
-            return Err(usage(format!("release {id} already exists")));
+        if let Some(releases) = app.root.releases_dir(false)? {
+            if releases.stat(id)?.is_some() {
+                return Err(usage(format!("release {id} already exists")));
+            }
         }
     }
-    let kind = kind_of(source)?;
-    if kind == Kind::Dir {
+    let src = open_source(source)?;
+    if let Source::Dir(_) = src {
         let (src, root) = (source.canonicalize(), app.root.path().canonicalize());
         if let (Ok(src), Ok(root)) = (src, root) {
             if root.starts_with(&src) {
@@ -106,68 +156,69 @@ fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Kind> {
             }
         }
     }
-    Ok(kind)
+    Ok(src)
 }
 
-fn place(releases: &std::os::fd::OwnedFd, tmp: &str, id: &str) -> Result<(), Errno> {
-    renameat_with(releases, tmp, releases, id, RenameFlags::NOREPLACE)
-}
-
-fn kind_of(source: &Path) -> Result<Kind> {
-    let meta =
-        fs::metadata(source).map_err(|e| usage(format!("source {}: {e}", source.display())))?;
-    if meta.is_dir() {
-        return Ok(Kind::Dir);
+/// Open the source once (the operator named it: a symlink at the top is
+/// followed) and decide what it is from what was opened.
+fn open_source(source: &Path) -> Result<Source> {
+    let bad = |why: &dyn std::fmt::Display| usage(format!("source {}: {why}", source.display()));
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = rfs::open(source, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NXIO => bad(&io::Error::from(e)),
+        e => io_error(e, format!("opening source {}", source.display())),
+    })?;
+    let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", source.display())))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => return Ok(Source::Dir(fd)),
+        FileType::RegularFile => {}
+        _ => return Err(bad(&"is neither a directory nor a file")),
     }
     let name = source.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !meta.is_file() {
-        return Err(usage(format!(
-            "source {} is neither a directory nor a file",
-            source.display()
-        )));
-    }
-    if name.ends_with(".tar") {
-        Ok(Kind::Tar)
+    let compression = if name.ends_with(".tar") {
+        Compression::None
     } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        Ok(Kind::TarGz)
+        Compression::Gzip
     } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        Ok(Kind::TarZst)
+        Compression::Zstd
     } else {
-        Err(usage(format!(
-            "source {}: unsupported format (a directory, .tar, .tar.gz or .tar.zst)",
-            source.display()
-        )))
-    }
-}
-
-fn open(source: &Path) -> Result<BufReader<File>> {
-    let f = File::open(source).map_err(|e| usage(format!("source {}: {e}", source.display())))?;
-    Ok(BufReader::new(f))
+        return Err(bad(
+            &"unsupported format (a directory, .tar, .tar.gz or .tar.zst)",
+        ));
+    };
+    Ok(Source::Tar(File::from(fd), compression))
 }
 
 /// A temp tree under `releases/`, removed on drop unless disarmed.
-struct TempTree {
-    path: PathBuf,
+struct TempTree<'a> {
+    releases: &'a Dir,
+    name: String,
+    dir: Dir,
     armed: bool,
 }
 
-impl TempTree {
-    fn create(releases: &Path) -> Result<TempTree> {
+impl<'a> TempTree<'a> {
+    fn create(releases: &'a Dir) -> Result<TempTree<'a>> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         // The pid in the name lets `prune` tell a live staging from a leftover.
-        let path = releases.join(format!(".stage-{}-{nanos}", std::process::id()));
-        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempTree { path, armed: true })
+        let name = format!(".stage-{}-{nanos}", std::process::id());
+        let dir = releases.create_private_dir(&name)?;
+        Ok(TempTree {
+            releases,
+            name,
+            dir,
+            armed: true,
+        })
     }
 
-    fn name(&self) -> String {
-        self.path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    fn publish(&self, releases: &Dir, id: &str) -> std::result::Result<(), Errno> {
+        releases.rename_noreplace(&self.name, id)
     }
 
     fn disarm(mut self) {
@@ -175,99 +226,418 @@ impl TempTree {
     }
 }
 
-impl Drop for TempTree {
+impl Drop for TempTree<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_dir_all(&self.path);
+            let _ = self.releases.remove_tree(&self.name);
         }
     }
 }
 
-/// Copy a directory tree; symlinks are copied as symlinks, never followed.
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    let entries = fs::read_dir(src).map_err(|e| usage(format!("source {}: {e}", src.display())))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", src.display()))?;
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        let meta =
-            fs::symlink_metadata(&from).with_context(|| format!("stat {}", from.display()))?;
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            let target =
-                fs::read_link(&from).with_context(|| format!("readlink {}", from.display()))?;
-            std::os::unix::fs::symlink(&target, &to)
-                .with_context(|| format!("symlink {}", to.display()))?;
-        } else if ft.is_dir() {
-            fs::create_dir(&to).with_context(|| format!("mkdir {}", to.display()))?;
-            copy_tree(&from, &to)?;
-            fs::set_permissions(&to, meta.permissions())
-                .with_context(|| format!("chmod {}", to.display()))?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
-        } else {
-            return Err(usage(format!(
-                "source {}: special files (devices, fifos, sockets) are not staged",
-                from.display()
-            )));
+/// The mode a staged directory gets: permission bits and sticky only.
+fn dir_mode(mode: u32) -> u32 {
+    mode & 0o1777
+}
+
+/// The mode a staged file gets: permission bits only (no setuid, setgid
+/// or sticky).
+fn file_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
+/// How deep a source tree or an archive may nest (one open handle a level).
+const MAX_DEPTH: usize = 256;
+
+/// Copy the directory `src` into the empty directory `dst`, both handles.
+/// Symlinks are copied as symlinks, never followed.
+fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(usage(format!(
+            "source {}: nested deeper than {MAX_DEPTH} levels",
+            shown.display()
+        )));
+    }
+    let changed = |what: &Path| {
+        Error::Operational(anyhow::anyhow!(
+            "source {} changed while it was copied; stage again",
+            what.display()
+        ))
+    };
+    for name in list(src).map_err(|e| io_error(e, format!("reading {}", shown.display())))? {
+        let from = shown.join(OsStr::from_bytes(name.as_bytes()));
+        let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", from.display()));
+        let st = rfs::statat(src, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(e, "stat"))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                let target = rfs::readlinkat(src, name.as_c_str(), Vec::new()).map_err(|e| {
+                    if e == Errno::INVAL {
+                        changed(&from)
+                    } else {
+                        fail(e, "readlink")
+                    }
+                })?;
+                rfs::symlinkat(target.as_c_str(), dst, name.as_c_str())
+                    .map_err(|e| fail(e, "creating a symlink for"))?;
+            }
+            FileType::Directory => {
+                let sub = rfs::openat(src, name.as_c_str(), DIR_FLAGS, Mode::empty()).map_err(
+                    |e| match e {
+                        Errno::NOTDIR | Errno::LOOP => changed(&from),
+                        e => fail(e, "opening"),
+                    },
+                )?;
+                rfs::mkdirat(dst, name.as_c_str(), Mode::from_raw_mode(0o700))
+                    .map_err(|e| fail(e, "creating a directory for"))?;
+                let out = rfs::openat(dst, name.as_c_str(), DIR_FLAGS, Mode::empty())
+                    .map_err(|e| fail(e, "opening the copy of"))?;
+                copy_tree(sub.as_fd(), out.as_fd(), &from, depth + 1)?;
+                let mode = rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode;
+                rfs::fchmod(&out, Mode::from_raw_mode(dir_mode(mode)))
+                    .map_err(|e| fail(e, "chmod of the copy of"))?;
+            }
+            FileType::RegularFile => {
+                // O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO swapped in
+                // since the stat is neither followed nor waited on, and the
+                // fstat below judges what was really opened.
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+                let input =
+                    rfs::openat(src, name.as_c_str(), flags | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(|e| match e {
+                            Errno::LOOP | Errno::NXIO => changed(&from),
+                            e => fail(e, "opening"),
+                        })?;
+                let now = rfs::fstat(&input).map_err(|e| fail(e, "stat"))?;
+                if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+                    || (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+                {
+                    return Err(changed(&from));
+                }
+                let out = create_file(dst, name.as_c_str(), now.st_mode)
+                    .map_err(|e| fail(e, "creating the copy of"))?;
+                io::copy(&mut File::from(input), &mut File::from(out)).map_err(|e| {
+                    Error::Operational(
+                        anyhow::Error::from(e).context(format!("copying {}", from.display())),
+                    )
+                })?;
+            }
+            _ => {
+                return Err(usage(format!(
+                    "source {}: special files (devices, fifos, sockets) are not staged",
+                    from.display()
+                )))
+            }
         }
     }
     Ok(())
 }
 
-/// Unpack a tar stream. The archive is refused as a whole (and the temp tree
-/// removed by the caller's guard) if any entry would land outside the release.
-fn unpack(reader: impl Read, dst: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(false);
-    archive.set_overwrite(true);
+/// Create a new file (never an existing name) with the staged mode.
+fn create_file(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    mode: u32,
+) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
+    // fchmod, not the create mode: the umask must not decide a release's modes.
+    rfs::fchmod(&fd, Mode::from_raw_mode(file_mode(mode)))?;
+    Ok(fd)
+}
+
+fn list(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<CString>> {
+    let mut d = rfs::Dir::read_from(dir)?;
+    let mut out = Vec::new();
+    while let Some(entry) = d.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Notes whether the archive's reader reached the end of its input: a tar
+/// stream that ends without its end-of-archive block was cut short.
+struct EofWatch<R> {
+    inner: R,
+    hit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for EofWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit.set(true);
+        }
+        Ok(n)
+    }
+}
+
+/// Unpack a tar stream into the empty directory `dst`. The archive is
+/// refused as a whole (and the temp tree removed by the caller's guard) if
+/// any entry would land outside the release or go through a symlink, is a
+/// device, FIFO or unknown type, or if the archive is empty or cut short.
+fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
+    let hit_eof = Rc::new(Cell::new(false));
+    let mut archive = tar::Archive::new(EofWatch {
+        inner: reader,
+        hit: hit_eof.clone(),
+    });
     let refuse = |what: String| -> Error { usage(format!("archive refused: {what}")) };
     let entries = archive
         .entries()
         .map_err(|e| refuse(format!("unreadable: {e}")))?;
+    // Directories are created 0700 and get their modes at the end, deepest
+    // first, so a read-only directory in the archive can still be filled.
+    let mut dirs: BTreeMap<PathBuf, u32> = BTreeMap::new();
+    let mut count = 0usize;
     for entry in entries {
-        let mut entry = entry.map_err(|e| refuse(format!("unreadable entry: {e}")))?;
+        let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
         let path = entry
             .path()
             .map_err(|e| refuse(format!("bad entry name: {e}")))?
             .into_owned();
-        check_inside(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
-        if entry.header().entry_type().is_hard_link() {
-            if let Some(target) = entry.link_name().ok().flatten() {
-                check_inside(&target)
-                    .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
-            }
+        let parts =
+            components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644);
+        let mtime = header.mtime().unwrap_or(0);
+        count += 1;
+        if kind.is_pax_global_extensions() {
+            continue;
         }
-        // unpack_in also refuses to write through a symlink that leads out.
-        match entry.unpack_in(dst) {
-            Ok(true) => {}
-            Ok(false) => {
+        let Some((name, parents)) = parts.split_last() else {
+            // The archive's own top directory ("./").
+            if kind.is_dir() {
+                continue;
+            }
+            return Err(refuse(format!("entry {} has no name", path.display())));
+        };
+        let parent = open_parents(dst, parents, &mut dirs)
+            .map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+        let fail = |e: Errno| write_error(e, &path);
+        if kind.is_dir() {
+            match rfs::mkdirat(&parent, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    // Listed twice, or implied by an earlier entry: fine if a directory.
+                    rfs::openat(&parent, name.as_c_str(), DIR_FLAGS, Mode::empty())
+                        .map_err(|_| refuse(format!("entry {} is listed twice", path.display())))?;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+            dirs.insert(path.clone(), dir_mode(mode));
+        } else if kind.is_file() || kind.is_contiguous() {
+            let out = match create_file(parent.as_fd(), name, mode) {
+                Err(Errno::EXIST) => {
+                    // A later copy of a file replaces the earlier one, as tar does.
+                    rfs::unlinkat(&parent, name.as_c_str(), AtFlags::empty())
+                        .map_err(|_| refuse(format!("entry {} is listed twice", path.display())))?;
+                    create_file(parent.as_fd(), name, mode)
+                }
+                other => other,
+            }
+            .map_err(fail)?;
+            let mut out = File::from(out);
+            io::copy(&mut entry, &mut out)
+                .map_err(|e| read_error(e, &format!("entry {}", path.display())))?;
+            let t = Timespec {
+                tv_sec: mtime.min(i64::MAX as u64) as i64,
+                tv_nsec: 0,
+            };
+            let _ = rfs::futimens(
+                &out,
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+            );
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(format!("symlink {} has no target", path.display())))?;
+            let target = CString::new(target.as_os_str().as_bytes())
+                .map_err(|_| refuse(format!("symlink {}: bad target", path.display())))?;
+            replace_name(&parent, name, || {
+                rfs::symlinkat(target.as_c_str(), &parent, name.as_c_str())
+            })
+            .map_err(fail)?;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
+                .into_owned();
+            let tparts = components(&target)
+                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+            let Some((tname, tparents)) = tparts.split_last() else {
                 return Err(refuse(format!(
-                    "entry {} would land outside",
+                    "hard link {} has no target",
                     path.display()
-                )))
-            }
-            // A full disk is not a bad archive: exit 1 with the cause, so
-            // automation retries instead of giving up on the input.
-            Err(e) if is_resource_error(&e) => {
-                return Err(anyhow::Error::from(e)
-                    .context(format!("unpacking entry {}", path.display()))
-                    .into())
-            }
-            Err(e) => return Err(refuse(format!("entry {}: {e}", path.display()))),
+                )));
+            };
+            let tdir = walk(dst, tparents)
+                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+            // linkat without AT_SYMLINK_FOLLOW links the name itself, so a
+            // hard link can only point at something already in the release.
+            replace_name(&parent, name, || {
+                rfs::linkat(
+                    &tdir,
+                    tname.as_c_str(),
+                    &parent,
+                    name.as_c_str(),
+                    AtFlags::empty(),
+                )
+            })
+            .map_err(|e| match e {
+                Errno::NOENT => refuse(format!(
+                    "hard link {}: target {} is not in the archive before it",
+                    path.display(),
+                    target.display()
+                )),
+                e => fail(e),
+            })?;
+        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            return Err(refuse(format!(
+                "entry {}: devices and fifos are not staged",
+                path.display()
+            )));
+        } else {
+            return Err(refuse(format!(
+                "entry {}: unsupported entry type {:?}",
+                path.display(),
+                kind
+            )));
         }
+    }
+    if hit_eof.get() {
+        return Err(refuse(
+            "the archive is cut short (no end-of-archive block)".into(),
+        ));
+    }
+    if count == 0 {
+        return Err(refuse("the archive is empty".into()));
+    }
+    // Read on to the end of the compressed stream so its checksum is
+    // verified (a gzip or zstd stream cut inside the padding).
+    let mut rest = archive.into_inner();
+    io::copy(&mut (&mut rest).take(16 << 20), &mut io::sink())
+        .map_err(|e| read_error(e, "after the last entry"))?;
+    for (path, mode) in dirs.iter().rev() {
+        let parts = components(path).expect("checked when inserted");
+        let dir =
+            walk(dst, &parts).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+        rfs::fchmod(&dir, Mode::from_raw_mode(*mode)).map_err(|e| write_error(e, path))?;
     }
     Ok(())
 }
 
-/// Whether an unpack error comes from the machine (space, quota, I/O,
-/// read-only file system) rather than from the archive.
-fn is_resource_error(e: &std::io::Error) -> bool {
+/// Run `create`; if the name is taken by a non-directory, remove it and
+/// try once more (a later archive entry replaces an earlier one).
+fn replace_name(
+    dir: &OwnedFd,
+    name: &CString,
+    create: impl Fn() -> rustix::io::Result<()>,
+) -> rustix::io::Result<()> {
+    match create() {
+        Err(Errno::EXIST) => {
+            rfs::unlinkat(dir, name.as_c_str(), AtFlags::empty())?;
+            create()
+        }
+        other => other,
+    }
+}
+
+/// The directory holding an entry: each component opened from its parent's
+/// handle without following symlinks, created (0700) when missing.
+fn open_parents(
+    dst: BorrowedFd<'_>,
+    parts: &[CString],
+    dirs: &mut BTreeMap<PathBuf, u32>,
+) -> std::result::Result<OwnedFd, String> {
+    let mut cur = rfs::openat(dst, c".", DIR_FLAGS, Mode::empty()).map_err(|e| e.to_string())?;
+    let mut path = PathBuf::new();
+    for part in parts {
+        path.push(OsStr::from_bytes(part.as_bytes()));
+        match rfs::mkdirat(&cur, part.as_c_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) => {
+                dirs.entry(path.clone()).or_insert(0o755);
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(format!("creating {}: {e}", path.display())),
+        }
+        cur = open_below(&cur, part, &path)?;
+    }
+    Ok(cur)
+}
+
+/// Walk existing directories below `dst`, never following a symlink.
+fn walk(dst: BorrowedFd<'_>, parts: &[CString]) -> std::result::Result<OwnedFd, String> {
+    let mut cur = rfs::openat(dst, c".", DIR_FLAGS, Mode::empty()).map_err(|e| e.to_string())?;
+    let mut path = PathBuf::new();
+    for part in parts {
+        path.push(OsStr::from_bytes(part.as_bytes()));
+        cur = open_below(&cur, part, &path)?;
+    }
+    Ok(cur)
+}
+
+fn open_below(cur: &OwnedFd, part: &CString, path: &Path) -> std::result::Result<OwnedFd, String> {
+    rfs::openat(cur, part.as_c_str(), DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => {
+            format!("goes through {}, which is not a directory", path.display())
+        }
+        e => format!("opening {}: {e}", path.display()),
+    })
+}
+
+/// An entry path's components: relative, no `..`, no NUL.
+fn components(path: &Path) -> std::result::Result<Vec<CString>, &'static str> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => {
+                out.push(CString::new(p.as_bytes()).map_err(|_| "contains a NUL byte")?)
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err("contains '..'"),
+            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
+        }
+    }
+    if out.len() > MAX_DEPTH {
+        return Err("is nested too deep");
+    }
+    Ok(out)
+}
+
+/// A write that failed while unpacking: the machine's fault (exit 1).
+fn write_error(e: Errno, path: &Path) -> Error {
+    io_error(e, format!("unpacking entry {}", path.display()))
+}
+
+/// A read of the archive that failed: a full disk or an I/O error is the
+/// machine's (exit 1, so automation retries); anything else is the
+/// archive's (exit 2).
+fn read_error(e: io::Error, what: &str) -> Error {
+    if is_resource_error(&e) {
+        return Error::Operational(anyhow::Error::from(e).context(format!("unpacking {what}")));
+    }
+    usage(format!("archive refused: {what}: {e}"))
+}
+
+/// Whether an I/O error comes from the machine (space, quota, I/O,
+/// read-only file system, permissions) rather than from the archive.
+fn is_resource_error(e: &io::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(code) = c
-            .downcast_ref::<std::io::Error>()
+            .downcast_ref::<io::Error>()
             .and_then(|io| io.raw_os_error())
         {
             if [
@@ -276,6 +646,8 @@ fn is_resource_error(e: &std::io::Error) -> bool {
                 Errno::IO,
                 Errno::ROFS,
                 Errno::NOMEM,
+                Errno::ACCESS,
+                Errno::PERM,
             ]
             .iter()
             .any(|e| e.raw_os_error() == code)
@@ -286,36 +658,4 @@ fn is_resource_error(e: &std::io::Error) -> bool {
         cause = c.source();
     }
     false
-}
-
-/// An entry path must be relative and must not climb with `..`.
-fn check_inside(path: &Path) -> Result<(), &'static str> {
-    for c in path.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err("contains '..'"),
-            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
-        }
-    }
-    Ok(())
-}
-
-/// fsync every file and directory, deepest first, so the rename that
-/// publishes the release never publishes data still in the page cache.
-fn sync_tree(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let ft = entry.file_type().context("file type")?;
-        if ft.is_dir() {
-            sync_tree(&entry.path())?;
-        } else if ft.is_file() {
-            File::open(entry.path())
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("fsync {}", entry.path().display()))?;
-        }
-    }
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("fsync {}", dir.display()))?;
-    Ok(())
 }

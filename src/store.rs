@@ -5,11 +5,12 @@ use crate::app::App;
 use crate::error::Result;
 use crate::history::{self, Summary};
 use crate::pending;
-use anyhow::Context;
+use crate::root::Dir;
+use rustix::fs::FileType;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
@@ -34,45 +35,39 @@ pub struct Inventory {
 
 pub fn inventory(app: &App) -> Result<Inventory> {
     let state = app.state_dir(false)?;
-    let summary = history::summarize(&history::read(state.as_ref())?);
+    let summary = history::summary(state.as_ref())?;
     let pending = pending::read(state.as_ref())?;
     let current = app.root.current()?;
     let mut releases = Vec::new();
-    let dir = app.root.path().join(crate::swap::RELEASES);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => Some(e),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(anyhow::Error::from(e)
-                .context(format!("reading {}", dir.display()))
-                .into())
+    // A symlinked releases/ is refused here, not followed.
+    if let Some(dir) = app.root.releases_dir(false)? {
+        for entry in dir.entries()? {
+            let Some(id) = entry.name.to_str().map(str::to_string) else {
+                continue;
+            };
+            // Temp trees (.stage-*, .prune-*) and stray names are not releases.
+            if crate::release_id::validate(&id).is_err() {
+                continue;
+            }
+            // lstat: real directories only, no symlinks.
+            let Some(st) = dir.stat(&id)? else { continue };
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                continue;
+            }
+            let mtime = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    st.st_mtime.max(0) as u64,
+                    (st.st_mtime_nsec as u32).min(999_999_999),
+                );
+            releases.push(Release {
+                current: current.as_deref() == Some(id.as_str()),
+                previous: summary.previous.as_deref() == Some(id.as_str()),
+                bad: summary.bad.contains(&id),
+                created: humantime::format_rfc3339_seconds(mtime).to_string(),
+                mtime,
+                id,
+            });
         }
-    };
-    for entry in entries.into_iter().flatten() {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        // Temp trees (.stage-*, .prune-*) and stray names are not releases.
-        if crate::release_id::validate(&id).is_err() {
-            continue;
-        }
-        // d_type from the directory entry: real directories only, no symlinks.
-        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        let mtime = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        releases.push(Release {
-            current: current.as_deref() == Some(id.as_str()),
-            previous: summary.previous.as_deref() == Some(id.as_str()),
-            bad: summary.bad.contains(&id),
-            created: humantime::format_rfc3339_seconds(mtime).to_string(),
-            mtime,
-            id,
-        });
     }
     releases.sort_by(|a, b| {
         b.mtime
@@ -131,25 +126,20 @@ pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
 }
 
 /// Remove one release: first renamed out of the way (so its id never names
-/// a half-deleted tree), then deleted.
-pub fn remove_release(app: &App, id: &str) -> Result<()> {
-    let releases = app.root.path().join(crate::swap::RELEASES);
-    let doomed = releases.join(format!(".prune-{id}-{}", std::process::id()));
-    std::fs::rename(releases.join(id), &doomed)
-        .with_context(|| format!("moving release {id} aside"))?;
-    std::fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
-    Ok(())
+/// a half-deleted tree), then deleted through directory handles.
+pub fn remove_release(releases: &Dir, id: &str) -> Result<()> {
+    let doomed = format!(".prune-{id}-{}", std::process::id());
+    releases.rename(id, &doomed)?;
+    releases.remove_tree(&doomed)
 }
 
 /// Remove temp trees left behind by killed `stage` or `prune` runs.
-pub fn remove_leftovers(app: &App) -> Result<Vec<String>> {
-    let releases = app.root.path().join(crate::swap::RELEASES);
+pub fn remove_leftovers(releases: &Dir) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&releases) else {
-        return Ok(removed);
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in releases.entries()? {
+        let Some(name) = entry.name.to_str() else {
+            continue;
+        };
         let owner = name
             .strip_prefix(".stage-")
             .or_else(|| {
@@ -161,9 +151,8 @@ pub fn remove_leftovers(app: &App) -> Result<Vec<String>> {
         // Only trees whose creating process is gone: a stage may be running.
         if let Some(pid) = owner {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {name}"))?;
-                removed.push(name);
+                releases.remove_tree(name)?;
+                removed.push(name.to_string());
             }
         }
     }

@@ -19,8 +19,14 @@ fn deployed() -> Dir {
 /// Run `cmd` and require: exit 2, one stderr line containing every needle,
 /// and an unchanged tree.
 fn refused(d: &Dir, cmd: &mut TestCommand, needles: &[&str]) {
+    refused_with(2, d, cmd, needles)
+}
+
+/// The same with another exit status: a damaged state file is not bad
+/// input (exit 1), but it must change nothing either.
+fn refused_with(code: i32, d: &Dir, cmd: &mut TestCommand, needles: &[&str]) {
     let before = d.tree();
-    let r = cmd.expect(2);
+    let r = cmd.expect(code);
     let line = r.one_line_error();
     for n in needles {
         assert!(line.contains(n), "error does not mention {n:?}\n{r}");
@@ -208,7 +214,12 @@ fn lock_file_is_a_symlink() {
     let target = d.write("outside/lock-target", "do not touch\n");
     std::fs::remove_file(d.path(".releasectl/lock")).unwrap();
     std::os::unix::fs::symlink(&target, d.path(".releasectl/lock")).unwrap();
-    refused(&d, d.cmd().args(["activate", "v2"]), &["lock", "symlink"]);
+    refused_with(
+        1,
+        &d,
+        d.cmd().args(["activate", "v2"]),
+        &["lock", "symlink"],
+    );
 }
 
 // ---- config files ----

@@ -100,7 +100,6 @@ fn sigkill_at_many_instants_then_recover() {
 
         // Half the time `recover`, half the time the next activation finds it.
         let lines = d.history().len();
-        let swapped = now != from;
         let mut added = 1;
         if i % 2 == 0 {
             d.cmd_config().args(["recover", "web"]).ok();
@@ -109,15 +108,13 @@ fn sigkill_at_many_instants_then_recover() {
                 .cmd_config()
                 .args(["activate", &format!("web:{from}")])
                 .ok();
-            if swapped {
-                // Recovery moved `current`: the activation brings `from` up again.
-                let redone = d.history().last().unwrap().clone();
-                assert_eq!(redone["event"], "activated", "{at}: {redone}");
-                assert_eq!(redone["reason"], "redone after recovery", "{at}: {redone}");
-                added = 2;
-            } else {
-                assert!(r.stderr.contains("already active"), "{at}\n{r}");
-            }
+            // Whether or not recovery moved `current`, the activation brings
+            // `from` up again.
+            assert!(!r.stderr.contains("already active"), "{at}\n{r}");
+            let redone = d.history().last().unwrap().clone();
+            assert_eq!(redone["event"], "activated", "{at}: {redone}");
+            assert_eq!(redone["reason"], "redone after recovery", "{at}: {redone}");
+            added = 2;
         }
         assert_eq!(d.assert_current_complete(), from, "{at}: from not restored");
         assert!(d.pending().is_none(), "{at}: pending.json left behind");
@@ -304,6 +301,37 @@ fn recovery_to_the_requested_release_still_runs_the_transaction() {
         .map(|e| e["event"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(events, ["activated", "recovered", "activated"]);
+    let runs = std::fs::read_to_string(d.base().join("brought-up")).unwrap();
+    assert_eq!(runs, "v1\nv1\n");
+}
+
+#[test]
+fn an_intent_left_by_a_failed_rollback_redoes_the_units() {
+    // A rollback whose unit jobs failed (exit 5) leaves `current` back on v1
+    // and the intent record: the units may still run v2. Activating v1 must
+    // redo them, not answer "already active".
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        "root = \"{root}\"\n[hooks]\npost_activate = [[\"/bin/sh\", \"-c\", \"echo $RELEASECTL_RELEASE >> {base}/brought-up\"]]\n",
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.write(
+        "root/.releasectl/pending.json",
+        r#"{"from":"v1","to":"v2","pid":999999,"started":"2026-01-01T00:00:00.000Z"}"#,
+    );
+    let r = d.cmd_config().args(["activate", "web:v1"]).ok();
+    assert!(!r.stderr.contains("already active"), "{r}");
+    assert_eq!(d.assert_current_complete(), "v1");
+    assert!(d.pending().is_none());
+    let history = d.history();
+    let events: Vec<_> = history
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["activated", "recovered", "activated"]);
+    assert_eq!(history[2]["reason"], "redone after recovery");
     let runs = std::fs::read_to_string(d.base().join("brought-up")).unwrap();
     assert_eq!(runs, "v1\nv1\n");
 }

@@ -3,10 +3,17 @@
 //! One job per unit: enqueue it with mode "replace", wait for its
 //! `JobRemoved` signal, accept only the result "done", then check the unit
 //! is active (and, after a restart, that it is a new invocation).
+//!
+//! The connection may die under a job: `systemctl restart dbus` takes every
+//! client's connection with it, although the bus is back a moment later.
+//! Such faults are retried over a fresh connection until the job's timeout
+//! is used up; systemd's own answers (no such unit, a failed job, access
+//! denied) are final.
 
 use crate::cancel::Cancel;
 use crate::config::Action;
 use crate::error::{Error, Result};
+use crate::log;
 use crate::services::ServiceManager;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -68,12 +75,30 @@ pub struct FinishedJob {
     pub result: String,
 }
 
+/// Opens a fresh connection to replace one that died.
+type Reconnect = Box<dyn FnMut() -> zbus::Result<Connection>>;
+
 pub struct Systemd {
     conn: Connection,
     /// Set up on the first `apply`: `check` only reads properties and needs
     /// no subscription.
     jobs: Option<Receiver<FinishedJob>>,
+    /// `None` for a connection handed in by [`Systemd::on`]: only its maker
+    /// knows how to make another, so its faults are reported, not retried.
+    reconnect: Option<Reconnect>,
 }
+
+/// The unit as it was before the first attempt at a job: a retried job is
+/// judged against this, not against what the lost attempt left behind.
+struct Before {
+    was_active: bool,
+    invocation: Vec<u8>,
+}
+
+/// Pauses between attempts over a new connection: a restarted bus is
+/// usually back within a second, so start short and stay short.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl Systemd {
     /// Connect to the system bus. The subscription to job signals is made
@@ -89,12 +114,39 @@ impl Systemd {
                 "cannot reach systemd: no system bus (is D-Bus running?): {why}"
             ))
         })?;
-        Ok(Systemd::on(conn))
+        Ok(Systemd::with_reconnect(
+            conn,
+            Some(Box::new(Connection::system)),
+        ))
     }
 
-    /// Use an existing connection (tests hand in a peer-to-peer one).
+    /// Use an existing connection (tests hand in a peer-to-peer one). It is
+    /// never replaced: a fault on it is reported as it is.
     pub fn on(conn: Connection) -> Systemd {
-        Systemd { conn, jobs: None }
+        Systemd::with_reconnect(conn, None)
+    }
+
+    fn with_reconnect(conn: Connection, reconnect: Option<Reconnect>) -> Systemd {
+        Systemd {
+            conn,
+            jobs: None,
+            reconnect,
+        }
+    }
+
+    /// Replace the connection by a fresh one. The subscription to job
+    /// signals was the old connection's: the next job makes a new one.
+    fn reopen(&mut self) -> zbus::Result<()> {
+        let reconnect = self
+            .reconnect
+            .as_mut()
+            .expect("only retried with a reconnector");
+        let old = std::mem::replace(&mut self.conn, reconnect()?);
+        self.jobs = None;
+        // Usually dead already; if not (systemd had left a bus that stayed
+        // up), closing it ends its signal thread instead of leaving it be.
+        let _ = old.close();
+        Ok(())
     }
 
     fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
@@ -146,6 +198,8 @@ impl Systemd {
         Ok(self.jobs.as_ref().expect("just set"))
     }
 
+    /// [`Systemd::attempt`] until it succeeds, fails for good, or
+    /// `timeout` is used up.
     fn try_apply(
         &mut self,
         unit: &str,
@@ -154,12 +208,90 @@ impl Systemd {
         cancel: &Cancel,
     ) -> Result<(), String> {
         let verb = action.as_str();
-        let fail = |e: zbus::Error| describe(&e, unit, verb);
+        let started = Instant::now();
+        let mut before = None;
+        let mut pause = RETRY_FIRST;
+        // The connection died during this job, so a new one is due.
+        let mut lost = false;
+        loop {
+            let result = if lost {
+                self.reopen()
+                    .map_err(|e| Fault::dbus(&e, unit, verb))
+                    .and_then(|()| {
+                        self.attempt(unit, action, started, timeout, cancel, &mut before)
+                    })
+            } else {
+                self.attempt(unit, action, started, timeout, cancel, &mut before)
+            };
+            let fault = match result {
+                Ok(()) if lost => {
+                    log::info(&format!("{verb} of {unit} done over a new bus connection"));
+                    return Ok(());
+                }
+                Ok(()) => return Ok(()),
+                Err(fault) => fault,
+            };
+            let worth_retrying = match fault.kind {
+                FaultKind::Connection => true,
+                // Right after a bus restart, systemd joins the new bus a
+                // moment after us; on a first connection its absence means
+                // it is not PID 1, and waiting would not change that.
+                FaultKind::SystemdAbsent => lost,
+                FaultKind::Answer => false,
+            };
+            if !worth_retrying || self.reconnect.is_none() {
+                return Err(fault.line);
+            }
+            if started.elapsed() + pause >= timeout {
+                return Err(format!(
+                    "{}; still failing {} after the first attempt",
+                    fault.line,
+                    humantime::format_duration(timeout)
+                ));
+            }
+            if lost {
+                log::debug(&format!("{}; retrying", fault.line));
+            } else {
+                log::warn(&format!(
+                    "{}; retrying over a new bus connection",
+                    fault.line
+                ));
+            }
+            lost = true;
+            sleep(pause, cancel)?;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// One try at the job: enqueue it (again, after a lost connection),
+    /// wait for it, check the unit.
+    ///
+    /// A job enqueued over a connection that then died still runs, but its
+    /// `JobRemoved` went with the connection. Enqueuing the same action again
+    /// with mode "replace" is safe: systemd merges it into the job still
+    /// queued or running, or runs it once more if that one has ended, and
+    /// the job path it returns is the one to wait for.
+    fn attempt(
+        &mut self,
+        unit: &str,
+        action: Action,
+        started: Instant,
+        timeout: Duration,
+        cancel: &Cancel,
+        before: &mut Option<Before>,
+    ) -> Result<(), Fault> {
+        let verb = action.as_str();
+        let fail = |e: zbus::Error| Fault::dbus(&e, unit, verb);
         let manager = self.manager().map_err(fail)?;
         let path = manager.load_unit(unit).map_err(fail)?;
         let proxy = self.unit(path).map_err(fail)?;
-        let was_active = is_active(&proxy.active_state().map_err(fail)?);
-        let before = proxy.invocation_id().map_err(fail)?;
+        if before.is_none() {
+            *before = Some(Before {
+                was_active: is_active(&proxy.active_state().map_err(fail)?),
+                invocation: proxy.invocation_id().map_err(fail)?,
+            });
+        }
+        let before = before.as_ref().expect("just read");
 
         let jobs = self.job_signals().map_err(fail)?;
         // Signals of jobs that ended before ours was enqueued are not ours.
@@ -171,34 +303,34 @@ impl Systemd {
             Action::ReloadOrRestart => manager.reload_or_restart_unit(unit, "replace"),
         }
         .map_err(fail)?;
-        let result = wait_for_job(jobs, job.as_str(), timeout, cancel)
-            .map_err(|why| format!("{verb} of {unit}: {why}"))?;
+        let result = wait_for_job(jobs, job.as_str(), started, timeout, cancel)
+            .map_err(|f| f.context(&format!("{verb} of {unit}")))?;
         if result != "done" {
-            if result == "invalid" && !was_active {
+            if result == "invalid" && !before.was_active {
                 // systemd's answer to reloading a stopped unit.
-                return Err(format!(
+                return Err(Fault::answer(format!(
                     "{unit} is not running: nothing to {verb}; start it, or use action = \"reload-or-restart\""
-                ));
+                )));
             }
-            return Err(job_failed(unit, verb, &result));
+            return Err(Fault::answer(job_failed(unit, verb, &result)));
         }
 
         let state = proxy.active_state().map_err(fail)?;
-        if action == Action::TryRestart && !was_active {
+        if action == Action::TryRestart && !before.was_active {
             // try-restart leaves a stopped unit alone, by definition.
             return Ok(());
         }
         if !is_active(&state) {
             let sub = proxy.sub_state().unwrap_or_default();
-            return Err(format!(
+            return Err(Fault::answer(format!(
                 "{unit} is {state} ({sub}) after {verb}, not active; see `journalctl -u {unit}`"
-            ));
+            )));
         }
         let after = proxy.invocation_id().map_err(fail)?;
-        if matches!(action, Action::Restart | Action::TryRestart) && after == before {
-            return Err(format!(
+        if matches!(action, Action::Restart | Action::TryRestart) && after == before.invocation {
+            return Err(Fault::answer(format!(
                 "{unit} was not restarted (same invocation id after {verb})"
-            ));
+            )));
         }
         Ok(())
     }
@@ -254,31 +386,124 @@ impl ServiceManager for Systemd {
 const POLL: Duration = Duration::from_millis(100);
 
 /// Wait for the `JobRemoved` of `job` and return its result, giving up
-/// after `timeout` or as soon as `cancel` fires. Other jobs' signals are
-/// skipped.
+/// `timeout` after `started` or as soon as `cancel` fires. Other jobs'
+/// signals are skipped.
 pub fn wait_for_job(
     jobs: &Receiver<FinishedJob>,
     job: &str,
+    started: Instant,
     timeout: Duration,
     cancel: &Cancel,
-) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
+) -> Result<String, Fault> {
+    let deadline = started + timeout;
     loop {
-        cancel.check()?;
+        cancel.check().map_err(Fault::answer)?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!(
+            return Err(Fault::answer(format!(
                 "job {job} not finished after {}",
                 humantime::format_duration(timeout)
-            ));
+            )));
         }
         match jobs.recv_timeout(left.min(POLL)) {
             Ok(done) if done.job == job => return Ok(done.result),
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            // The forwarding thread ends when the signal stream does, which
+            // is when the connection is gone.
             Err(RecvTimeoutError::Disconnected) => {
-                return Err("lost the connection to systemd while waiting".into())
+                return Err(Fault {
+                    kind: FaultKind::Connection,
+                    line: "lost the connection to systemd while waiting".into(),
+                })
             }
         }
+    }
+}
+
+/// Sleep for `pause`, in steps short enough to answer `cancel` promptly.
+fn sleep(pause: Duration, cancel: &Cancel) -> Result<(), String> {
+    let until = Instant::now() + pause;
+    loop {
+        cancel.check()?;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(POLL));
+    }
+}
+
+/// What a failed step of a job says about asking again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The connection is dead (closed by the bus, an I/O error, the job
+    /// signals stopped): a fresh connection may well succeed.
+    Connection,
+    /// systemd has no name on the bus. Right after a bus restart it is on
+    /// its way back; otherwise systemd is not PID 1 here.
+    SystemdAbsent,
+    /// systemd's answer, or anything else a retry would only repeat.
+    Answer,
+}
+
+/// A failed step of a job: what kind of fault, and one line for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub line: String,
+}
+
+impl Fault {
+    pub fn dbus(e: &zbus::Error, unit: &str, verb: &str) -> Fault {
+        Fault {
+            kind: fault_kind(e),
+            line: describe(e, unit, verb),
+        }
+    }
+
+    fn answer(line: String) -> Fault {
+        Fault {
+            kind: FaultKind::Answer,
+            line,
+        }
+    }
+
+    fn context(self, what: &str) -> Fault {
+        Fault {
+            line: format!("{what}: {}", self.line),
+            ..self
+        }
+    }
+}
+
+/// Sort a D-Bus error by whether a new connection could help.
+pub fn fault_kind(e: &zbus::Error) -> FaultKind {
+    match e {
+        // Refused by the socket's permissions: a new connection is refused too.
+        zbus::Error::InputOutput(io) | zbus::Error::Connection(io, _)
+            if io.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            FaultKind::Answer
+        }
+        // Broken pipe, reset, EOF ("socket closed"), and while the bus
+        // restarts, no socket to connect to; or it went away mid-handshake.
+        zbus::Error::InputOutput(_) | zbus::Error::Connection(..) | zbus::Error::Handshake(_) => {
+            FaultKind::Connection
+        }
+        zbus::Error::MethodError(name, ..) => fault_kind_of_name(name.as_str()),
+        zbus::Error::FDO(f) => {
+            use zbus::DBusError;
+            fault_kind_of_name(f.name().as_str())
+        }
+        _ => FaultKind::Answer,
+    }
+}
+
+/// The bus daemon's errors for a destination that is not there.
+fn fault_kind_of_name(name: &str) -> FaultKind {
+    match name.rsplit('.').next().unwrap_or(name) {
+        "ServiceUnknown" | "NameHasNoOwner" => FaultKind::SystemdAbsent,
+        _ => FaultKind::Answer,
     }
 }
 
@@ -312,7 +537,7 @@ pub fn describe(e: &zbus::Error, unit: &str, verb: &str) -> String {
     let (name, detail) = match e {
         zbus::Error::MethodError(name, detail, _) => (name.to_string(), detail.clone()),
         zbus::Error::FDO(f) => (f.name().to_string(), f.description().map(str::to_string)),
-        zbus::Error::InputOutput(io) => {
+        zbus::Error::InputOutput(io) | zbus::Error::Connection(io, _) => {
             return match io.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                     format!("no system bus (is D-Bus running? /run/dbus/system_bus_socket: {io})")

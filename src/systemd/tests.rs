@@ -21,6 +21,7 @@ fn waits_for_its_own_job_and_skips_others() {
     let r = wait_for_job(
         &rx,
         "/org/freedesktop/systemd1/job/8",
+        Instant::now(),
         Duration::from_secs(60),
         &Cancel::never(),
     );
@@ -31,7 +32,13 @@ fn waits_for_its_own_job_and_skips_others() {
 fn reports_the_job_result_not_just_its_end() {
     let (tx, rx) = mpsc::channel();
     tx.send(done("/j/1", "failed")).unwrap();
-    let r = wait_for_job(&rx, "/j/1", Duration::from_secs(60), &Cancel::never());
+    let r = wait_for_job(
+        &rx,
+        "/j/1",
+        Instant::now(),
+        Duration::from_secs(60),
+        &Cancel::never(),
+    );
     assert_eq!(r, Ok("failed".to_string()));
     assert!(job_failed("web.service", "reload", "failed").contains("reload of web.service failed"));
 }
@@ -40,9 +47,16 @@ fn reports_the_job_result_not_just_its_end() {
 fn times_out_when_the_job_never_ends() {
     let (tx, rx) = mpsc::channel();
     tx.send(done("/j/other", "done")).unwrap();
-    let r = wait_for_job(&rx, "/j/1", Duration::from_millis(1), &Cancel::never());
+    let r = wait_for_job(
+        &rx,
+        "/j/1",
+        Instant::now(),
+        Duration::from_millis(1),
+        &Cancel::never(),
+    );
     let err = r.unwrap_err();
-    assert!(err.contains("/j/1 not finished"), "{err}");
+    assert!(err.line.contains("/j/1 not finished"), "{err:?}");
+    assert_eq!(err.kind, FaultKind::Answer, "a timeout is not retried");
     drop(tx);
 }
 
@@ -51,16 +65,74 @@ fn a_signal_interrupts_the_wait() {
     let (_tx, rx) = mpsc::channel();
     let cancel = Cancel::default();
     cancel.trigger();
-    let r = wait_for_job(&rx, "/j/1", Duration::from_secs(3600), &cancel);
-    assert_eq!(r, Err("interrupted by SIGTERM".to_string()));
+    let r = wait_for_job(
+        &rx,
+        "/j/1",
+        Instant::now(),
+        Duration::from_secs(3600),
+        &cancel,
+    );
+    assert_eq!(
+        r.map_err(|f| f.line),
+        Err("interrupted by SIGTERM".to_string())
+    );
 }
 
 #[test]
-fn a_lost_connection_is_an_error() {
+fn a_lost_connection_is_a_connection_fault() {
+    // The signal thread ends with the connection, and its sender with it.
     let (tx, rx) = mpsc::channel::<FinishedJob>();
     drop(tx);
-    let r = wait_for_job(&rx, "/j/1", Duration::from_secs(3600), &Cancel::never());
-    assert!(r.unwrap_err().contains("lost the connection"));
+    let started = Instant::now();
+    let r = wait_for_job(
+        &rx,
+        "/j/1",
+        started,
+        Duration::from_secs(3600),
+        &Cancel::never(),
+    );
+    let fault = r.unwrap_err();
+    assert!(fault.line.contains("lost the connection"), "{fault:?}");
+    assert_eq!(fault.kind, FaultKind::Connection);
+    assert!(started.elapsed() < Duration::from_secs(5), "waited anyway");
+}
+
+#[test]
+fn faults_are_sorted_by_what_a_new_connection_could_change() {
+    use std::io::{Error as Io, ErrorKind};
+    let io = |kind: ErrorKind| zbus::Error::InputOutput(Io::from(kind).into());
+    let fdo = |e: zbus::fdo::Error| zbus::Error::FDO(Box::new(e));
+    for (e, kind) in [
+        // What a connection says once the bus daemon is gone.
+        (io(ErrorKind::BrokenPipe), FaultKind::Connection),
+        (io(ErrorKind::UnexpectedEof), FaultKind::Connection),
+        (io(ErrorKind::ConnectionReset), FaultKind::Connection),
+        // Reconnecting while it restarts.
+        (io(ErrorKind::ConnectionRefused), FaultKind::Connection),
+        (io(ErrorKind::NotFound), FaultKind::Connection),
+        (zbus::Error::Handshake("EOF".into()), FaultKind::Connection),
+        (
+            fdo(zbus::fdo::Error::ServiceUnknown("gone".into())),
+            FaultKind::SystemdAbsent,
+        ),
+        (
+            fdo(zbus::fdo::Error::NameHasNoOwner("gone".into())),
+            FaultKind::SystemdAbsent,
+        ),
+        // Answers: asking again gets the same.
+        (io(ErrorKind::PermissionDenied), FaultKind::Answer),
+        (
+            fdo(zbus::fdo::Error::AccessDenied("no".into())),
+            FaultKind::Answer,
+        ),
+        (
+            fdo(zbus::fdo::Error::NoReply("slow".into())),
+            FaultKind::Answer,
+        ),
+        (zbus::Error::InvalidReply, FaultKind::Answer),
+    ] {
+        assert_eq!(fault_kind(&e), kind, "{e:?}");
+    }
 }
 
 #[test]
@@ -115,6 +187,18 @@ mod fake {
         pub result: String,
         pub active: String,
         pub invocation: u8,
+        /// Enqueue jobs but never announce their end, as when the
+        /// connection dies before the `JobRemoved` is sent.
+        pub hang: bool,
+    }
+
+    /// systemd's own errors, as it names them on the bus.
+    #[derive(Debug, zbus::DBusError)]
+    #[zbus(prefix = "org.freedesktop.systemd1")]
+    pub enum SystemdError {
+        #[zbus(error)]
+        ZBus(zbus::Error),
+        NoSuchUnit(String),
     }
 
     pub struct Manager(pub Arc<Mutex<State>>);
@@ -124,8 +208,11 @@ mod fake {
         fn subscribe(&self) {
             self.0.lock().unwrap().subscribed = true;
         }
-        fn load_unit(&self, _name: &str) -> OwnedObjectPath {
-            ObjectPath::try_from(UNIT).unwrap().into()
+        fn load_unit(&self, name: &str) -> Result<OwnedObjectPath, SystemdError> {
+            if name != "web.service" {
+                return Err(SystemdError::NoSuchUnit(format!("Unit {name} not found.")));
+            }
+            Ok(ObjectPath::try_from(UNIT).unwrap().into())
         }
         async fn reload_unit(
             &self,
@@ -160,7 +247,7 @@ mod fake {
             restart: bool,
             emitter: &SignalEmitter<'_>,
         ) -> zbus::fdo::Result<OwnedObjectPath> {
-            let (id, result) = {
+            let (id, result, hang) = {
                 let mut s = self.0.lock().unwrap();
                 if !s.subscribed {
                     return Err(zbus::fdo::Error::Failed("not subscribed".into()));
@@ -169,10 +256,13 @@ mod fake {
                 if restart && s.result == "done" {
                     s.invocation += 1;
                 }
-                (s.jobs, s.result.clone())
+                (s.jobs, s.result.clone(), s.hang)
             };
             let path = format!("/org/freedesktop/systemd1/job/{id}");
             let job = ObjectPath::try_from(path.as_str()).unwrap();
+            if hang {
+                return Ok(job.into());
+            }
             // An unrelated job ends first; it must not be taken for ours.
             Self::job_removed(
                 emitter,
@@ -207,13 +297,24 @@ mod fake {
 
     /// A [`Systemd`] talking to a fresh fake, and the fake's state.
     pub fn systemd(result: &str, active: &str) -> (Systemd, Arc<Mutex<State>>, Connection) {
-        let state = Arc::new(Mutex::new(State {
+        let state = state(result, active);
+        let (client, server) = serve(&state);
+        (Systemd::on(client), state, server)
+    }
+
+    pub fn state(result: &str, active: &str) -> Arc<Mutex<State>> {
+        Arc::new(Mutex::new(State {
             result: result.into(),
             active: active.into(),
             ..State::default()
-        }));
+        }))
+    }
+
+    /// A fake serving `state`: the client end, and the server end that
+    /// keeps it alive (closing it is the bus going away).
+    pub fn serve(state: &Arc<Mutex<State>>) -> (Connection, Connection) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let server_state = Arc::clone(&state);
+        let server_state = Arc::clone(state);
         let server = std::thread::spawn(move || {
             zbus::blocking::connection::Builder::async_io_unix_stream(a)
                 .server(zbus::Guid::generate())
@@ -233,8 +334,7 @@ mod fake {
             .p2p()
             .build()
             .unwrap();
-        let server = server.join().unwrap();
-        (Systemd::on(client), state, server)
+        (client, server.join().unwrap())
     }
 }
 
@@ -298,4 +398,146 @@ fn a_restart_needs_a_new_invocation() {
     )
     .unwrap();
     assert_eq!(state.lock().unwrap().invocation, 1);
+}
+
+#[test]
+fn a_dead_connection_is_a_connection_fault() {
+    let (mut sd, state, server) = fake::systemd("done", "active");
+    server.close().unwrap();
+    // What a call on the dead connection really returns, sorted.
+    let e = sd
+        .manager()
+        .and_then(|m| m.load_unit("web.service"))
+        .unwrap_err();
+    assert_eq!(fault_kind(&e), FaultKind::Connection, "{e:?}");
+    // Made by `on`, it cannot reconnect: the fault is reported at once,
+    // not waited out.
+    let started = Instant::now();
+    let err = sd
+        .apply(
+            "web.service",
+            Action::Reload,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        )
+        .unwrap_err();
+    assert!(err.contains("D-Bus I/O error"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "waited anyway");
+    assert_eq!(state.lock().unwrap().jobs, 0);
+}
+
+/// Close `server` once its fake has enqueued a job (the reply to that call
+/// given time to leave): the job runs on, its `JobRemoved` is lost.
+fn close_after_first_job(
+    state: &std::sync::Arc<std::sync::Mutex<fake::State>>,
+    server: Connection,
+) -> std::thread::JoinHandle<()> {
+    let state = std::sync::Arc::clone(state);
+    std::thread::spawn(move || {
+        while state.lock().unwrap().jobs == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        server.close().unwrap();
+    })
+}
+
+#[test]
+fn a_job_lost_with_its_connection_is_enqueued_again_on_a_new_one() {
+    let first = fake::state("done", "active");
+    first.lock().unwrap().hang = true;
+    let (client, server) = fake::serve(&first);
+    let second = fake::state("done", "active");
+    let (spare, _spare_server) = fake::serve(&second);
+    let mut spare = Some(spare);
+    let mut sd = Systemd::with_reconnect(
+        client,
+        Some(Box::new(move || {
+            spare
+                .take()
+                .ok_or_else(|| zbus::Error::Failure("no more connections".into()))
+        })),
+    );
+    let closer = close_after_first_job(&first, server);
+
+    sd.apply(
+        "web.service",
+        Action::Reload,
+        Duration::from_secs(30),
+        &Cancel::never(),
+    )
+    .unwrap();
+    closer.join().unwrap();
+    assert_eq!(first.lock().unwrap().jobs, 1);
+    // The new connection subscribed again (the fake refuses jobs otherwise)
+    // and the reload was asked for once more.
+    let second = second.lock().unwrap();
+    assert!(second.subscribed);
+    assert_eq!(second.jobs, 1);
+}
+
+#[test]
+fn without_a_reconnector_a_lost_job_is_reported() {
+    let state = fake::state("done", "active");
+    state.lock().unwrap().hang = true;
+    let (client, server) = fake::serve(&state);
+    let mut sd = Systemd::on(client);
+    let closer = close_after_first_job(&state, server);
+    let started = Instant::now();
+    let err = sd
+        .apply(
+            "web.service",
+            Action::Reload,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        )
+        .unwrap_err();
+    closer.join().unwrap();
+    assert_eq!(
+        err,
+        "reload of web.service: lost the connection to systemd while waiting"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "waited anyway");
+}
+
+#[test]
+fn systemds_answers_are_not_retried() {
+    let state = fake::state("done", "active");
+    let (client, _server) = fake::serve(&state);
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = std::rc::Rc::clone(&calls);
+    let mut sd = Systemd::with_reconnect(
+        client,
+        Some(Box::new(move || {
+            counted.set(counted.get() + 1);
+            Err(zbus::Error::Failure("not expected".into()))
+        })),
+    );
+    // A real error reply from the other end, sorted as an answer.
+    let e = sd
+        .manager()
+        .and_then(|m| m.load_unit("nope.service"))
+        .unwrap_err();
+    assert_eq!(fault_kind(&e), FaultKind::Answer, "{e:?}");
+
+    let err = sd
+        .apply(
+            "nope.service",
+            Action::Reload,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        )
+        .unwrap_err();
+    assert_eq!(err, "unit nope.service not found");
+    state.lock().unwrap().result = "failed".into();
+    let err = sd
+        .apply(
+            "web.service",
+            Action::Reload,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        )
+        .unwrap_err();
+    assert!(err.starts_with("reload of web.service failed"), "{err}");
+    assert_eq!(calls.get(), 0, "reconnected for an answer");
 }

@@ -34,6 +34,14 @@ pub const ALL: &[(&str, Scenario)] = &[
         "i_killed_activation_is_recovered",
         i_killed_activation_is_recovered,
     ),
+    (
+        "k_bus_restart_during_reload_rolls_back",
+        k_bus_restart_during_reload_rolls_back,
+    ),
+    (
+        "k_bus_restart_during_reload_commits",
+        k_bus_restart_during_reload_commits,
+    ),
     // Last: it reboots the container.
     (
         "j_power_cut_then_boot_recovers",
@@ -652,4 +660,116 @@ fn j_power_cut_then_boot_recovers(c: &mut Container) {
         "powercut",
         "this boot's journal of releasectl-recover.service",
     );
+}
+
+/// k. The system bus is restarted (`systemctl restart dbus`) while the reload
+/// job of v2 runs: releasectl's bus connection dies with the old
+/// dbus-daemon, and the job's `JobRemoved` with it, although the bus is
+/// back a moment later. The activation must carry on over a new
+/// connection: roll back cleanly when v2 is unhealthy, commit when it is
+/// healthy. Never "rollback failed" (exit 5).
+fn k_bus_restart_during_reload_rolls_back(c: &mut Container) {
+    let app = bus_restart_during_reload(c, "busfault", false);
+    let unit = "deploy@busfault:v2.service";
+    assert_eq!(
+        show(c, unit, "ExecMainStatus"),
+        "4",
+        "exit 4: previous release restored"
+    );
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert!(!app.pending_exists(), "pending.json left behind");
+    let last = app.last_event();
+    assert_eq!(event(&last), ("rolled_back", "v1", "v2"), "{last}");
+    assert_contains(
+        last["reason"].as_str().unwrap_or_default(),
+        "health",
+        "the rollback reason",
+    );
+    // The rollback's reload saw v1 again.
+    let seen = c.sh(&format!("cat {SCRATCH}/busfault-reloads"));
+    assert!(seen.ends_with("releases/v1"), "reloads saw:\n{seen}");
+}
+
+/// k, healthy variant: the same bus restart, and the activation commits.
+fn k_bus_restart_during_reload_commits(c: &mut Container) {
+    let app = bus_restart_during_reload(c, "busfault2", true);
+    let unit = "deploy@busfault2:v2.service";
+    assert_eq!(
+        (show(c, unit, "Result"), show(c, unit, "ExecMainStatus")),
+        ("success".to_string(), "0".to_string())
+    );
+    assert_eq!(app.current().as_deref(), Some("v2"));
+    assert!(!app.pending_exists(), "pending.json left behind");
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v2"));
+    let seen = c.sh(&format!("cat {SCRATCH}/busfault2-reloads"));
+    assert!(seen.ends_with("releases/v2"), "reloads saw:\n{seen}");
+}
+
+/// Start `deploy@APP:v2` for an app whose unit takes 2 s to reload and
+/// whose v2 is healthy or not, restart dbus while that reload runs, and
+/// return once the activation has finished (whatever its outcome).
+fn bus_restart_during_reload<'c>(c: &'c Container, name: &str, healthy: bool) -> App<'c> {
+    let log = format!("{SCRATCH}/{name}-reloads");
+    let service = format!("rctl-{name}.service");
+    test_service(
+        c,
+        &service,
+        &format!("readlink /srv/{name}/current >> {log}; sleep 2"),
+    );
+    let v2: &[(&str, &str)] = if healthy {
+        &[("healthy", "")]
+    } else {
+        &[("sick", "")]
+    };
+    let app = App::create(
+        c,
+        name,
+        &format!(
+            "[services]\nunits = [\"{service}\"]\ntimeout = 60\n\
+             [health]\ncommand = [\"/bin/sh\", \"-c\", \"test -e healthy\"]\n\
+             retries = 1\ntimeout = 30\n"
+        ),
+        &[("v1", &[("healthy", "")]), ("v2", v2)],
+    );
+    app.start_at("v1");
+    let dbus_before = show(c, "dbus.service", "MainPID");
+    let unit = format!("deploy@{name}:v2.service");
+
+    c.sh(&format!("systemctl start --no-block {unit}"));
+    c.wait_for("the reload of v2 to be running", PATIENCE, || {
+        let state = show(c, &service, "ActiveState");
+        if state == "reloading" {
+            Ok(())
+        } else {
+            Err(state)
+        }
+    });
+    assert_eq!(
+        app.current().as_deref(),
+        Some("v2"),
+        "swapped before reload"
+    );
+    c.sh("systemctl restart dbus.service");
+    // The restart was a real one, and it was over before the reload was.
+    assert_ne!(show(c, "dbus.service", "MainPID"), dbus_before);
+    assert_eq!(show(c, &service, "ActiveState"), "reloading", "too late");
+
+    let (state, _) = wait_settled(c, &unit);
+    let story = journal(c, &unit);
+    // What releasectl said about the fault, for the record of the run.
+    eprintln!("k: {unit} ended {state}; its journal:\n{story}");
+    assert_contains(
+        &story,
+        "lost the connection",
+        "the journal of the activation (the restart must hit the wait)",
+    );
+    // systemd itself is back on the bus for the scenarios that follow.
+    c.wait_for("systemd on the restarted bus", PATIENCE, || {
+        let out = c.run("busctl status org.freedesktop.systemd1 >/dev/null");
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
+    app
 }

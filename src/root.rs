@@ -1,0 +1,702 @@
+//! Every file operation under an app root goes through this module.
+//!
+//! The rule: ROOT is opened once (`O_DIRECTORY|O_NOFOLLOW`) and everything
+//! below it is reached one name at a time from an open directory handle,
+//! with `*at` calls that never follow a symlink (`O_NOFOLLOW`,
+//! `AT_SYMLINK_NOFOLLOW`, and `unlinkat`/`renameat`, which never follow).
+//! No path below ROOT is looked up twice: what was checked is the handle
+//! that is used. releasectl runs as root over a tree that an unprivileged
+//! deploy user owns and may rename, exchange or replace at any instant; with
+//! this rule such a race can make an operation fail, never make root act on
+//! something outside ROOT. Paths are kept only to name things in messages.
+//!
+//! State files (`.releasectl/*`) are also opened without blocking and
+//! judged by what was opened: a regular file with one link, owned by us or
+//! by ROOT's owner ([`Dir::open_file`]).
+
+use crate::error::{usage, Error, Result};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const CURRENT: &str = "current";
+pub const RELEASES: &str = "releases";
+pub const STATE_DIR: &str = ".releasectl";
+/// Prefix of the temp links renamed over `current`.
+const TEMP_LINK_PREFIX: &str = ".current.tmp.";
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Whose files releasectl trusts below ROOT: its own (root's, when run by
+/// the units) and those of ROOT's owner, who could rewrite them anyway.
+#[derive(Debug, Clone, Copy)]
+struct Trust {
+    me: u32,
+    root_owner: u32,
+}
+
+impl Trust {
+    fn allows(&self, uid: u32) -> bool {
+        uid == self.me || uid == self.root_owner
+    }
+}
+
+/// An open directory below (or at) ROOT, and its path for messages.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    shown: PathBuf,
+    trust: Trust,
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// One name in a directory, with its type as the directory entry says
+/// (never trusted for more than skipping: every open re-checks).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: OsString,
+    pub kind: FileType,
+}
+
+/// How to open a state file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Access {
+    Read,
+    /// Read and write, created if missing (the lock file).
+    ReadWrite,
+    /// Append (and read back), created if missing (history).
+    Append,
+    /// Write a new file, replacing any leftover of the name (temp files).
+    CreateNew,
+}
+
+impl Dir {
+    /// The path of `name` in this directory, for messages.
+    pub fn shown(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.shown.join(name)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Open the subdirectory `name`; `None` if it does not exist. A symlink
+    /// or any other non-directory is refused with an error naming it.
+    pub fn open_dir(&self, name: &str) -> Result<Option<Dir>> {
+        match rfs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => Ok(Some(self.child(fd, name))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => Err(usage(format!(
+                "{} is not a directory (symlinks are refused)",
+                self.shown(name).display()
+            ))),
+            Err(e) => Err(io_error(
+                e,
+                format!("opening {}", self.shown(name).display()),
+            )),
+        }
+    }
+
+    /// Open the subdirectory `name`, creating it (mode `mode`) if missing.
+    pub fn open_or_create_dir(&self, name: &str, mode: u32) -> Result<Dir> {
+        if let Some(d) = self.open_dir(name)? {
+            return Ok(d);
+        }
+        match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => {
+                return Err(io_error(
+                    e,
+                    format!("creating {}", self.shown(name).display()),
+                ))
+            }
+        }
+        self.sync()?;
+        self.open_dir(name)?.ok_or_else(|| {
+            io_error(
+                Errno::NOENT,
+                format!("{} vanished after creation", self.shown(name).display()),
+            )
+        })
+    }
+
+    /// Create a new subdirectory that nobody else can enter (mode 0700)
+    /// and open it. Fails if `name` exists.
+    pub fn create_private_dir(&self, name: &str) -> Result<Dir> {
+        let shown = self.shown(name);
+        rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
+        let dir = self.open_dir(name)?.ok_or_else(|| {
+            io_error(
+                Errno::NOENT,
+                format!("{} vanished after creation", shown.display()),
+            )
+        })?;
+        // Between mkdirat and openat the name can be swapped for another
+        // directory: only one that we own, private and empty is ours.
+        let st = dir.stat_self()?;
+        if st.st_uid != self.trust.me || st.st_mode & 0o077 != 0 || st.st_nlink != 2 {
+            return Err(Error::Operational(anyhow::anyhow!(
+                "{} was replaced right after it was created; refusing to write into it",
+                shown.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// Every name in the directory except `.` and `..`.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        read_entries(self.fd.as_fd())
+            .map_err(|e| io_error(e, format!("reading {}", self.shown.display())))
+    }
+
+    /// lstat of `name`: `None` if it does not exist.
+    pub fn stat(&self, name: impl AsRef<OsStr>) -> Result<Option<Stat>> {
+        let name = name.as_ref();
+        match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_error(e, format!("stat {}", self.shown(name).display()))),
+        }
+    }
+
+    /// fstat of the directory itself.
+    pub fn stat_self(&self) -> Result<Stat> {
+        rfs::fstat(&self.fd).map_err(|e| io_error(e, format!("stat {}", self.shown.display())))
+    }
+
+    /// Open the state file `name` (see [`Access`]); `None` if it does not
+    /// exist and `how` does not create it. Opened without following a
+    /// symlink and without blocking (a FIFO planted under the name must not
+    /// hang us), then judged by what was opened: anything but a regular file
+    /// with one link, owned by us or by ROOT's owner, is refused. A second
+    /// link could make our writes land in a file outside ROOT.
+    pub fn open_file(&self, name: &str, how: Access) -> Result<Option<File>> {
+        let shown = self.shown(name);
+        let base = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let flags = match how {
+            Access::Read => OFlags::RDONLY,
+            Access::ReadWrite => OFlags::RDWR | OFlags::CREATE,
+            Access::Append => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
+            Access::CreateNew => {
+                match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(io_error(e, format!("removing {}", shown.display()))),
+                }
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL
+            }
+        };
+        let fd = match rfs::openat(&self.fd, name, flags | base, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if how == Access::Read => return Ok(None),
+            Err(Errno::LOOP) => {
+                return Err(Error::Operational(anyhow::anyhow!(
+                    "{} is a symlink; refusing to use it (remove it by hand)",
+                    shown.display()
+                )))
+            }
+            Err(Errno::NXIO) => {
+                return Err(Error::Operational(anyhow::anyhow!(
+                    "{} is not a regular file; refusing to use it (remove it by hand)",
+                    shown.display()
+                )))
+            }
+            Err(e) => return Err(io_error(e, format!("opening {}", shown.display()))),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
+        let refuse = |why: String| {
+            Error::Operational(anyhow::anyhow!(
+                "{} {why}; refusing to use it (remove it by hand)",
+                shown.display()
+            ))
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(refuse("is not a regular file".into()));
+        }
+        if st.st_nlink != 1 {
+            return Err(refuse(format!(
+                "has {} links (a hard link to another file?)",
+                st.st_nlink
+            )));
+        }
+        if !self.trust.allows(st.st_uid) {
+            return Err(refuse(format!("is owned by uid {}", st.st_uid)));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// `renameat` within this directory.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        rfs::renameat(&self.fd, from, &self.fd, to).map_err(|e| {
+            io_error(
+                e,
+                format!("renaming {} to {to}", self.shown(from).display()),
+            )
+        })
+    }
+
+    /// `renameat2(RENAME_NOREPLACE)` within this directory: the raw errno,
+    /// so callers can tell "taken" (EEXIST) from a failure.
+    pub fn rename_noreplace(&self, from: &str, to: &str) -> std::result::Result<(), Errno> {
+        rfs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE)
+    }
+
+    /// Remove the file or empty name `name` (not a directory); missing is fine.
+    pub fn unlink(&self, name: &str) -> Result<()> {
+        match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(io_error(
+                e,
+                format!("removing {}", self.shown(name).display()),
+            )),
+        }
+    }
+
+    /// Delete `name` and everything below it, through handles only: each
+    /// directory is opened with `O_NOFOLLOW` from its parent's handle and
+    /// emptied by `unlinkat`, so a symlink or a directory exchanged into the
+    /// tree meanwhile is removed as a name, never followed.
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = name.as_ref();
+        remove_tree_at(self.fd.as_fd(), &cstring(name), 0)
+            .map_err(|e| io_error(e, format!("removing {}", self.shown(name).display())))
+    }
+
+    /// fsync the directory: a rename or create in it is durable only then.
+    pub fn sync(&self) -> Result<()> {
+        rfs::fsync(&self.fd).map_err(|e| io_error(e, format!("fsync {}", self.shown.display())))
+    }
+
+    /// A path through which a child process can use this very directory
+    /// as its working directory: `/proc/self/fd/N` in the child names the
+    /// open directory it inherited (the kernel does not look the old path up
+    /// again). The handle must stay open until the child has started.
+    pub fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    fn child(&self, fd: OwnedFd, name: impl AsRef<Path>) -> Dir {
+        Dir {
+            fd,
+            shown: self.shown(name),
+            trust: self.trust,
+        }
+    }
+}
+
+/// How deep [`Dir::remove_tree`] goes before giving up (each level holds
+/// one open handle; deeper trees are removed by hand).
+const MAX_DEPTH: usize = 256;
+
+fn remove_tree_at(parent: BorrowedFd<'_>, name: &CStr, depth: usize) -> rustix::io::Result<()> {
+    let fd = match rfs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        // A file, a symlink or anything else: remove the name itself.
+        Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+            return match rfs::unlinkat(parent, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if depth >= MAX_DEPTH {
+        return Err(Errno::MLINK);
+    }
+    for entry in read_entries(fd.as_fd())? {
+        let child = cstring(&entry.name);
+        if entry.kind == FileType::Directory || entry.kind == FileType::Unknown {
+            remove_tree_at(fd.as_fd(), &child, depth + 1)?;
+            continue;
+        }
+        match rfs::unlinkat(&fd, child.as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // Replaced by a directory since readdir: descend after all.
+            Err(Errno::ISDIR) => remove_tree_at(fd.as_fd(), &child, depth + 1)?,
+            Err(e) => return Err(e),
+        }
+    }
+    drop(fd);
+    match rfs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_entries(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Entry>> {
+    let mut dir = rfs::Dir::read_from(fd)?;
+    let mut out = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(Entry {
+            name: OsString::from_vec(name.to_vec()),
+            kind: entry.file_type(),
+        });
+    }
+    Ok(out)
+}
+
+fn cstring(name: &OsStr) -> CString {
+    // Names come from readdir or from validated ids: no NUL inside.
+    CString::new(name.as_bytes()).expect("file names hold no NUL")
+}
+
+/// An errno from a file operation as an error: resource and permission
+/// failures are operational (exit 1), never "bad input".
+pub fn io_error(e: Errno, what: String) -> Error {
+    Error::Operational(anyhow::Error::from(std::io::Error::from(e)).context(what))
+}
+
+/// An open app root.
+#[derive(Debug)]
+pub struct RootDir {
+    dir: Dir,
+}
+
+impl RootDir {
+    /// Open ROOT. A missing root is a usage error and is never created.
+    pub fn open(path: &Path) -> Result<RootDir> {
+        let fd = match rfs::open(path, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                return Err(usage(format!("root {} does not exist", path.display())))
+            }
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                return Err(usage(format!(
+                    "root {} is not a directory (symlinked roots are refused)",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(io_error(e, format!("opening root {}", path.display()))),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", path.display())))?;
+        let trust = Trust {
+            me: rustix::process::geteuid().as_raw(),
+            root_owner: st.st_uid,
+        };
+        Ok(RootDir {
+            dir: Dir {
+                fd,
+                shown: path.to_path_buf(),
+                trust,
+            },
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir.shown
+    }
+
+    /// ROOT itself as a directory handle.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// The release `current` points at, `None` if there is no `current` yet.
+    /// A `current` that is not a symlink, or points outside `releases/`, is
+    /// refused: releasectl would otherwise silently replace an operator's tree.
+    pub fn current(&self) -> Result<Option<String>> {
+        let target = match rfs::readlinkat(&self.dir.fd, CURRENT, Vec::new()) {
+            Ok(t) => t,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::INVAL) => {
+                return Err(usage(format!(
+                    "{} is not a symlink; move it away before using releasectl",
+                    self.dir.shown(CURRENT).display()
+                )))
+            }
+            Err(e) => return Err(io_error(e, "reading current".into())),
+        };
+        let target = target.to_string_lossy().into_owned();
+        let abs_prefix = format!("{}/{RELEASES}/", self.path().display());
+        let id = target
+            .strip_prefix("releases/")
+            .or_else(|| target.strip_prefix(&abs_prefix))
+            .map(|id| id.trim_end_matches('/'));
+        match id {
+            Some(id) if crate::release_id::validate(id).is_ok() => Ok(Some(id.to_string())),
+            _ => Err(usage(format!(
+                "{} points to \"{}\", which is not a release under {RELEASES}/; fix it by hand",
+                self.dir.shown(CURRENT).display(),
+                target.escape_debug()
+            ))),
+        }
+    }
+
+    /// Open `releases/<id>`, which must be a real directory below a real
+    /// `releases/` (a symlink, even to a sibling release, is refused). The
+    /// handle is what hooks and health checks then run in.
+    pub fn open_release(&self, id: &str) -> Result<Dir> {
+        crate::release_id::validate(id)?;
+        let releases = self.releases_dir(false)?.ok_or_else(|| {
+            usage(format!(
+                "release {} does not exist",
+                self.dir.shown(release_path(id)).display()
+            ))
+        })?;
+        let shown = releases.shown(id);
+        match rfs::openat(&releases.fd, id, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => Ok(releases.child(fd, id)),
+            Err(Errno::NOENT) => Err(usage(format!("release {} does not exist", shown.display()))),
+            // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ELOOP or ENOTDIR
+            // depending on the kernel: lstat says which it was.
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                let symlink = releases
+                    .stat(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                let what = if symlink {
+                    "is a symlink, not a directory"
+                } else {
+                    "is not a directory"
+                };
+                Err(usage(format!("release {} {what}", shown.display())))
+            }
+            Err(e) => Err(io_error(e, format!("opening {}", shown.display()))),
+        }
+    }
+
+    /// Make sure `releases/<id>` is a real directory (see [`Self::open_release`]).
+    pub fn check_release(&self, id: &str) -> Result<()> {
+        self.open_release(id).map(drop)
+    }
+
+    /// Point `current` at `releases/<id>`, atomically.
+    ///
+    /// A temp link is created beside `current` and renamed over it: rename(2)
+    /// replaces the old link in one step, so a reader always sees either the
+    /// old or the new target. `unlink` + `symlink` (what `ln -sfn` did before
+    /// coreutils 8.31) leaves a window in which `current` does not exist.
+    pub fn swap_current(&self, id: &str) -> Result<()> {
+        let fd = &self.dir.fd;
+        let tmp = temp_link_name();
+        // A leftover of a killed process that had our pid; nobody else uses the name.
+        let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
+        rfs::symlinkat(release_path(id), fd, &tmp).map_err(|e| {
+            io_error(
+                e,
+                format!("creating temp link {}", self.dir.shown(&tmp).display()),
+            )
+        })?;
+        if let Err(e) = rfs::renameat(fd, &tmp, fd, CURRENT) {
+            let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
+            return Err(io_error(
+                e,
+                format!(
+                    "renaming temp link over {}",
+                    self.dir.shown(CURRENT).display()
+                ),
+            ));
+        }
+        self.sync()
+    }
+
+    /// Remove temp links left by a process killed between `symlinkat` and
+    /// `renameat`. Only lock holders create them, so under the lock every
+    /// one that exists is stale.
+    pub fn remove_stale_temp_links(&self) -> Result<()> {
+        for entry in self.dir.entries()? {
+            let Some(name) = entry
+                .name
+                .to_str()
+                .filter(|n| n.starts_with(TEMP_LINK_PREFIX))
+            else {
+                continue;
+            };
+            self.dir.unlink(name)?;
+            crate::log::debug(&format!("removed stale {name}"));
+        }
+        Ok(())
+    }
+
+    /// Remove `current` (only used to undo an activation that created it).
+    pub fn remove_current(&self) -> Result<()> {
+        self.dir.unlink(CURRENT)?;
+        self.sync()
+    }
+
+    /// fsync ROOT: a rename is durable only once its directory is.
+    pub fn sync(&self) -> Result<()> {
+        self.dir.sync()
+    }
+
+    /// Open `.releasectl/`, creating it when `create` is set. `None` when it
+    /// does not exist and `create` is false (read-only commands never create it).
+    pub fn state_dir(&self, create: bool) -> Result<Option<Dir>> {
+        self.subdir(STATE_DIR, create)
+    }
+
+    /// Open `releases/`, creating it when `create` is set.
+    pub fn releases_dir(&self, create: bool) -> Result<Option<Dir>> {
+        self.subdir(RELEASES, create)
+    }
+
+    fn subdir(&self, name: &str, create: bool) -> Result<Option<Dir>> {
+        if create {
+            self.dir.open_or_create_dir(name, 0o755).map(Some)
+        } else {
+            self.dir.open_dir(name)
+        }
+    }
+}
+
+/// The relative link target of a release: `current` must keep working when
+/// ROOT is moved, bind-mounted or seen from inside a container.
+pub fn release_path(id: &str) -> String {
+    format!("{RELEASES}/{id}")
+}
+
+/// A temp link name unique to this process and call.
+fn temp_link_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{TEMP_LINK_PREFIX}{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root_with(releases: &[&str]) -> (tempfile::TempDir, RootDir) {
+        let dir = tempfile::tempdir().unwrap();
+        for r in releases {
+            std::fs::create_dir_all(dir.path().join("releases").join(r)).unwrap();
+        }
+        let root = RootDir::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn swap_points_current_relatively() {
+        let (dir, root) = root_with(&["v1", "v2"]);
+        assert_eq!(root.current().unwrap(), None);
+        root.swap_current("v1").unwrap();
+        root.swap_current("v2").unwrap();
+        assert_eq!(root.current().unwrap().as_deref(), Some("v2"));
+        let target = std::fs::read_link(dir.path().join("current")).unwrap();
+        assert_eq!(target, Path::new("releases/v2"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".current.tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn current_as_directory_is_refused() {
+        let (dir, root) = root_with(&["v1"]);
+        std::fs::create_dir(dir.path().join("current")).unwrap();
+        assert!(root.current().is_err());
+    }
+
+    #[test]
+    fn symlinked_release_is_refused() {
+        let (dir, root) = root_with(&["v1"]);
+        symlink("v1", dir.path().join("releases/v2")).unwrap();
+        std::fs::write(dir.path().join("releases/file"), "x").unwrap();
+        root.check_release("v1").unwrap();
+        assert!(root.check_release("v2").is_err());
+        assert!(root.check_release("file").is_err());
+        assert!(root.check_release("missing").is_err());
+    }
+
+    #[test]
+    fn symlinked_releases_dir_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("v1")).unwrap();
+        let (dir, root) = root_with(&[]);
+        symlink(outside.path(), dir.path().join("releases")).unwrap();
+        let e = root.releases_dir(false).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{}", e.one_line());
+        assert!(root.check_release("v1").is_err());
+    }
+
+    #[test]
+    fn missing_root_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(RootDir::open(&missing).is_err());
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn remove_tree_removes_symlinks_as_names_only() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "victim").unwrap();
+        let (dir, root) = root_with(&["v1"]);
+        let v1 = dir.path().join("releases/v1");
+        std::fs::create_dir_all(v1.join("a/b/c")).unwrap();
+        std::fs::write(v1.join("a/b/c/f"), "x").unwrap();
+        symlink(outside.path(), v1.join("a/link-to-outside")).unwrap();
+        symlink(outside.path().join("keep"), v1.join("a/b/file-link")).unwrap();
+        let releases = root.releases_dir(false).unwrap().unwrap();
+        releases.remove_tree("v1").unwrap();
+        assert!(!v1.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("keep")).unwrap(),
+            "victim"
+        );
+        // A symlink at the top is removed as a link, its target untouched.
+        symlink(outside.path(), dir.path().join("releases/v2")).unwrap();
+        releases.remove_tree("v2").unwrap();
+        assert!(outside.path().join("keep").exists());
+    }
+
+    #[test]
+    fn state_files_must_be_plain_files_with_one_link() {
+        let (dir, root) = root_with(&[]);
+        let state = root.state_dir(true).unwrap().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "v").unwrap();
+        symlink(&victim, dir.path().join(".releasectl/sym")).unwrap();
+        std::fs::hard_link(&victim, dir.path().join(".releasectl/hard")).unwrap();
+        rustix::fs::mknodat(
+            &state,
+            "fifo",
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        for (name, how) in [
+            ("sym", Access::Append),
+            ("hard", Access::Append),
+            ("hard", Access::Read),
+            ("fifo", Access::Read),
+            ("fifo", Access::ReadWrite),
+        ] {
+            let e = state.open_file(name, how).unwrap_err();
+            assert_eq!(e.exit_code(), 1, "{name}: {}", e.one_line());
+            assert!(e.one_line().contains(name), "{}", e.one_line());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "v");
+        assert!(state.open_file("missing", Access::Read).unwrap().is_none());
+        // A temp file replaces whatever was planted under its name.
+        state.open_file("sym", Access::CreateNew).unwrap().unwrap();
+        assert!(!dir.path().join(".releasectl/sym").is_symlink());
+    }
+}
