@@ -1374,62 +1374,72 @@ fn stage_source_raced_to_root_only_files() {
 
 // 6. Hook working directory, raced
 
-/// Hooks and the health command run as root in the release directory. While
-/// root activates v2 (again and again, `--force`), the attacker keeps
-/// exchanging `releases/v2` with a directory of its own and with a symlink
-/// to the victim. The commands record `stat -c %i .` and `pwd -P` and touch
-/// a marker in their cwd: it is only ever one of the two real release
-/// directories under releases/, never the victim, and the victim is unchanged.
+/// Hooks and the health command run as root in the release directory.
+/// While root activates v2, the attacker exchanges `releases/v2` with a
+/// directory of its own and with a symlink to the victim: in even rounds
+/// over and over, in odd rounds once, right after the pre_activate hook has
+/// left its marker in v2 (so the health check and post_activate run after
+/// the swap). Each command records `stat -c %i .` and `pwd -P` and touches a
+/// marker in its cwd: that is only ever one of the two real directories
+/// under releases/, never the victim, and the victim is unchanged.
 #[test]
 fn hook_cwd_raced() {
     if !attack_ready(&[]) {
         return;
     }
-    let s = Scene::on_tmpfs();
-    let rel = s.path("releases");
-    s.release("v1", 0, 0);
-    let v2 = s.release("v2", 0, 0);
-    let alt = rel.join(".alt");
-    fs::create_dir(&alt).unwrap();
-    fs::write(alt.join("version"), "v2\n").unwrap();
-    let legit: BTreeSet<u64> = [&v2, &alt]
-        .iter()
-        .map(|d| fs::metadata(d).unwrap().ino())
-        .collect();
-    let log = s.base().join("cwdlog");
-    let record = format!(
-        r#"["/bin/sh", "-c", "echo \"$(stat -c %i .) $(pwd -P)\" >> {}; touch hook-was-here"]"#,
-        log.display()
-    );
-    s.config(
-        "web",
-        &format!(
-            "root = \"{{root}}\"\n[health]\ncommand = {record}\nretries = 1\ntimeout = 20\n\
-             [hooks]\npre_activate = [{record}]\npost_activate = [{record}]\n"
-        ),
-    );
-    s.rctl_config().args(["activate", "web:v1"]).ok();
-    s.to_attacker();
-    let _ = fs::remove_file(&log);
     let mut f = Findings::default();
     let mut stats = RaceStats::default();
-    let mut rounds = Rounds::new(4, 30, Duration::from_secs(3));
-    let rel_real = rel.canonicalize().unwrap();
-    let victim_real = s.victim().canonicalize().unwrap();
-    let (mut codes, mut escapes) = (BTreeMap::new(), 0);
+    let mut rounds = Rounds::new(6, 30, Duration::from_secs(3));
+    let (mut codes, mut escapes, mut fired, mut hook_runs) = (BTreeMap::new(), 0, 0, 0);
     while let Some(round) = rounds.next() {
+        let s = Scene::on_tmpfs();
+        let rel = s.path("releases");
+        s.release("v1", 0, 0);
+        let v2 = s.release("v2", 0, 0);
+        let alt = rel.join(".alt");
+        fs::create_dir(&alt).unwrap();
+        fs::write(alt.join("version"), "v2\n").unwrap();
+        let legit: BTreeSet<u64> = [&v2, &alt]
+            .iter()
+            .map(|d| fs::metadata(d).unwrap().ino())
+            .collect();
+        let log = s.base().join("cwdlog");
+        let record = format!(
+            r#"["/bin/sh", "-c", "echo \"$(stat -c %i .) $(pwd -P)\" >> {}; touch hook-was-here"]"#,
+            log.display()
+        );
+        s.config(
+            "web",
+            &format!(
+                "root = \"{{root}}\"\n[health]\ncommand = {record}\nretries = 1\ntimeout = 20\n\
+                 [hooks]\npre_activate = [{record}]\npost_activate = [{record}]\n"
+            ),
+        );
+        s.rctl_config().args(["activate", "web:v1"]).ok();
+        s.to_attacker();
+        let _ = fs::remove_file(&log);
+        let rel_real = rel.canonicalize().unwrap();
+        let victim_real = s.victim().canonicalize().unwrap();
         let before = s.victim_listing();
-        let spec = json!({
-            "links": [[ps(&rel.join(".evil")), ps(&s.victim())]],
-            "pairs": [[ps(&rel.join("v2")), ps(&alt)], [ps(&rel.join("v2")), ps(&rel.join(".evil"))]],
-        });
+        let (v2p, evil) = (ps(&rel.join("v2")), ps(&rel.join(".evil")));
+        let mut spec = json!({"links": [[evil, ps(&s.victim())]]});
+        if round % 2 == 0 {
+            spec["pairs"] = json!([[v2p, ps(&alt)], [v2p, evil]]);
+        } else {
+            spec["trigger"] =
+                json!({"path": ps(&v2.join("hook-was-here")), "pairs": [[v2p, evil]]});
+        }
         let mut att = Attacker::start(&s, spec);
         let r = s
             .rctl_config()
             .args(["activate", "web:v2", "--force"])
             .limit(SLOW)
             .try_run();
-        stats.add(&att.stop());
+        let st = att.stop();
+        if round % 2 == 1 && st["seen"].as_u64().unwrap_or(0) > 0 {
+            fired += 1;
+        }
+        stats.add(&st);
         match &r {
             Err(e) => f.add(format!("round {round}: {e}")),
             Ok(r) => {
@@ -1443,25 +1453,31 @@ fn hook_cwd_raced() {
             escapes += 1;
             f.add(format!("round {round}: the victim changed:\n{d}"));
         }
-    }
-    for line in fs::read_to_string(&log).unwrap_or_default().lines() {
-        let (ino, path) = line.split_once(' ').unwrap_or(("", line));
-        let path = Path::new(path);
-        let ino: u64 = ino.parse().unwrap_or(0);
-        if path.starts_with(&victim_real) || !path.starts_with(&rel_real) || !legit.contains(&ino) {
-            escapes += 1;
-            f.add(format!(
-                "a hook ran in {} (inode {ino}), not in a checked release directory",
-                path.display()
-            ));
+        for line in fs::read_to_string(&log).unwrap_or_default().lines() {
+            hook_runs += 1;
+            let (ino, path) = line.split_once(' ').unwrap_or(("", line));
+            let path = Path::new(path);
+            let ino: u64 = ino.parse().unwrap_or(0);
+            if path.starts_with(&victim_real)
+                || !path.starts_with(&rel_real)
+                || !legit.contains(&ino)
+            {
+                escapes += 1;
+                f.add(format!(
+                    "round {round}: a hook ran in {} (inode {ino}), not in a checked release directory",
+                    path.display()
+                ));
+            }
         }
     }
     eprintln!(
-        "hook cwd race: {} rounds, exits {codes:?}, {escapes} escapes; racer {stats:?}",
+        "hook cwd race: {} rounds, exits {codes:?}, {hook_runs} hook runs, {fired} targeted \
+         swaps, {escapes} escapes; racer {stats:?}",
         rounds.done
     );
-    f.check(stats.exchanges > 0, || {
-        format!("the racer never exchanged anything: {stats:?}")
+    // Not vacuous: the targeted swap happened with hooks still to run.
+    f.check(fired > 0, || {
+        format!("the targeted swap never fired (no pre_activate ran in v2): {stats:?}")
     });
     f.done("hook cwd raced");
 }

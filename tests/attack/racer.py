@@ -14,6 +14,9 @@ One JSON argument describes the attack:
   inner   [{"dir", "prefix", "names", "link"}, ...]  for every entry of dir
           starting with prefix, exchanges entry/NAME (one of names, in
           turn) with entry/link
+  trigger {"path", "pairs"}  once `path` exists (say, a marker root's hook
+          writes), exchanges each of its pairs once: a targeted swap right
+          after root has checked and started using a directory
   ready   a path to create once the links are planted and the race begins
 On SIGTERM or at a bound it prints {"iterations", "exchanges", "seen"} as
 JSON on stdout and exits 0.
@@ -80,9 +83,18 @@ def main():
         (w["dir"].encode(), w["prefix"].encode(), [n.encode() for n in w["names"]], w["link"].encode())
         for w in spec.get("inner", [])
     ]
+    trigger = spec.get("trigger")
+    if trigger:
+        trigger_path = trigger["path"].encode()
+        trigger_pairs = [(a.encode(), b.encode()) for a, b in trigger["pairs"]]
     n = exchanges = seen = 0
     while not stop and n < max_iter and time.monotonic() < end:
         n += 1
+        if trigger and os.path.lexists(trigger_path):
+            for a, b in trigger_pairs:
+                exchanges += exchange(a, b)
+            seen += 1
+            trigger = None
         for a, b in pairs:
             exchanges += exchange(a, b)
         for d, prefix, link in watch:
