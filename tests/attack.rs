@@ -1230,7 +1230,9 @@ fn stage_raced_by_exchanges() {
             s.reset_root();
             s.release("v0", 0, 0);
             s.to_attacker();
-            s.reset_victim(&[]);
+            // Directories named like the source's: a write redirected into
+            // the victim lands (think /etc and a source holding cron.d/).
+            s.reset_victim(&["d0", "d1", "d2", "d3", "d4", "d5"]);
             let before = s.outside_listing();
             let (root, rel) = (s.root(), s.path("releases"));
             let mut spec = json!({
