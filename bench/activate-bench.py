@@ -13,7 +13,13 @@ Competitors run interleaved: every round runs each of them once, in an order
 that rotates from round to round, so a burst of machine noise hits all of
 them alike instead of one whole series.
 
-Usage: bench/activate-bench.py target/release/releasectl [--swaps 200] ...
+With --baseline OLD_BINARY, an older build runs in the same rounds (its own
+roots, the same rotation) and the report adds the ratios new ÷ baseline of
+activate, list, prune --dry-run and peak RSS, with PASS/MISS for "no more
+than 5 % slower" on activate and list: a before/after comparison measured
+under one and the same machine noise.
+
+Usage: bench/activate-bench.py target/release/releasectl [--baseline OLD] [--swaps 200] ...
 """
 
 import argparse
@@ -33,6 +39,7 @@ ACTIVATE_VS_LN_MV = 1.0  # releasectl activate / (ln -s + mv -T)
 MANY_VS_TWO = 1.2  # activate with 10 000 releases / with 2
 LIST_MS = 100.0  # list of 10 000 releases
 RSS_KIB = 8 * 1024  # peak RSS
+VS_BASELINE = 1.05  # with --baseline: new / old build, activate and list
 
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
@@ -225,7 +232,8 @@ def fs_type(path):
         out = subprocess.run(
             ["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True
         )
-        return out.stdout.strip() or "?"
+        # Stacked mounts (/dev/shm often is) print one line each; the top one counts.
+        return (out.stdout.split() or ["?"])[-1]
     except OSError:
         return "?"
 
@@ -238,6 +246,12 @@ def main():
     ap.add_argument("--runs", type=int, default=15, help="runs of list and prune --dry-run")
     ap.add_argument("--warmup", type=int, default=5, help="unrecorded swaps per competitor")
     ap.add_argument(
+        "--baseline",
+        metavar="OLD_BINARY",
+        default=None,
+        help="an older build of releasectl to run in the same rounds; adds the ratios new ÷ baseline",
+    )
+    ap.add_argument(
         "--dir",
         default=None,
         help="parent of the scratch directory (default: the system temp dir, i.e. /tmp)",
@@ -247,8 +261,10 @@ def main():
         sys.exit("--swaps and --runs must be at least 2")
 
     binary = os.path.abspath(args.binary)
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"{binary}: not an executable")
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
+    for b in filter(None, (binary, baseline)):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b}: not an executable")
     tools = {t: shutil.which(t, path=ENV["PATH"]) for t in ("ln", "mv", "sync", "python3")}
     missing = [t for t, p in tools.items() if not p]
     if missing:
@@ -257,15 +273,17 @@ def main():
 
     scratch = tempfile.mkdtemp(prefix="releasectl-bench.", dir=args.dir)
     try:
-        report(args, binary, (ln, mv, sync, py), scratch)
+        report(args, binary, baseline, (ln, mv, sync, py), scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def report(args, binary, tools, scratch):
+def report(args, binary, baseline, tools, scratch):
     ln, mv, sync, py = tools
     print(f"releasectl benchmark: {binary}")
+    if baseline:
+        print(f"baseline (older build, same rounds): {baseline}")
     print(
         f"scratch {scratch} ({fs_type(scratch)}), kernel {platform.release()}, "
         f"{os.cpu_count()} CPUs, python {platform.python_version()}, "
@@ -279,11 +297,18 @@ def report(args, binary, tools, scratch):
     ]
     big = make_root(scratch, "big", many_ids)
     write_history(big, many_ids)
+    if baseline:
+        # Its own big root: each build reads only state it wrote itself, and
+        # both roots see the same number of activations, so the same history.
+        big_base = make_root(scratch, "big-base", many_ids)
+        write_history(big_base, many_ids)
     pair_big = (many_ids[-2], many_ids[-1])
     pair = ("v1", "v2")
 
-    def rc(root, target):
-        return [[binary, "--root", root, "activate", target]]
+    def activate_with(b):
+        return lambda root, target: [[b, "--root", root, "activate", target]]
+
+    rc = activate_with(binary)
 
     def ln_mv(root, target):
         tmp = os.path.join(root, ".tmp")
@@ -309,6 +334,11 @@ def report(args, binary, tools, scratch):
         ),
     ]
     rc2, rc_many, lnmv = swappers[:3]
+    if baseline:
+        rcb = activate_with(baseline)
+        base2 = Swapper("baseline activate (2 releases)", make_root(scratch, "base2", pair), pair, rcb)
+        base_many = Swapper(f"baseline activate ({args.releases} releases)", big_base, pair_big, rcb)
+        swappers += [base2, base_many]
 
     print(f"{args.swaps} swaps per competitor, interleaved, after {args.warmup} warm-up swaps…")
     for s in swappers:
@@ -329,28 +359,41 @@ def report(args, binary, tools, scratch):
         "list": [binary, "--root", big, "list"],
         "prune --dry-run": [binary, "--root", big, "prune", "--dry-run"],
     }
+    if baseline:
+        cmds["baseline list"] = [baseline, "--root", big_base, "list"]
+        cmds["baseline prune --dry-run"] = [baseline, "--root", big_base, "prune", "--dry-run"]
     runs = {k: [] for k in cmds}
     cpu = {k: [] for k in cmds}
     for argv in cmds.values():  # warm the dentry and inode caches once
         run(argv)
+    order = list(cmds.items())
     for i in range(args.runs):
-        order = list(cmds.items())
-        for name, argv in order if i % 2 == 0 else reversed(order):
+        # Rotating, like the swaps (with two commands: alternating).
+        k = i % len(order)
+        for name, argv in order[k:] + order[:k]:
             w, c = run(argv)
             runs[name].append(w)
             cpu[name].append(c)
 
     # Peak RSS apart from the timed runs: GNU time adds its own fork.
-    peak = {}
+    peak, peak_base = {}, {}
     if GNU_TIME:
-        for s in (rc2, rc_many):
-            peak[f"activate, {len(os.listdir(os.path.join(s.root, 'releases')))} releases"] = max(
-                s.swap_measuring_rss(scratch) for _ in range(3)
-            )
-        for name, argv in cmds.items():
+        pairs = [(rc2, None), (rc_many, None)]
+        if baseline:
+            pairs = [(rc2, base2), (rc_many, base_many)]
+        for s, b in pairs:
+            name = f"activate, {len(os.listdir(os.path.join(s.root, 'releases')))} releases"
+            peak[name] = max(s.swap_measuring_rss(scratch) for _ in range(3))
+            if b:
+                peak_base[name] = max(b.swap_measuring_rss(scratch) for _ in range(3))
+        for name in ("list", "prune --dry-run"):
             peak[f"{name}, {args.releases} releases"] = max(
-                peak_rss_kib(argv, scratch) for _ in range(3)
+                peak_rss_kib(cmds[name], scratch) for _ in range(3)
             )
+            if baseline:
+                peak_base[f"{name}, {args.releases} releases"] = max(
+                    peak_rss_kib(cmds["baseline " + name], scratch) for _ in range(3)
+                )
 
     base = med(lnmv.times)
     print()
@@ -371,7 +414,8 @@ def report(args, binary, tools, scratch):
     print(f"{'over ' + str(args.releases) + ' releases (median of ' + str(args.runs) + ')':46} {head}")
     for name in cmds:
         t = runs[name]
-        print(f"{'releasectl ' + name:46} {ms(med(t)):9.3f} {'':8} {ms(med(cpu[name])):8.3f}  {spread(t)}")
+        label = name if name.startswith("baseline ") else "releasectl " + name
+        print(f"{label:46} {ms(med(t)):9.3f} {'':8} {ms(med(cpu[name])):8.3f}  {spread(t)}")
 
     ratio = med(rc2.times) / base
     scale = med(rc_many.times) / med(rc2.times)
@@ -390,6 +434,51 @@ def report(args, binary, tools, scratch):
         print("  peak RSS: not measured (install GNU time: apt-get install time)")
     for name, got, want, ok in targets:
         print(f"  {name:40} {got:>11}  {want:>9}  {verdict(ok)}")
+    if baseline:
+        vs_baseline(args, (rc2, rc_many, base2, base_many), runs, cpu, peak, peak_base)
+
+
+def vs_baseline(args, swappers, runs, cpu, peak, peak_base):
+    """The ratios new ÷ baseline, from the same rounds. Wall time is the
+    target; CPU time (user + system of the child) is printed beside it
+    because it moves less with the load of the rest of the machine."""
+    rc2, rc_many, base2, base_many = swappers
+    n = args.releases
+    rows = [
+        ("activate (2 releases)", rc2.times, base2.times, rc2.cpu, base2.cpu, True),
+        (f"activate ({n} releases)", rc_many.times, base_many.times, rc_many.cpu, base_many.cpu, True),
+        (f"list ({n} releases)", runs["list"], runs["baseline list"], cpu["list"], cpu["baseline list"], True),
+        (
+            f"prune --dry-run ({n} releases)",
+            runs["prune --dry-run"],
+            runs["baseline prune --dry-run"],
+            cpu["prune --dry-run"],
+            cpu["baseline prune --dry-run"],
+            False,
+        ),
+    ]
+    print()
+    print(f"new ÷ baseline (same rounds; PASS is <= {VS_BASELINE}x, for activate and list)")
+    print(f"  {'':40} {'new':>9} {'baseline':>9} {'wall':>7} {'CPU':>7}")
+    missed = []
+    for name, new, old, new_cpu, old_cpu, judged in rows:
+        r = med(new) / med(old)
+        r_cpu = med(new_cpu) / med(old_cpu) if med(old_cpu) else float("nan")
+        mark = ""
+        if judged:
+            mark = f"  {verdict(r <= VS_BASELINE)}"
+            if r > VS_BASELINE:
+                missed.append(name)
+        print(f"  {name:40} {ms(med(new)):6.3f} ms {ms(med(old)):6.3f} ms {r:6.3f}x {r_cpu:6.3f}x{mark}")
+    if not peak_base:
+        print("  peak RSS: not measured (install GNU time: apt-get install time)")
+    for name, kib in peak_base.items():
+        new = peak[name]
+        print(f"  {'peak RSS ' + name:40} {new / 1024:5.2f} MiB {kib / 1024:5.2f} MiB {new / kib:6.3f}x")
+    print(
+        f"  {'activate and list <= ' + str(VS_BASELINE) + 'x the baseline':40} "
+        f"{verdict(not missed)}{' (' + ', '.join(missed) + ')' if missed else ''}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ pub fn debug(msg: &str) {
 /// newline followed by `<0>` would forge a journal priority, a raw ESC
 /// would drive the operator's terminal.
 pub fn clean(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    // Byte scan first (every output line goes through here): C0 controls,
+    // DEL, and 0xC2, the lead byte of every C1 control in UTF-8.
+    if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) || !s.chars().any(char::is_control) {
         return Cow::Borrowed(s);
     }
     Cow::Owned(

@@ -23,6 +23,18 @@ pub fn validate_app(app: &str) -> Result<()> {
 }
 
 fn validate_name(what: &str, s: &str) -> Result<()> {
+    // The common case first and cheap: history and listings validate every
+    // id they read, and building the error text for each costs more than
+    // the check.
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_LEN
+            && !s.starts_with(['.', '-'])
+            && s.chars().all(is_id_char)
+    };
+    if valid(s) {
+        return Ok(());
+    }
     // Shortened: the input may be long and hostile.
     let shown: String = match s.char_indices().nth(64) {
         Some((cut, _)) => format!("{}…", s[..cut].escape_debug()),
