@@ -41,14 +41,17 @@ pub fn debug(msg: &str) {
 /// would drive the operator's terminal.
 pub fn clean(s: &str) -> Cow<'_, str> {
     // Byte scan first (every output line goes through here): C0 controls,
-    // DEL, and 0xC2, the lead byte of every C1 control in UTF-8.
-    if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) || !s.chars().any(char::is_control) {
+    // DEL, 0xC2 (the lead byte of every C1 control in UTF-8) and 0xE2 (that
+    // of the bidirectional overrides U+202A-202E and U+2066-2069, which make
+    // a terminal show text in another order).
+    let suspect = |b: u8| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2;
+    if !s.bytes().any(suspect) || !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
     Cow::Owned(
         s.chars()
             .map(|c| {
-                if c.is_control() {
+                if is_unsafe(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -56,6 +59,10 @@ pub fn clean(s: &str) -> Cow<'_, str> {
             })
             .collect(),
     )
+}
+
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn emit(priority: u8, msg: &str) {

@@ -44,8 +44,10 @@ struct Trust {
 }
 
 impl Trust {
+    /// root's files are trusted by everyone: a deploy user reading the
+    /// state root wrote must not be refused.
     fn allows(&self, uid: u32) -> bool {
-        uid == self.me || uid == self.root_owner
+        uid == 0 || uid == self.me || uid == self.root_owner
     }
 }
 
@@ -139,22 +141,54 @@ impl Dir {
         let shown = self.shown(name);
         rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
             .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
-        let dir = self.open_dir(name)?.ok_or_else(|| {
-            io_error(
-                Errno::NOENT,
-                format!("{} vanished after creation", shown.display()),
-            )
-        })?;
-        // Between mkdirat and openat the name can be swapped for another
-        // directory: only one that we own, private and empty is ours.
-        let st = dir.stat_self()?;
-        if st.st_uid != self.trust.me || st.st_mode & 0o077 != 0 || st.st_nlink != 2 {
+        let made = self.open_dir(name).and_then(|dir| {
+            let dir = dir.ok_or_else(|| {
+                io_error(
+                    Errno::NOENT,
+                    format!("{} vanished after creation", shown.display()),
+                )
+            })?;
+            dir.make_private()?;
+            Ok(dir)
+        });
+        if made.is_err() {
+            let _ = self.remove_tree(name);
+        }
+        made
+    }
+
+    /// Make a directory we just created ours alone, and check it is: the
+    /// deploy user owns its parent and may have swapped the name for a
+    /// directory of its own, or given the parent a default ACL or the
+    /// setgid bit, which new directories inherit and pass on to every file
+    /// created in them (readable or writable by the deploy user, whatever
+    /// mode we set).
+    fn make_private(&self) -> Result<()> {
+        let shown = &self.shown;
+        let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", shown.display()));
+        for acl in [c"system.posix_acl_default", c"system.posix_acl_access"] {
+            match rfs::fremovexattr(&self.fd, acl) {
+                Ok(()) | Err(Errno::NODATA) | Err(Errno::NOTSUP) => {}
+                Err(e) => return Err(fail(e, "removing ACLs of")),
+            }
+        }
+        let st = self.stat_self()?;
+        // Only if it is ours: never chown or chmod a directory someone swapped in.
+        if st.st_uid == self.trust.me {
+            let gid = rustix::process::getegid();
+            rfs::fchown(&self.fd, None, Some(gid)).map_err(|e| fail(e, "chown of"))?;
+            rfs::fchmod(&self.fd, Mode::from_raw_mode(0o700)).map_err(|e| fail(e, "chmod of"))?;
+        }
+        let st = self.stat_self()?;
+        let empty = self.entries()?.is_empty();
+        let acl = rfs::fgetxattr_query(&self.fd, c"system.posix_acl_default").is_ok();
+        if st.st_uid != self.trust.me || st.st_mode & 0o7077 != 0 || !empty || acl {
             return Err(Error::Operational(anyhow::anyhow!(
                 "{} was replaced right after it was created; refusing to write into it",
                 shown.display()
             )));
         }
-        Ok(dir)
+        Ok(())
     }
 
     /// Every name in the directory except `.` and `..`.
@@ -271,8 +305,20 @@ impl Dir {
     /// tree meanwhile is removed as a name, never followed.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = name.as_ref();
-        remove_tree_at(self.fd.as_fd(), &cstring(name), 0)
-            .map_err(|e| io_error(e, format!("removing {}", self.shown(name).display())))
+        remove_tree_at(self.fd.as_fd(), &cstring(name), 0).map_err(|e| {
+            let shown = self.shown(name);
+            match e {
+                Errno::XDEV => Error::Operational(anyhow::anyhow!(
+                    "removing {}: it holds a mount point, whose contents are never deleted; unmount it and retry",
+                    shown.display()
+                )),
+                Errno::NAMETOOLONG => Error::Operational(anyhow::anyhow!(
+                    "removing {}: nested deeper than {MAX_DEPTH} levels; remove it by hand",
+                    shown.display()
+                )),
+                e => io_error(e, format!("removing {}", shown.display())),
+            }
+        })
     }
 
     /// fsync the directory: a rename or create in it is durable only then.
@@ -298,10 +344,37 @@ impl Dir {
 }
 
 /// How deep [`Dir::remove_tree`] goes before giving up (each level holds
-/// one open handle; deeper trees are removed by hand).
-const MAX_DEPTH: usize = 256;
+/// one open handle). `stage` refuses trees deeper than half of it, so every
+/// staged release can be pruned.
+pub const MAX_DEPTH: usize = 256;
 
 fn remove_tree_at(parent: BorrowedFd<'_>, name: &CStr, depth: usize) -> rustix::io::Result<()> {
+    remove_tree_on(parent, name, depth, mount_of(parent)?)
+}
+
+/// Which mount a directory is on: the mount id where the kernel reports it
+/// (statx, Linux 5.8+), else the device. A bind mount of a directory of the
+/// same file system has the same device, but not the same mount id.
+fn mount_of(fd: BorrowedFd<'_>) -> rustix::io::Result<(u64, u64)> {
+    use rfs::StatxFlags;
+    match rfs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+        Ok(x) if x.stx_mask & StatxFlags::MNT_ID.bits() != 0 => Ok((
+            x.stx_mnt_id,
+            rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+        )),
+        _ => Ok((0, rfs::fstat(fd)?.st_dev)),
+    }
+}
+
+/// Remove a tree that lies on the mount `mount`: a directory on another is
+/// a mount point (an operator's bind mount, say), and its contents are
+/// never deleted; the removal stops with EXDEV instead.
+fn remove_tree_on(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    depth: usize,
+    mount: (u64, u64),
+) -> rustix::io::Result<()> {
     let fd = match rfs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
         // A file, a symlink or anything else: remove the name itself.
@@ -315,18 +388,21 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &CStr, depth: usize) -> rustix::
         Err(e) => return Err(e),
     };
     if depth >= MAX_DEPTH {
-        return Err(Errno::MLINK);
+        return Err(Errno::NAMETOOLONG);
+    }
+    if mount_of(fd.as_fd())? != mount {
+        return Err(Errno::XDEV);
     }
     for entry in read_entries(fd.as_fd())? {
         let child = cstring(&entry.name);
         if entry.kind == FileType::Directory || entry.kind == FileType::Unknown {
-            remove_tree_at(fd.as_fd(), &child, depth + 1)?;
+            remove_tree_on(fd.as_fd(), &child, depth + 1, mount)?;
             continue;
         }
         match rfs::unlinkat(&fd, child.as_c_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
             // Replaced by a directory since readdir: descend after all.
-            Err(Errno::ISDIR) => remove_tree_at(fd.as_fd(), &child, depth + 1)?,
+            Err(Errno::ISDIR) => remove_tree_on(fd.as_fd(), &child, depth + 1, mount)?,
             Err(e) => return Err(e),
         }
     }
@@ -664,6 +740,43 @@ mod tests {
         symlink(outside.path(), dir.path().join("releases/v2")).unwrap();
         releases.remove_tree("v2").unwrap();
         assert!(outside.path().join("keep").exists());
+    }
+
+    /// A bind mount inside a tree being deleted keeps its contents (the
+    /// same file system, so only the mount id tells). Needs root.
+    #[test]
+    fn remove_tree_stops_at_a_mount_point() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the tests as root"
+            );
+            eprintln!("skipped: needs root for mount --bind");
+            return;
+        }
+        let victim = tempfile::tempdir().unwrap();
+        std::fs::write(victim.path().join("keep"), "victim").unwrap();
+        let (dir, root) = root_with(&["v1"]);
+        let mnt = dir.path().join("releases/v1/shared");
+        std::fs::create_dir(&mnt).unwrap();
+        let mount = |args: &[&std::ffi::OsStr]| {
+            let ok = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mount {args:?}");
+        };
+        mount(&[
+            OsStr::new("--bind"),
+            victim.path().as_os_str(),
+            mnt.as_os_str(),
+        ]);
+        let releases = root.releases_dir(false).unwrap().unwrap();
+        let e = releases.remove_tree("v1").unwrap_err();
+        let unmounted = std::process::Command::new("umount").arg(&mnt).status();
+        assert!(e.one_line().contains("mount point"), "{}", e.one_line());
+        assert!(victim.path().join("keep").exists());
+        assert!(unmounted.unwrap().success());
     }
 
     #[test]

@@ -67,12 +67,18 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
             let input = BufReader::new(file);
             match compression {
                 Compression::None => unpack(input, tmp.fd())?,
-                Compression::Gzip => unpack(flate2::read::GzDecoder::new(input), tmp.fd())?,
+                // Multi-member gzip (concatenated, pigz) is one stream.
+                Compression::Gzip => unpack(flate2::read::MultiGzDecoder::new(input), tmp.fd())?,
                 Compression::Zstd => {
-                    let dec =
-                        ruzstd::streaming_decoder::StreamingDecoder::new(input).map_err(|e| {
-                            usage(format!("{}: not a zstd stream: {e}", source.display()))
-                        })?;
+                    let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| {
+                        usage(format!("{}: not a zstd stream: {e}", source.display()))
+                    })?;
+                    // A frame may ask for a window of terabytes: cap what a
+                    // hostile archive can make root allocate (128 MiB, zstd's
+                    // own limit for --long without --memory).
+                    dec.window_log_max(27).map_err(|e| {
+                        Error::Operational(anyhow::Error::from(e).context("setting up zstd"))
+                    })?;
                     unpack(dec, tmp.fd())?
                 }
             }
@@ -245,13 +251,14 @@ fn file_mode(mode: u32) -> u32 {
     mode & 0o777
 }
 
-/// How deep a source tree or an archive may nest (one open handle a level).
-const MAX_DEPTH: usize = 256;
+/// How deep a source tree or an archive may nest (one open handle a
+/// level): well below what prune can remove.
+const MAX_DEPTH: usize = crate::root::MAX_DEPTH / 2;
 
 /// Copy the directory `src` into the empty directory `dst`, both handles.
 /// Symlinks are copied as symlinks, never followed.
 fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
+    if depth >= MAX_DEPTH {
         return Err(usage(format!(
             "source {}: nested deeper than {MAX_DEPTH} levels",
             shown.display()
@@ -405,9 +412,18 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644);
         let mtime = header.mtime().unwrap_or(0);
-        count += 1;
         if kind.is_pax_global_extensions() {
             continue;
+        }
+        count += 1;
+        let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut x| {
+            x.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
+        });
+        if sparse {
+            return Err(refuse(format!(
+                "entry {}: sparse files are not supported",
+                path.display()
+            )));
         }
         let Some((name, parents)) = parts.split_last() else {
             // The archive's own top directory ("./").
@@ -482,6 +498,10 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
                     path.display()
                 )));
             };
+            if tparts == parts {
+                // `tar cf x d d` stores a file's second mention as a link to itself.
+                continue;
+            }
             let tdir = walk(dst, tparents)
                 .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
             // linkat without AT_SYMLINK_FOLLOW links the name itself, so a
@@ -616,9 +636,16 @@ fn components(path: &Path) -> std::result::Result<Vec<CString>, &'static str> {
     Ok(out)
 }
 
-/// A write that failed while unpacking: the machine's fault (exit 1).
+/// A write that failed while unpacking: the machine's fault (exit 1) for
+/// space, quota, I/O and permission errors; otherwise the archive asked for
+/// something the file system cannot do (a name too long, a hard link to a
+/// directory): exit 2.
 fn write_error(e: Errno, path: &Path) -> Error {
-    io_error(e, format!("unpacking entry {}", path.display()))
+    let io = io::Error::from(e);
+    if is_resource_error(&io) {
+        return io_error(e, format!("unpacking entry {}", path.display()));
+    }
+    usage(format!("archive refused: entry {}: {io}", path.display()))
 }
 
 /// A read of the archive that failed: a full disk or an I/O error is the

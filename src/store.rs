@@ -54,9 +54,11 @@ pub fn inventory(app: &App) -> Result<Inventory> {
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 continue;
             }
+            // Clamped to 1970..9999: a planted far-future mtime must not
+            // make the date formatting panic.
             let mtime = SystemTime::UNIX_EPOCH
                 + Duration::new(
-                    st.st_mtime.max(0) as u64,
+                    st.st_mtime.clamp(0, 253_402_300_799) as u64,
                     (st.st_mtime_nsec as u32).min(999_999_999),
                 );
             releases.push(Release {
@@ -149,10 +151,14 @@ pub fn remove_leftovers(releases: &Dir) -> Result<Vec<String>> {
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok());
         // Only trees whose creating process is gone: a stage may be running.
+        // One that cannot be removed is reported and skipped, so a planted
+        // leftover cannot make every later prune fail.
         if let Some(pid) = owner {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                releases.remove_tree(name)?;
-                removed.push(name.to_string());
+                match releases.remove_tree(name) {
+                    Ok(()) => removed.push(name.to_string()),
+                    Err(e) => crate::log::warn(&e.one_line()),
+                }
             }
         }
     }
