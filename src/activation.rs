@@ -88,6 +88,7 @@ pub fn activate(
         since: crate::clock::now_rfc3339(),
     };
     let _lock = lock::acquire(&state, &me, opts.lock_timeout, cancel)?;
+    history::check_writable(&state)?;
 
     // 3. Finish an interrupted activation before starting ours. Whatever
     //    the recovery found, the units may still run the interrupted

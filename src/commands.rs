@@ -308,16 +308,18 @@ fn status(app: &App, out: &Output) -> Result<()> {
     Ok(())
 }
 
+/// One history entry on one line: its text fields were read from disk and
+/// are escaped here, before the lines are put together.
 fn describe(e: &history::Entry) -> String {
     let mut s = format!(
         "{} {} {} → {}",
-        e.time,
+        log::clean(&e.time),
         e.event.as_str(),
         e.from.as_deref().unwrap_or("none"),
         e.to.as_deref().unwrap_or("none")
     );
     if let Some(r) = &e.reason {
-        s += &format!(" ({r})");
+        s += &format!(" ({})", log::clean(r));
     }
     s
 }
@@ -413,23 +415,40 @@ fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
         vec![r.app.clone()]
     };
     let mut report = Vec::new();
-    let mut failed = None;
+    let mut failed = Vec::new();
+    let several = apps.len() > 1;
     for name in apps {
         match recover_one(source, name.as_deref(), r.no_reload) {
             Ok(done) => report.push(json!({"app": name, "recovered": done})),
             Err(e) => {
-                log::error(&format!(
-                    "{}: {}",
-                    name.as_deref().unwrap_or("root"),
-                    e.one_line()
-                ));
+                // One app: main prints its error once. Several: each failure
+                // is named here and main prints how many failed.
+                if several {
+                    log::error(&format!(
+                        "{}: {}",
+                        name.as_deref().unwrap_or("root"),
+                        e.one_line()
+                    ));
+                }
                 report.push(json!({"app": name, "error": e.one_line()}));
-                failed.get_or_insert(e);
+                failed.push((name, e));
             }
         }
     }
     out.print(json!(report), String::new);
-    failed.map_or(Ok(()), Err)
+    let total = report.len();
+    match failed.len() {
+        0 => Ok(()),
+        1 if !several => Err(failed.pop().expect("one").1),
+        n => Err(Error::Operational(anyhow::anyhow!(
+            "{n} of {total} apps could not be recovered: {}",
+            failed
+                .iter()
+                .map(|(name, _)| name.as_deref().unwrap_or("root"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<bool> {

@@ -108,6 +108,13 @@ pub fn append(state_dir: &Dir, entry: &Entry) -> Result<()> {
     Ok(())
 }
 
+/// Make sure the history can be appended to (creating it if missing),
+/// before anything is changed: a planted symlink, FIFO or hard link must
+/// refuse the activation up front, not after the swap.
+pub fn check_writable(state_dir: &Dir) -> Result<()> {
+    state_dir.open_file(HISTORY_FILE, Access::Append).map(drop)
+}
+
 /// The current size of the history file (0 if there is none): O(1).
 pub fn size(state_dir: &Dir) -> Result<u64> {
     Ok(state_dir
@@ -195,31 +202,29 @@ fn parse(line: &[u8]) -> Option<Entry> {
 
 /// Read one line into `buf` (without its newline). `Some(false)`: the line
 /// was longer than [`MAX_LINE`] and was skipped; `None`: end of file.
+/// `read_until` and `skip_until` find newlines with the standard library's
+/// memchr: a scan of a huge damaged file runs at memory speed.
 fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    use std::io::Read;
     buf.clear();
-    let (mut any, mut too_long) = (false, false);
-    loop {
-        let avail = r.fill_buf()?;
-        if avail.is_empty() {
-            return Ok(any.then_some(!too_long));
-        }
-        any = true;
-        let (chunk, found) = match avail.iter().position(|b| *b == b'\n') {
-            Some(i) => (&avail[..i], true),
-            None => (avail, false),
-        };
-        if too_long || buf.len() + chunk.len() > MAX_LINE {
-            too_long = true;
-            buf.clear();
-        } else {
-            buf.extend_from_slice(chunk);
-        }
-        let used = chunk.len() + usize::from(found);
-        r.consume(used);
-        if found {
-            return Ok(Some(!too_long));
-        }
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
     }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(true));
+    }
+    if buf.len() <= MAX_LINE {
+        // The last line, without its newline.
+        return Ok(Some(true));
+    }
+    buf.clear();
+    r.skip_until(b'\n')?;
+    Ok(Some(false))
 }
 
 /// What the history says about releases.
