@@ -50,6 +50,9 @@ pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel)
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
     let mut pause = Duration::from_millis(1);
+    // Say once who we are waiting for, so a deploy that seems stuck says why.
+    let mut told = false;
+    let started = Instant::now();
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => break,
@@ -60,6 +63,15 @@ pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel)
             return Err(Error::ActivationFailed(format!(
                 "{why} while waiting for the lock; nothing changed"
             )));
+        }
+        if !told && started.elapsed() >= Duration::from_secs(1) && Instant::now() < deadline {
+            told = true;
+            let holder = read_holder_from(&mut file)
+                .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
+            crate::log::info(&format!(
+                "waiting for the lock held by {holder} (up to {}s)",
+                timeout.as_secs()
+            ));
         }
         if Instant::now() >= deadline {
             let holder = read_holder_from(&mut file)

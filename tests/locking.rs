@@ -127,11 +127,20 @@ fn busy_lock_exits_3_naming_the_holder() {
         .cmd_config()
         .args(["activate", "web:v3", "--lock-timeout", "60"])
         .spawn();
+    // After a second it says whom it waits for.
+    std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(d.outside().join("go"), "").unwrap();
     let out = holder.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "waiting for the lock held by pid {pid} activating v2"
+        )),
+        "{said}"
+    );
 
     let events: Vec<_> = d
         .history()
