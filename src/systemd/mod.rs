@@ -287,7 +287,10 @@ impl Systemd {
         let proxy = self.unit(path).map_err(fail)?;
         if before.is_none() {
             *before = Some(Before {
-                was_active: is_active(&proxy.active_state().map_err(fail)?),
+                was_active: {
+                    let state = proxy.active_state().map_err(fail)?;
+                    is_active(&state) || state == "reloading"
+                },
                 invocation: proxy.invocation_id().map_err(fail)?,
             });
         }
@@ -315,7 +318,7 @@ impl Systemd {
             return Err(Fault::answer(job_failed(unit, verb, &result)));
         }
 
-        let state = proxy.active_state().map_err(fail)?;
+        let state = settle(&proxy, started, timeout, cancel).map_err(fail)?;
         if action == Action::TryRestart && !before.was_active {
             // try-restart leaves a stopped unit alone, by definition.
             return Ok(());
@@ -510,6 +513,39 @@ fn fault_kind_of_name(name: &str) -> FaultKind {
 fn is_active(state: &str) -> bool {
     state == "active"
 }
+
+/// States a unit passes through on its way somewhere else.
+fn is_transient(state: &str) -> bool {
+    matches!(
+        state,
+        "reloading" | "activating" | "deactivating" | "refreshing"
+    )
+}
+
+/// The unit's state once it has settled, waiting within the job's time.
+/// Apps that share a unit (many sites behind one nginx) activate in
+/// parallel: when our job ends, another app's reload may be running on the
+/// unit (systemd also merges concurrent reloads into one job), so
+/// "reloading" right after our job is not a failure. Only where the unit
+/// settles decides; a unit still in transit at the deadline is reported as
+/// it is.
+fn settle(
+    proxy: &UnitProxy<'_>,
+    started: Instant,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> zbus::Result<String> {
+    loop {
+        let state = proxy.active_state()?;
+        if !is_transient(&state) || started.elapsed() >= timeout || cancel.check().is_err() {
+            return Ok(state);
+        }
+        std::thread::sleep(SETTLE_POLL);
+    }
+}
+
+/// How often a unit in transit is looked at again.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 /// The one line for a job that ended with anything but "done"
 /// (results as documented in org.freedesktop.systemd1(5)).

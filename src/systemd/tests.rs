@@ -190,6 +190,9 @@ mod fake {
         /// Enqueue jobs but never announce their end, as when the
         /// connection dies before the `JobRemoved` is sent.
         pub hang: bool,
+        /// States `ActiveState` reports, one per read, once a job was
+        /// enqueued, before `active`: another job still running on the unit.
+        pub transient: std::collections::VecDeque<String>,
     }
 
     /// systemd's own errors, as it names them on the bus.
@@ -283,7 +286,13 @@ mod fake {
     impl Unit {
         #[zbus(property)]
         fn active_state(&self) -> String {
-            self.0.lock().unwrap().active.clone()
+            let mut s = self.0.lock().unwrap();
+            if s.jobs > 0 {
+                if let Some(next) = s.transient.pop_front() {
+                    return next;
+                }
+            }
+            s.active.clone()
         }
         #[zbus(property)]
         fn sub_state(&self) -> String {
@@ -368,6 +377,32 @@ fn a_failed_job_fails_the_apply() {
         err,
         "reload of web.service failed; see `journalctl -u web.service`"
     );
+}
+
+/// Another app's reload still running on a shared unit when ours ends is
+/// waited out; where the unit settles decides.
+#[test]
+fn a_unit_still_reloading_after_our_job_is_waited_for() {
+    let reload = |sd: &mut Systemd, timeout: Duration| {
+        sd.apply("web.service", Action::Reload, timeout, &Cancel::never())
+    };
+    let (mut sd, state, _server) = fake::systemd("done", "active");
+    state.lock().unwrap().transient = ["reloading", "reloading", "activating"]
+        .map(String::from)
+        .into();
+    reload(&mut sd, Duration::from_secs(30)).unwrap();
+    assert!(state.lock().unwrap().transient.is_empty());
+
+    let (mut sd, state, _server) = fake::systemd("done", "failed");
+    state.lock().unwrap().transient = ["reloading"].map(String::from).into();
+    let err = reload(&mut sd, Duration::from_secs(30)).unwrap_err();
+    assert!(err.contains("web.service is failed"), "{err}");
+
+    let (mut sd, state, _server) = fake::systemd("done", "active");
+    state.lock().unwrap().transient =
+        std::iter::repeat_n("reloading".to_string(), 10_000).collect();
+    let err = reload(&mut sd, Duration::from_millis(300)).unwrap_err();
+    assert!(err.contains("web.service is reloading"), "{err}");
 }
 
 #[test]
