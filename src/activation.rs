@@ -209,9 +209,14 @@ impl Transaction<'_> {
         }
     }
 
-    /// Steps 8 and 9.
+    /// post_swap hooks, then steps 8 and 9.
     fn bring_up(&mut self) -> Result<(), String> {
         self.cancel.check()?;
+        // `current` names the new release now, so a check of the service
+        // configuration it ships (`nginx -t`) sees the new one, and its
+        // failure rolls back before any unit is reloaded onto it.
+        self.hooks("post_swap", &self.app.config.hooks.post_swap)
+            .map_err(|why| format!("post_swap {why}"))?;
         if !self.opts.no_reload {
             self.act_on_units(&self.to.clone(), self.cancel.clone())?;
         }
@@ -319,10 +324,13 @@ impl Transaction<'_> {
 
     fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Result<(), String> {
         let cwd = self.release.proc_path();
+        let timeout = self.app.config.hooks.timeout;
         for argv in hooks {
             self.cancel.check()?;
             notify::status(&format!("{}: {phase} {}", self.arrow(), argv[0]));
-            process::run(argv, &cwd, &self.env(), None, self.cancel)
+            notify::extend_timeout(timeout + Duration::from_secs(10));
+            let deadline = std::time::Instant::now().checked_add(timeout);
+            process::run(argv, &cwd, &self.env(), deadline, self.cancel)
                 .map_err(|e| format!("hook {e}"))?;
         }
         Ok(())

@@ -55,10 +55,26 @@ impl Health {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hooks {
     pub pre_activate: Vec<Vec<String>>,
+    /// After the swap, before the units act: validates the new release's
+    /// service configuration (`nginx -t`) while a failure costs no reload.
+    pub post_swap: Vec<Vec<String>>,
     pub post_activate: Vec<Vec<String>>,
+    /// The bound on each hook; a hook still running then is killed.
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            pre_activate: Vec::new(),
+            post_swap: Vec::new(),
+            post_activate: Vec::new(),
+            timeout: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// A validated app configuration. `--root` mode uses [`Config::ad_hoc`].
@@ -186,7 +202,9 @@ struct RawHealth {
 #[serde(deny_unknown_fields)]
 struct RawHooks {
     pre_activate: Option<Vec<Spanned<Vec<String>>>>,
+    post_swap: Option<Vec<Spanned<Vec<String>>>>,
     post_activate: Option<Vec<Spanned<Vec<String>>>>,
+    timeout: Option<Spanned<u64>>,
 }
 
 impl RawConfig {
@@ -245,12 +263,16 @@ impl RawConfig {
             }
         }
         if let Some(hooks) = self.hooks {
+            if let Some(t) = hooks.timeout {
+                cfg.hooks.timeout = seconds(t, "hooks.timeout", &err)?;
+            }
             for (list, key, out) in [
                 (
                     hooks.pre_activate,
                     "hooks.pre_activate",
                     &mut cfg.hooks.pre_activate,
                 ),
+                (hooks.post_swap, "hooks.post_swap", &mut cfg.hooks.post_swap),
                 (
                     hooks.post_activate,
                     "hooks.post_activate",

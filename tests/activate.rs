@@ -210,6 +210,30 @@ fn failing_post_activate_hook_rolls_back() {
     );
 }
 
+/// post_swap runs with `current` already on the new release (so `nginx -t`
+/// checks the configuration it ships), and its failure rolls back.
+#[test]
+fn failing_post_swap_hook_rolls_back() {
+    // Fails only when current names v2 at the time it runs.
+    let check = "[ \"$(readlink \"$RELEASECTL_ROOT/current\")\" != releases/v2 ] || exit 7";
+    fails_and_restores(
+        &format!("[hooks]\npost_swap = [[\"/bin/sh\", \"-c\", '{check}']]\n"),
+        "rolled_back",
+        "post_swap",
+    );
+}
+
+/// A hook that hangs is killed at `hooks.timeout` and the activation rolls
+/// back, instead of holding the lock forever.
+#[test]
+fn hanging_hook_is_killed_at_its_timeout() {
+    fails_and_restores(
+        "[hooks]\ntimeout = 1\npost_activate = [[\"/bin/sh\", \"-c\", '[ \"$RELEASECTL_RELEASE\" != v2 ] || sleep 60']]\n",
+        "rolled_back",
+        "timed out",
+    );
+}
+
 #[test]
 fn failing_first_activation_removes_current_again() {
     let d = Dir::new();
