@@ -226,7 +226,7 @@ impl Transaction<'_> {
             notify::status(&format!("{}: checking health", self.arrow()));
             notify::extend_timeout(health.timeout + Duration::from_secs(10));
             let cwd = self.release.proc_path();
-            health::wait_healthy(health, &cwd, &self.env(), self.cancel)?;
+            health::wait_healthy(health, &self.to, &cwd, &self.env(), self.cancel)?;
         }
         self.cancel.check()
     }

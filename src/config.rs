@@ -47,6 +47,13 @@ pub struct Health {
     pub retries: u32,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Text the URL's answer (body or a header value) must contain, with
+    /// `{release}` replaced by the release being checked: proves the new
+    /// release answers, not a worker still running the old configuration.
+    pub expect: Option<String>,
+    /// Passing attempts in a row needed (workers of a reloaded server are
+    /// replaced one by one).
+    pub consecutive: u32,
 }
 
 impl Health {
@@ -104,6 +111,8 @@ impl Config {
                 retries: 5,
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(30),
+                expect: None,
+                consecutive: 1,
             },
             hooks: Hooks::default(),
         }
@@ -196,6 +205,8 @@ struct RawHealth {
     retries: Option<u32>,
     interval: Option<Spanned<u64>>,
     timeout: Option<Spanned<u64>>,
+    expect: Option<Spanned<String>>,
+    consecutive: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +266,29 @@ impl RawConfig {
                 cfg.health.url = Some(url.into_inner());
             }
             cfg.health.retries = h.retries.unwrap_or(cfg.health.retries).max(1);
+            if let Some(expect) = h.expect {
+                if cfg.health.url.is_none() {
+                    return Err(err(
+                        expect.span(),
+                        "health.expect",
+                        "needs health.url (it is looked for in the URL's answer)",
+                    ));
+                }
+                if expect.get_ref().is_empty() {
+                    return Err(err(expect.span(), "health.expect", "must not be empty"));
+                }
+                cfg.health.expect = Some(expect.into_inner());
+            }
+            if let Some(n) = h.consecutive {
+                if *n.get_ref() == 0 || *n.get_ref() > cfg.health.retries {
+                    return Err(err(
+                        n.span(),
+                        "health.consecutive",
+                        &format!("must be between 1 and retries ({})", cfg.health.retries),
+                    ));
+                }
+                cfg.health.consecutive = n.into_inner();
+            }
             if let Some(t) = h.interval {
                 cfg.health.interval = seconds(t, "health.interval", &err)?;
             }
@@ -419,6 +453,30 @@ post_activate = []
             e.starts_with("/etc/releasectl/web.toml:2: key `keep`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn health_gate_needs_a_url_and_a_sane_streak() {
+        let e =
+            parse("root = \"/srv\"\n[health]\ncommand = [\"/bin/true\"]\nexpect = \"{release}\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains(":4: key `health.expect`: needs health.url"),
+            "{e}"
+        );
+        let e =
+            parse("root = \"/srv\"\n[health]\nurl = \"http://x/\"\nretries = 2\nconsecutive = 3\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("key `health.consecutive`: must be between 1 and retries (2)"),
+            "{e}"
+        );
+        let c = parse("root = \"/srv\"\n[health]\nurl = \"http://x/\"\nexpect = \"{release}\"\nconsecutive = 2\n")
+            .unwrap();
+        assert_eq!(c.health.expect.as_deref(), Some("{release}"));
+        assert_eq!(c.health.consecutive, 2);
     }
 
     #[test]

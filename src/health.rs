@@ -6,16 +6,23 @@ use crate::config::Health;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// `Ok` once one attempt passes every configured check; otherwise the reason
-/// of the last failed attempt.
+/// `Ok` once `consecutive` attempts in a row pass every configured check;
+/// otherwise the reason of the last failed attempt. `release` is the
+/// release being checked (for `expect`'s `{release}`).
 pub fn wait_healthy(
     h: &Health,
+    release: &str,
     cwd: &Path,
     env: &[(&str, String)],
     cancel: &Cancel,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + h.timeout;
+    // Bounded at load; saturate rather than panic all the same.
+    let deadline = Instant::now()
+        .checked_add(h.timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    let expect = h.expect.as_ref().map(|e| e.replace("{release}", release));
     let mut last = String::from("no attempt made");
+    let mut streak = 0;
     for attempt in 1..=h.retries {
         cancel.check()?;
         if Instant::now() >= deadline {
@@ -24,12 +31,19 @@ pub fn wait_healthy(
                 h.timeout.as_secs()
             ));
         }
-        match attempt_once(h, cwd, env, deadline, cancel) {
+        match attempt_once(h, expect.as_deref(), cwd, env, deadline, cancel) {
             Ok(()) => {
-                crate::log::debug(&format!("health check passed on attempt {attempt}"));
-                return Ok(());
+                streak += 1;
+                crate::log::debug(&format!(
+                    "health check passed on attempt {attempt} ({streak} of {} in a row)",
+                    h.consecutive
+                ));
+                if streak >= h.consecutive {
+                    return Ok(());
+                }
             }
             Err(why) => {
+                streak = 0;
                 crate::log::info(&format!(
                     "health check attempt {attempt}/{}: {why}",
                     h.retries
@@ -42,11 +56,18 @@ pub fn wait_healthy(
         }
     }
     cancel.check()?;
+    if streak > 0 {
+        return Err(format!(
+            "health check passed only {streak} of {} times in a row within {} attempts",
+            h.consecutive, h.retries
+        ));
+    }
     Err(format!("health check failed {} times: {last}", h.retries))
 }
 
 fn attempt_once(
     h: &Health,
+    expect: Option<&str>,
     cwd: &Path,
     env: &[(&str, String)],
     deadline: Instant,
@@ -56,23 +77,51 @@ fn attempt_once(
         crate::process::run(argv, cwd, env, Some(deadline), cancel)?;
     }
     if let Some(url) = &h.url {
-        http_ok(url, deadline.saturating_duration_since(Instant::now()))?;
+        http_ok(
+            url,
+            expect,
+            deadline.saturating_duration_since(Instant::now()),
+        )?;
     }
     Ok(())
 }
 
-/// GET `url`; only a 2xx answer within `timeout` counts.
-pub fn http_ok(url: &str, timeout: Duration) -> Result<(), String> {
+/// How much of an answer's body `expect` is looked for in.
+const MAX_BODY: u64 = 1 << 20;
+
+/// GET `url`; only a 2xx answer within `timeout` counts, and with `expect`
+/// only one whose body (first MiB) or a header value contains it.
+pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<(), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(timeout.max(Duration::from_millis(1)))
         .redirects(0)
         .build();
-    match agent.get(url).call() {
-        Ok(resp) if (200..300).contains(&resp.status()) => Ok(()),
-        Ok(resp) => Err(format!("GET {url} answered {}", resp.status())),
-        Err(ureq::Error::Status(code, _)) => Err(format!("GET {url} answered {code}")),
-        Err(e) => Err(format!("GET {url}: {e}")),
+    let resp = match agent.get(url).call() {
+        Ok(resp) if (200..300).contains(&resp.status()) => resp,
+        Ok(resp) => return Err(format!("GET {url} answered {}", resp.status())),
+        Err(ureq::Error::Status(code, _)) => return Err(format!("GET {url} answered {code}")),
+        Err(e) => return Err(format!("GET {url}: {e}")),
+    };
+    let Some(expect) = expect else {
+        return Ok(());
+    };
+    let in_header = resp
+        .headers_names()
+        .iter()
+        .any(|n| resp.all(n).iter().any(|v| v.contains(expect)));
+    if in_header {
+        return Ok(());
     }
+    let mut body = Vec::new();
+    let reader: Box<dyn std::io::Read + Send + Sync> = resp.into_reader();
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX_BODY), &mut body)
+        .map_err(|e| format!("GET {url}: reading the answer: {e}"))?;
+    if String::from_utf8_lossy(&body).contains(expect) {
+        return Ok(());
+    }
+    Err(format!(
+        "GET {url} answered, but not with {expect:?} (an old worker or the old release?)"
+    ))
 }
 
 /// Sleep in short steps so a signal is noticed promptly.
@@ -100,13 +149,100 @@ mod tests {
             retries,
             interval: Duration::from_millis(10),
             timeout: Duration::from_secs(10),
+            expect: None,
+            consecutive: 1,
         }
+    }
+
+    /// An HTTP server on loopback answering each request with the next of
+    /// `answers` (status, header line, body); returns its URL.
+    fn serve(answers: Vec<(u16, &'static str, &'static str)>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for (status, header, body) in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn gate(url: String, retries: u32, consecutive: u32) -> Health {
+        Health {
+            command: None,
+            url: Some(url),
+            retries,
+            interval: Duration::from_millis(1),
+            timeout: Duration::from_secs(10),
+            expect: Some("release {release}".into()),
+            consecutive,
+        }
+    }
+
+    #[test]
+    fn expect_waits_for_the_new_release_to_answer() {
+        // Old workers answer first; a 2xx alone would pass the old release.
+        let answers = vec![
+            (200, "", "release v1"),
+            (200, "", "release v1"),
+            (200, "", "release v2"),
+        ];
+        let h = gate(serve(answers), 3, 1);
+        wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never()).unwrap();
+
+        let answers = vec![(200, "", "release v1"); 3];
+        let e = wait_healthy(
+            &gate(serve(answers), 3, 1),
+            "v2",
+            Path::new("/"),
+            &[],
+            &Cancel::never(),
+        )
+        .unwrap_err();
+        assert!(e.contains("not with \"release v2\""), "{e}");
+
+        // A header carries it too (`add_header X-Release ...`).
+        let answers = vec![(200, "X-Release: release v2\r\n", "ok")];
+        wait_healthy(
+            &gate(serve(answers), 1, 1),
+            "v2",
+            Path::new("/"),
+            &[],
+            &Cancel::never(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn consecutive_successes_are_needed_in_a_row() {
+        let answers = vec![
+            (200, "", "release v2"),
+            (500, "", "release v2"),
+            (200, "", "release v2"),
+            (200, "", "release v2"),
+        ];
+        let h = gate(serve(answers.clone()), 4, 2);
+        wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never()).unwrap();
+        let h = gate(serve(answers), 3, 2);
+        let e = wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        assert!(e.contains("only 1 of 2 times in a row"), "{e}");
     }
 
     #[test]
     fn passing_command_is_healthy() {
         let h = health(&["/bin/true"], 3);
-        wait_healthy(&h, Path::new("/"), &[], &Cancel::never()).unwrap();
+        wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap();
     }
 
     #[test]
@@ -116,7 +252,7 @@ mod tests {
         let script =
             "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 3 ]";
         let h = health(&["/bin/sh", "-c", script], 3);
-        wait_healthy(&h, dir.path(), &[], &Cancel::never()).unwrap();
+        wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("count"))
                 .unwrap()
@@ -128,7 +264,7 @@ mod tests {
     #[test]
     fn gives_up_after_retries() {
         let h = health(&["/bin/false"], 2);
-        let e = wait_healthy(&h, Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
         assert!(e.contains("failed 2 times"), "{e}");
     }
 
@@ -137,7 +273,7 @@ mod tests {
         let mut h = health(&["/bin/sleep", "30"], 5);
         h.timeout = Duration::from_millis(200);
         let t = Instant::now();
-        let e = wait_healthy(&h, Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
@@ -147,7 +283,7 @@ mod tests {
         let h = health(&["/bin/false"], 100);
         let cancel = Cancel::never();
         cancel.trigger();
-        let e = wait_healthy(&h, Path::new("/"), &[], &cancel).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &cancel).unwrap_err();
         assert!(e.contains("SIGTERM"), "{e}");
     }
 }
