@@ -124,6 +124,7 @@ pub fn activate(
         services,
         cancel,
         recovered,
+        units_touched: false,
     };
     tx.run()
 }
@@ -140,6 +141,9 @@ struct Transaction<'a> {
     cancel: &'a Cancel,
     /// An interrupted activation was undone just before this one.
     recovered: bool,
+    /// Whether the units were asked to act for `to`: only then does the
+    /// rollback act on them again (a post_swap failure reloads nothing).
+    units_touched: bool,
 }
 
 impl Transaction<'_> {
@@ -218,6 +222,7 @@ impl Transaction<'_> {
         self.hooks("post_swap", &self.app.config.hooks.post_swap)
             .map_err(|why| format!("post_swap {why}"))?;
         if !self.opts.no_reload {
+            self.units_touched = true;
             self.act_on_units(&self.to.clone(), self.cancel.clone())?;
         }
         self.cancel.check()?;
@@ -272,7 +277,7 @@ impl Transaction<'_> {
         };
         // The rollback must finish even if another signal arrives.
         let services = match (&restored, &self.from) {
-            (Ok(()), Some(from)) if !self.opts.no_reload => {
+            (Ok(()), Some(from)) if self.units_touched => {
                 self.act_on_units(&from.clone(), Cancel::never())
             }
             _ => Ok(()),

@@ -39,6 +39,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         m_health_gate_sees_the_new_nginx_config,
     ),
     (
+        "n_nginx_t_post_swap_under_the_unit",
+        n_nginx_t_post_swap_under_the_unit,
+    ),
+    (
         "i_killed_activation_is_recovered",
         i_killed_activation_is_recovered,
     ),
@@ -444,6 +448,70 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
         "the control never committed v2: the scenario cannot tell"
     );
     let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/gate"));
+    c.sh("systemctl reload nginx.service");
+}
+
+/// n. `post_swap = [["/usr/sbin/nginx", "-t", "-q"]]` under deploy@ (its
+/// sandbox): nginx tests the configuration `current` now ships, including
+/// a `listen` on port 80. A release shipping a broken configuration is
+/// refused by the hook and rolled back before any reload (nginx's reload
+/// count does not move); a good one passes the same hook under the unit.
+fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
+    let ok = |v: &str| {
+        format!("location / {{ default_type text/plain; return 200 \"release {v}\\n\"; }}\n")
+    };
+    let (ok1, ok3) = (ok("v1"), ok("v3"));
+    let app = App::create(
+        c,
+        "ngt",
+        "[services]\nunits = [\"nginx.service\"]\naction = \"reload\"\n\
+         [health]\nurl = \"http://127.0.0.1:80/\"\nexpect = \"release {release}\"\n\
+         retries = 2000\ninterval = 0\ntimeout = 20\n\
+         [hooks]\npost_swap = [[\"/usr/sbin/nginx\", \"-t\", \"-q\"]]\n",
+        &[
+            ("v1", &[("nginx/site.conf", ok1.as_str())]),
+            (
+                "v2",
+                &[("nginx/site.conf", "this is not nginx configuration;\n")],
+            ),
+            ("v3", &[("nginx/site.conf", ok3.as_str())]),
+        ],
+    );
+    app.start_at("v1");
+    c.write(
+        "/etc/nginx/sites-enabled/ngt",
+        "server {\n  listen 127.0.0.1:80;\n  include /srv/ngt/current/nginx/*.conf;\n}\n",
+    );
+    c.sh("nginx -t -q && systemctl reload-or-restart nginx.service");
+    let reloads = || count_in_journal(c, "nginx.service", "Reloaded");
+    let before = reloads();
+
+    c.sh_fails("systemctl start deploy@ngt:v2");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    let last = app.last_event();
+    assert_eq!(event(&last), ("rolled_back", "v1", "v2"));
+    assert_contains(
+        last["reason"].as_str().unwrap_or_default(),
+        "post_swap",
+        "the rollback reason",
+    );
+    assert_eq!(
+        reloads(),
+        before,
+        "nginx was reloaded for a refused release"
+    );
+    assert_eq!(show(c, "nginx.service", "ActiveState"), "active");
+
+    c.sh("systemctl start deploy@ngt:v3");
+    assert_eq!(app.current().as_deref(), Some("v3"));
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v3"));
+    assert!(reloads() > before, "v3 was not reloaded");
+    let story = journal(c, "deploy@ngt:v3.service");
+    assert!(
+        !story.contains("Permission denied") && !story.contains("Operation not permitted"),
+        "nginx -t was refused something under the unit:\n{story}"
+    );
+    let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/ngt"));
     c.sh("systemctl reload nginx.service");
 }
 
