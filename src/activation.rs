@@ -29,6 +29,8 @@ pub struct Options {
     pub lock_timeout: Duration,
     pub expect_current: Option<String>,
     pub dry_run: bool,
+    /// Refuse a release marked bad (package hooks: never retry a failure).
+    pub refuse_bad: bool,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             lock_timeout: Duration::from_secs(60),
             expect_current: None,
             dry_run: false,
+            refuse_bad: false,
         }
     }
 }
@@ -75,6 +78,14 @@ pub fn activate(
     app.root.check_release(&planned)?;
     let current = app.root.current()?;
     check_expected(opts.expect_current.as_deref(), &current)?;
+    if opts.refuse_bad && history::summary(state_ro.as_ref())?.bad.contains(&planned) {
+        return Err(usage(format!(
+            "{}: release {planned} is marked bad (its latest activation failed, see \
+             `releasectl history`); not activating it again; fix it, or activate it without \
+             --refuse-bad",
+            app.label()
+        )));
+    }
     if opts.dry_run {
         return dry_run(state_ro.as_ref(), planned, current);
     }

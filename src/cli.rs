@@ -97,6 +97,9 @@ pub struct ActivateFlags {
     /// Validate and say what would happen; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Refuse a release whose latest attempt failed (exit 2, nothing changed)
+    #[arg(long)]
+    pub refuse_bad: bool,
 }
 
 #[derive(Debug, Args)]

@@ -227,6 +227,7 @@ fn run_activation(app: &App, target: &Target, f: &cli::ActivateFlags, out: &Outp
         lock_timeout: Duration::from_secs(f.lock_timeout),
         expect_current: f.expect_current.clone(),
         dry_run: f.dry_run,
+        refuse_bad: f.refuse_bad,
     };
     let cancel = Cancel::install()
         .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;

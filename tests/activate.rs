@@ -210,6 +210,34 @@ fn failing_post_activate_hook_rolls_back() {
     );
 }
 
+/// `--refuse-bad` (what package hooks pass) refuses a release whose latest
+/// attempt failed, with exit 2 and nothing changed; without it the release
+/// is tried again.
+#[test]
+fn refuse_bad_does_not_retry_a_failed_release() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        &format!("root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']\nretries = 1\n"),
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    let before = d.tree();
+    for args in [
+        &["activate", "--refuse-bad", "web:v2"][..],
+        &["activate", "--refuse-bad", "--dry-run", "web:v2"][..],
+    ] {
+        let r = d.cmd_config().args(args).expect(2);
+        assert!(r.one_line_error().contains("v2 is marked bad"), "{r}");
+        before.assert_same(&d.tree(), &r.shown);
+    }
+    d.cmd_config()
+        .args(["activate", "--refuse-bad", "web:v1", "--force"])
+        .ok();
+    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+}
+
 /// post_swap runs with `current` already on the new release (so `nginx -t`
 /// checks the configuration it ships), and its failure rolls back.
 #[test]

@@ -481,6 +481,18 @@ fn app_packages_activate_and_roll_back() {
         c.sh("dpkg-query -W -f '${db:Status-Status}' hello-3.0"),
         "half-configured"
     );
+    // Later dpkg runs (apt and unattended-upgrades run `dpkg --configure -a`)
+    // do not swap production onto the known-bad release again.
+    let history = || c.sh("wc -l < /srv/hello/.releasectl/history.jsonl");
+    let (lines, reloaded) = (history(), reloads());
+    for _ in 0..3 {
+        let (_, msg) = c.sh_fails("dpkg --configure -a");
+        assert!(msg.contains("3.0 is marked bad"), "{msg}");
+        assert!(msg.contains("RELEASECTL_FORCE=1"), "{msg}");
+        assert_eq!(current(), "releases/2.0");
+    }
+    assert_eq!(history(), lines, "a retry of the bad release was recorded");
+    assert_eq!(reloads(), reloaded, "a retry reloaded the service");
 
     // Removing the active release's package rolls back to the previous good
     // release (1.0; 3.0 is marked bad).

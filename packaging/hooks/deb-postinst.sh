@@ -20,6 +20,14 @@ releasectl_systemd_running() {
 }
 
 releasectl_activate() {
+	# A release whose activation failed before is not tried again on every
+	# later apt/dnf run (dpkg keeps the package unconfigured and reruns this);
+	# RELEASECTL_FORCE=1 tries it anyway.
+	if [ "${RELEASECTL_FORCE:-0}" != 1 ] &&
+		! releasectl activate --dry-run --refuse-bad "$1:$2" >/dev/null; then
+		echo "releasectl: not activating $1:$2; fix the release and rerun with RELEASECTL_FORCE=1, or remove its package" >&2
+		return 1
+	fi
 	if ! releasectl_systemd_running; then
 		releasectl activate --no-reload --no-health "$1:$2"
 		return
