@@ -64,6 +64,31 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         Err(e) => add(root::STATE_DIR, Err(e.one_line())),
     }
 
+    // Hooks and the health command run as root without $PATH: a program
+    // that is missing or not executable fails every activation.
+    let hooks = &app.config.hooks;
+    let programs = [
+        ("pre_activate", &hooks.pre_activate),
+        ("post_swap", &hooks.post_swap),
+        ("post_activate", &hooks.post_activate),
+    ]
+    .into_iter()
+    .flat_map(|(phase, list)| list.iter().map(move |argv| (phase, argv)))
+    .chain(
+        app.config
+            .health
+            .command
+            .iter()
+            .map(|argv| ("health", argv)),
+    );
+    for (phase, argv) in programs {
+        let program = &argv[0];
+        let r = rustix::fs::access(program.as_str(), rustix::fs::Access::EXEC_OK)
+            .map(|()| "executable".to_string())
+            .map_err(|e| format!("{program}: {}", std::io::Error::from(e)));
+        add(&format!("{phase} {program}"), r);
+    }
+
     let svc = &app.config.services;
     if !svc.units.is_empty() {
         match crate::commands::service_manager(app, false) {

@@ -238,6 +238,27 @@ fn refuse_bad_does_not_retry_a_failed_release() {
     d.cmd_config().args(["activate", "web:v2"]).expect(4);
 }
 
+/// `check` names a hook or health program that is missing or not
+/// executable (they run as root without $PATH: every activation would fail).
+#[test]
+fn check_names_programs_that_cannot_run() {
+    let d = Dir::new();
+    d.releases(&["v1"]);
+    d.config(
+        "web",
+        "root = \"{root}\"\n[hooks]\npre_activate = [[\"/bin/true\"]]\n\
+         post_swap = [[\"/nonexistent/nginx\", \"-t\"]]\n[health]\ncommand = [\"{base}/etc/web.toml\"]\n",
+    );
+    let r = d.cmd_config().args(["check", "web"]).expect(1);
+    assert!(r.stdout.contains("ok    pre_activate /bin/true"), "{r}");
+    assert!(
+        r.stdout.contains("FAIL  post_swap /nonexistent/nginx"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("FAIL  health "), "{r}");
+    assert!(r.one_line_error().contains("2 check(s) failed"), "{r}");
+}
+
 /// post_swap runs with `current` already on the new release (so `nginx -t`
 /// checks the configuration it ships), and its failure rolls back.
 #[test]
