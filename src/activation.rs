@@ -104,7 +104,7 @@ pub fn activate(
     // 3. Finish an interrupted activation before starting ours. Whatever
     //    the recovery found, the units may still run the interrupted
     //    release: killed after the swap, `current` is moved back here; after
-    //    a failed rollback (exit 5) `current` is back already but the units'
+    //    a failed rollback (exit 12) `current` is back already but the units'
     //    rollback jobs failed. So they are redone below even when the target
     //    is already current.
     let mut recovered = false;

@@ -10,9 +10,9 @@ Exit status:
   0  ok (including \"already active\")
   1  operational error
   2  bad usage or input; nothing was changed
-  3  lock busy (another activation of the app holds it)
-  4  activation failed; the previous release was restored
-  5  rollback failed; manual attention needed";
+  10  lock busy (another activation of the app holds it)
+  11  activation failed; the previous release was restored
+  12  rollback failed; manual attention needed";
 
 /// Atomic, locked, reversible release activation for systemd hosts.
 ///

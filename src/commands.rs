@@ -468,7 +468,7 @@ fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<b
         return Ok(false);
     };
     // Redo the units whenever an intent was found, moved or not: after a
-    // failed rollback (exit 5) `current` is back already, but the units
+    // failed rollback (exit 12) `current` is back already, but the units
     // still have to pick it up.
     let recovered = activation::recover_pending(&app, &state, &p)? != Recovery::AlreadyRecorded;
     if recovered && !no_reload {

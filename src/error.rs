@@ -8,9 +8,12 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const OPERATIONAL: i32 = 1;
     pub const USAGE: i32 = 2;
-    pub const LOCK_BUSY: i32 = 3;
-    pub const ACTIVATION_FAILED: i32 = 4;
-    pub const ROLLBACK_FAILED: i32 = 5;
+    // Outside 3-7, which systemd shows with LSB names (`status=4/NOPERMISSION`
+    // for a rollback), and outside the BSD (64-78) and systemd (200-243)
+    // ranges it names too: `systemctl status deploy@…` shows them plain.
+    pub const LOCK_BUSY: i32 = 10;
+    pub const ACTIVATION_FAILED: i32 = 11;
+    pub const ROLLBACK_FAILED: i32 = 12;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -152,7 +152,7 @@ pre_activate = [["/bin/sh", "-c", "{ pwd; env | grep ^RELEASECTL_ | sort; } > {b
     assert_eq!(env, want);
 }
 
-/// v1 active; `body` is the config's failing part; activating v2 must exit 4
+/// v1 active; `body` is the config's failing part; activating v2 must exit 11
 /// with v1 current again and v2 marked bad.
 fn fails_and_restores(body: &str, event: &str, needle: &str) {
     let d = Dir::new();
@@ -160,7 +160,7 @@ fn fails_and_restores(body: &str, event: &str, needle: &str) {
     d.config("web", &format!("root = \"{{root}}\"\n{body}"));
     // The failing check only fails for v2 (it reads RELEASECTL_RELEASE).
     d.cmd_config().args(["activate", "web:v1"]).ok();
-    let r = d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    let r = d.cmd_config().args(["activate", "web:v2"]).expect(11);
     assert!(r.stderr.contains(needle), "{r}");
     assert_eq!(d.assert_current_complete(), "v1");
     assert!(d.pending().is_none());
@@ -222,7 +222,7 @@ fn refuse_bad_does_not_retry_a_failed_release() {
         &format!("root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']\nretries = 1\n"),
     );
     d.cmd_config().args(["activate", "web:v1"]).ok();
-    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    d.cmd_config().args(["activate", "web:v2"]).expect(11);
     let before = d.tree();
     for args in [
         &["activate", "--refuse-bad", "web:v2"][..],
@@ -235,7 +235,7 @@ fn refuse_bad_does_not_retry_a_failed_release() {
     d.cmd_config()
         .args(["activate", "--refuse-bad", "web:v1", "--force"])
         .ok();
-    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    d.cmd_config().args(["activate", "web:v2"]).expect(11);
 }
 
 /// `check` names a hook or health program that is missing or not
@@ -291,7 +291,7 @@ fn failing_first_activation_removes_current_again() {
         "web",
         "root = \"{root}\"\n[health]\ncommand = [\"/bin/false\"]\nretries = 1\n",
     );
-    d.cmd_config().args(["activate", "web:v1"]).expect(4);
+    d.cmd_config().args(["activate", "web:v1"]).expect(11);
     assert!(
         d.current().is_none(),
         "current left pointing at a failed release"
@@ -381,7 +381,7 @@ fn a_timed_out_health_check_is_killed_with_its_children() {
     d.cmd_config()
         .args(["activate", "web:v1", "--no-health"])
         .ok();
-    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    d.cmd_config().args(["activate", "web:v2"]).expect(11);
     assert_eq!(d.assert_current_complete(), "v1");
     // `sleep` is the shell's child (its output redirected, so it cannot keep
     // our pipes open): it must be gone with the shell.

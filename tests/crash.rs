@@ -163,7 +163,7 @@ fn signal_during_health_check(sig: Signal, name: &str) {
     signal(&child, sig);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains(name), "{stderr}");
 
     assert_eq!(d.assert_current_complete(), "v1", "previous not restored");
@@ -307,7 +307,7 @@ fn recovery_to_the_requested_release_still_runs_the_transaction() {
 
 #[test]
 fn an_intent_left_by_a_failed_rollback_redoes_the_units() {
-    // A rollback whose unit jobs failed (exit 5) leaves `current` back on v1
+    // A rollback whose unit jobs failed (exit 12) leaves `current` back on v1
     // and the intent record: the units may still run v2. Activating v1 must
     // redo them, not answer "already active".
     let d = Dir::new();
@@ -383,7 +383,7 @@ fn an_fsync_failure_after_the_swap_rolls_back() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert_eq!(d.assert_current_complete(), "v1");
     assert!(d.pending().is_none());
     let last = d.history().last().unwrap().clone();

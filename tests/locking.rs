@@ -111,7 +111,7 @@ fn busy_lock_exits_3_naming_the_holder() {
     let busy = d
         .cmd_config()
         .args(["activate", "web:v3", "--lock-timeout", "0"])
-        .expect(3);
+        .expect(10);
     let line = busy.one_line_error();
     assert!(
         line.contains(&format!("pid {pid}")),

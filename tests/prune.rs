@@ -47,7 +47,7 @@ retries = 1
     for id in ["v3", "v4", "v5"] {
         d.cmd_config()
             .args(["activate", &format!("web:{id}")])
-            .expect(4);
+            .expect(11);
     }
     let status = d.cmd_config().args(["--json", "status"]).ok().json();
     assert_eq!(status["current"], "v2", "{status:#}");
@@ -150,7 +150,7 @@ retries = 1
     }
     // v2 was good, then fails on a later activation: it is bad now.
     std::fs::write(&badlist, "v2\n").unwrap();
-    d.cmd_config().args(["activate", "web:v2"]).expect(4);
+    d.cmd_config().args(["activate", "web:v2"]).expect(11);
     assert_eq!(d.assert_current_complete(), "v3");
 
     // The newest good release that is not current is v1, not v2.
@@ -163,7 +163,7 @@ retries = 1
     assert_eq!(d.assert_current_complete(), "v3");
 
     // An explicit --to is honoured (and here fails its health check again).
-    d.cmd_config().args(["rollback", "--to", "v2"]).expect(4);
+    d.cmd_config().args(["rollback", "--to", "v2"]).expect(11);
     assert_eq!(d.assert_current_complete(), "v3");
 }
 
@@ -203,7 +203,7 @@ post_activate = [["/bin/sh", "-c", "[ \"$RELEASECTL_RELEASE\" != v3 ] || [ ! -e 
     }
     d.cmd_config().args(["rollback", "web", "--to", "v1"]).ok();
     d.write("fail", "");
-    d.cmd_config().args(["activate", "web:v3"]).expect(4);
+    d.cmd_config().args(["activate", "web:v3"]).expect(11);
 
     d.cmd_config().args(["prune", "web", "--keep", "0"]).ok();
     assert_eq!(d.release_names(), ["v1", "v2", "v3"]);

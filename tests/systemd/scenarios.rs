@@ -256,8 +256,8 @@ fn b_failing_reload_rolls_back(c: &mut Container) {
     assert_eq!(show(c, unit, "Result"), "exit-code");
     assert_eq!(
         show(c, unit, "ExecMainStatus"),
-        "4",
-        "exit 4: previous release restored"
+        "11",
+        "exit 11: previous release restored"
     );
     let story = journal(c, unit);
     assert_contains(
@@ -915,14 +915,14 @@ fn j_power_cut_then_boot_recovers(c: &mut Container) {
 /// dbus-daemon, and the job's `JobRemoved` with it, although the bus is
 /// back a moment later. The activation must carry on over a new
 /// connection: roll back cleanly when v2 is unhealthy, commit when it is
-/// healthy. Never "rollback failed" (exit 5).
+/// healthy. Never "rollback failed" (exit 12).
 fn k_bus_restart_during_reload_rolls_back(c: &mut Container) {
     let app = bus_restart_during_reload(c, "busfault", false);
     let unit = "deploy@busfault:v2.service";
     assert_eq!(
         show(c, unit, "ExecMainStatus"),
-        "4",
-        "exit 4: previous release restored"
+        "11",
+        "exit 11: previous release restored"
     );
     assert_eq!(app.current().as_deref(), Some("v1"));
     assert!(!app.pending_exists(), "pending.json left behind");
