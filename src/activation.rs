@@ -31,6 +31,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Refuse a release marked bad (package hooks: never retry a failure).
     pub refuse_bad: bool,
+    /// Mark the release left behind bad once this activation commits
+    /// (`rollback`: a second rollback goes further back, not forward again).
+    pub mark_from_bad: bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             expect_current: None,
             dry_run: false,
             refuse_bad: false,
+            mark_from_bad: false,
         }
     }
 }
@@ -266,6 +270,18 @@ impl Transaction<'_> {
         // Recorded: a leftover intent is recognised as such by the next run.
         if let Err(e) = pending::remove(self.state) {
             log::warn(&e.one_line());
+        }
+        let left = self
+            .from
+            .as_deref()
+            .filter(|l| self.opts.mark_from_bad && *l != self.to);
+        if let Some(left) = left {
+            let entry = Entry::new(Event::MarkedBad, self.app.name.as_deref(), None, Some(left))
+                .with_reason(format!("rolled back from, to {}", self.to));
+            match history::append(self.state, &entry) {
+                Ok(()) => journal::record(&entry),
+                Err(e) => log::warn(&format!("cannot mark {left} bad: {}", e.one_line())),
+            }
         }
         let msg = format!("{}: {} active", self.app.label(), self.to);
         notify::status(&msg);

@@ -56,6 +56,10 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Go back to the previous good release (or --to ID), with the same transaction
     Rollback(RollbackArgs),
+    /// Mark a release bad: rollback skips it until it is activated successfully again
+    MarkBad(MarkArgs),
+    /// Clear a release's bad mark, so that rollback may pick it again
+    MarkGood(MarkArgs),
     /// Show current, previous, pending activation, lock holder and last outcome
     Status(AppArg),
     /// List releases, newest first, marking current, previous and bad ones
@@ -150,6 +154,16 @@ pub struct RollbackArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub flags: ActivateFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    /// The release, as [APP:]RELEASE
+    #[arg(value_name = "[APP:]RELEASE")]
+    pub release: OsString,
+    /// Why, recorded in the history (at most 512 bytes)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

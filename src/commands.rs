@@ -6,6 +6,7 @@ use crate::app::{App, Source};
 use crate::cancel::Cancel;
 use crate::cli::{self, Cli, Command};
 use crate::error::{usage, Error, Result};
+use crate::history::Event;
 use crate::services::{NoServices, ServiceManager};
 use crate::{history, lock, log, pending, release_id, stage, store};
 use rustix::fs::OFlags;
@@ -43,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
             let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
-            run_activation(&app, &Target::Release(id), &d.flags, &out)
+            run_activation(&app, &Target::Release(id), &d.flags, Leaving::Keep, &out)
         }
         Command::Rollback(r) => {
             let app = source.open(r.app.as_deref())?;
@@ -55,8 +56,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => Target::PreviousGood,
             };
-            run_activation(&app, &target, &r.flags, &out)
+            run_activation(&app, &target, &r.flags, Leaving::MarkBad, &out)
         }
+        Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, &out),
+        Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, &out),
         Command::Status(a) => status(&source.open(a.app.as_deref())?, &out),
         Command::List(a) => list(&source.open(a.app.as_deref())?, &out),
         Command::History(h) => show_history(&source.open(h.app.as_deref())?, h.lines, &out),
@@ -116,6 +119,7 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
         &app,
         &Target::Release(request.release.clone()),
         &a.flags,
+        Leaving::Keep,
         out,
     )?;
     let Some(name) = &a.request else {
@@ -136,7 +140,13 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
         log::info(&format!(
             "{name}: request changed to {next} meanwhile; activating it"
         ));
-        run_activation(&app, &Target::Release(next.clone()), &a.flags, out)?;
+        run_activation(
+            &app,
+            &Target::Release(next.clone()),
+            &a.flags,
+            Leaving::Keep,
+            out,
+        )?;
         done = next;
     }
 }
@@ -219,7 +229,21 @@ fn check_flags(f: &cli::ActivateFlags) -> Result<()> {
     Ok(())
 }
 
-fn run_activation(app: &App, target: &Target, f: &cli::ActivateFlags, out: &Output) -> Result<()> {
+/// `rollback`: the release left behind is marked bad once the rollback
+/// commits, so a second rollback goes further back.
+#[derive(Clone, Copy, PartialEq)]
+enum Leaving {
+    Keep,
+    MarkBad,
+}
+
+fn run_activation(
+    app: &App,
+    target: &Target,
+    f: &cli::ActivateFlags,
+    leaving: Leaving,
+    out: &Output,
+) -> Result<()> {
     let opts = Options {
         no_reload: f.no_reload,
         no_health: f.no_health,
@@ -228,6 +252,7 @@ fn run_activation(app: &App, target: &Target, f: &cli::ActivateFlags, out: &Outp
         expect_current: f.expect_current.clone(),
         dry_run: f.dry_run,
         refuse_bad: f.refuse_bad,
+        mark_from_bad: leaving == Leaving::MarkBad,
     };
     let cancel = Cancel::install()
         .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
@@ -311,6 +336,41 @@ fn status(app: &App, out: &Output) -> Result<()> {
 
 /// One history entry on one line: its text fields were read from disk and
 /// are escaped here, before the lines are put together.
+/// `mark-bad` / `mark-good`: one history entry, under the app's lock so
+/// that an activation reading the history meanwhile sees it whole.
+fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result<()> {
+    let request = release_id::parse_request(&m.release, source.allows_app())?;
+    let reason = m.reason.unwrap_or_else(|| "by hand".into());
+    if reason.len() > 512 || reason.chars().any(char::is_control) {
+        return Err(usage("--reason: at most 512 bytes, no control characters"));
+    }
+    let app = source.open(request.app.as_deref())?;
+    let id = request.release;
+    app.root.check_release(&id)?;
+    let state = app.state_dir(true)?.expect("created");
+    let me = lock::Holder {
+        pid: std::process::id(),
+        release: id.clone(),
+        since: crate::clock::now_rfc3339(),
+    };
+    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
+    let entry =
+        history::Entry::new(event, app.name.as_deref(), None, Some(&id)).with_reason(reason);
+    history::append(&state, &entry)?;
+    crate::journal::record(&entry);
+    let word = if event == Event::MarkedBad {
+        "bad"
+    } else {
+        "good"
+    };
+    let label = app.label();
+    out.print(
+        json!({"app": app.name, "release": id, "marked": word}),
+        || format!("{label}: {id} marked {word}"),
+    );
+    Ok(())
+}
+
 fn describe(e: &history::Entry) -> String {
     let mut s = format!(
         "{} {} {} → {}",

@@ -26,6 +26,11 @@ pub enum Event {
     RollbackFailed,
     /// An interrupted activation was found and `from` restored.
     Recovered,
+    /// `to` was marked bad by hand (`mark-bad`) or left by `rollback`:
+    /// `rollback` skips it until it is activated successfully again.
+    MarkedBad,
+    /// `to` was marked good by hand (`mark-good`): no longer skipped.
+    MarkedGood,
 }
 
 impl Event {
@@ -37,6 +42,8 @@ impl Event {
             Event::Aborted => "aborted",
             Event::RollbackFailed => "rollback_failed",
             Event::Recovered => "recovered",
+            Event::MarkedBad => "marked_bad",
+            Event::MarkedGood => "marked_good",
         }
     }
 }
@@ -297,8 +304,11 @@ impl Summarizer {
                     s.last_good = Some(to.clone());
                     self.last_activated.insert(to, self.seq);
                 }
-                Event::RolledBack | Event::Aborted | Event::RollbackFailed => {
+                Event::RolledBack | Event::Aborted | Event::RollbackFailed | Event::MarkedBad => {
                     s.bad.insert(to);
+                }
+                Event::MarkedGood => {
+                    s.bad.remove(&to);
                 }
                 Event::Recovered => {}
             }

@@ -26,14 +26,16 @@ pub fn message_id(event: Event) -> &'static str {
         Event::Aborted => "0465d986c31747758124a8118c537eb6",
         Event::RollbackFailed => "d5c0068713714c4ca6d840085180b52d",
         Event::Recovered => "28d9df36780844388619252c59d08a5d",
+        Event::MarkedBad => "6f3b1c0e9a5d4e27b8c4f1d2a7e6b903",
+        Event::MarkedGood => "b2d84e6f1c0a4b5d9e3f7a6c8d1e2f40",
     }
 }
 
 /// syslog priority: a rollback is an error, a failed rollback critical.
 fn priority(event: Event) -> u8 {
     match event {
-        Event::Activated => 5,
-        Event::Recovered | Event::Aborted => 4,
+        Event::Activated | Event::MarkedGood => 5,
+        Event::Recovered | Event::Aborted | Event::MarkedBad => 4,
         Event::RolledBack => 3,
         Event::RollbackFailed => 2,
     }
@@ -165,6 +167,8 @@ mod tests {
             Event::Aborted,
             Event::RollbackFailed,
             Event::Recovered,
+            Event::MarkedBad,
+            Event::MarkedGood,
         ];
         let ids: std::collections::HashSet<_> = all.iter().map(|e| message_id(*e)).collect();
         assert_eq!(ids.len(), all.len());

@@ -238,6 +238,58 @@ fn refuse_bad_does_not_retry_a_failed_release() {
     d.cmd_config().args(["activate", "web:v2"]).expect(11);
 }
 
+/// `rollback` steps back in activation order and marks the release it left
+/// bad, so a second rollback goes further back instead of forward to the
+/// release just left (it used to toggle between the two). `mark-good`
+/// makes a release a rollback target again; `mark-bad` refuses a release
+/// that does not exist, changing nothing.
+#[test]
+fn rollback_steps_back_and_marks_what_it_left() {
+    let d = Dir::new();
+    d.releases(&["r4", "r5", "r7"]);
+    d.config("web", "root = \"{root}\"\n");
+    for r in ["r4", "r5", "r7"] {
+        d.cmd_config().args(["activate", &format!("web:{r}")]).ok();
+    }
+    d.cmd_config().args(["rollback", "web"]).ok();
+    assert_eq!(d.current().as_deref(), Some("r5"));
+    assert_eq!(bad(&d), ["r7"]);
+    d.cmd_config().args(["rollback", "web"]).ok();
+    assert_eq!(d.current().as_deref(), Some("r4"));
+    let mut marked = bad(&d);
+    marked.sort();
+    assert_eq!(marked, ["r5", "r7"]);
+    let r = d.cmd_config().args(["rollback", "web"]).expect(1);
+    assert!(
+        r.one_line_error().contains("no earlier good release"),
+        "{r}"
+    );
+
+    d.cmd_config()
+        .args(["mark-good", "web:r7", "--reason", "fixed the config"])
+        .ok();
+    assert_eq!(bad(&d), ["r5"]);
+    d.cmd_config().args(["rollback", "web"]).ok();
+    assert_eq!(d.current().as_deref(), Some("r7"));
+    assert_eq!(
+        events(&d)[3..],
+        [
+            "activated r5",
+            "marked_bad r7",
+            "activated r4",
+            "marked_bad r5",
+            "marked_good r7",
+            "activated r7",
+            "marked_bad r4",
+        ]
+    );
+
+    let before = d.tree();
+    let r = d.cmd_config().args(["mark-bad", "web:r9"]).expect(2);
+    assert!(r.one_line_error().contains("r9"), "{r}");
+    before.assert_same(&d.tree(), &r.shown);
+}
+
 /// `check` names a hook or health program that is missing or not
 /// executable (they run as root without $PATH: every activation would fail).
 #[test]
