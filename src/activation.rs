@@ -75,6 +75,7 @@ pub fn activate(
     services: &mut dyn ServiceManager,
     cancel: &Cancel,
 ) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     // 1. Validate everything that can be validated without the lock, so bad
     //    input fails before anything (even .releasectl/) is created.
     let state_ro = app.state_dir(false)?;
@@ -140,6 +141,7 @@ pub fn activate(
         cancel,
         recovered,
         units_touched: false,
+        started,
     };
     tx.run()
 }
@@ -159,6 +161,8 @@ struct Transaction<'a> {
     /// Whether the units were asked to act for `to`: only then does the
     /// rollback act on them again (a post_swap failure reloads nothing).
     units_touched: bool,
+    /// When the activation began, for the duration recorded.
+    started: std::time::Instant,
 }
 
 impl Transaction<'_> {
@@ -276,8 +280,10 @@ impl Transaction<'_> {
             .as_deref()
             .filter(|l| self.opts.mark_from_bad && *l != self.to);
         if let Some(left) = left {
-            let entry = Entry::new(Event::MarkedBad, self.app.name.as_deref(), None, Some(left))
-                .with_reason(format!("rolled back from, to {}", self.to));
+            let mut entry =
+                Entry::new(Event::MarkedBad, self.app.name.as_deref(), None, Some(left))
+                    .with_reason(format!("rolled back from, to {}", self.to));
+            entry.live = Some(self.to.clone());
             match history::append(self.state, &entry) {
                 Ok(()) => journal::record(&entry),
                 Err(e) => log::warn(&format!("cannot mark {left} bad: {}", e.one_line())),
@@ -388,6 +394,12 @@ impl Transaction<'_> {
             Some(&self.to),
         );
         e.reason = reason.map(str::to_string);
+        e.live = match event {
+            Event::Activated => Some(self.to.clone()),
+            Event::RolledBack | Event::Aborted => self.from.clone(),
+            _ => self.app.root.current().ok().flatten(),
+        };
+        e.duration_ms = Some(self.started.elapsed().as_millis().min(u64::MAX as u128) as u64);
         history::append(self.state, &e)?;
         journal::record(&e);
         Ok(())
@@ -466,6 +478,10 @@ pub fn recover_pending(app: &App, state: &Dir, p: &Pending) -> Result<Recovery> 
         Some(&p.to),
     )
     .with_reason(reason);
+    let entry = Entry {
+        live: p.from.clone(),
+        ..entry
+    };
     history::append(state, &entry)?;
     journal::record(&entry);
     pending::remove(state)?;

@@ -110,7 +110,10 @@ impl Output {
 fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
     let request = match (&a.release, &a.request) {
         (Some(raw), _) => release_id::parse_request(raw, source.allows_app())?,
-        (None, Some(app)) => read_request(&a.requests_dir, app)?,
+        (None, Some(app)) => {
+            history::set_trigger("path");
+            read_request(&a.requests_dir, app)?
+        }
         (None, None) => return Err(usage("no release given")),
     };
     check_flags(&a.flags)?;
@@ -354,8 +357,9 @@ fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result
         since: crate::clock::now_rfc3339(),
     };
     let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
-    let entry =
+    let mut entry =
         history::Entry::new(event, app.name.as_deref(), None, Some(&id)).with_reason(reason);
+    entry.live = app.root.current()?;
     history::append(&state, &entry)?;
     crate::journal::record(&entry);
     let word = if event == Event::MarkedBad {
@@ -379,6 +383,9 @@ fn describe(e: &history::Entry) -> String {
         e.from.as_deref().unwrap_or("none"),
         e.to.as_deref().unwrap_or("none")
     );
+    if let Some(live) = &e.live {
+        s += &format!("; live: {live}");
+    }
     if let Some(r) = &e.reason {
         s += &format!(" ({})", log::clean(r));
     }

@@ -59,6 +59,55 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub pid: u32,
+    /// The release live after this event, as releasectl left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+    /// Who: the effective uid, and `$SUDO_USER` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// How releasectl was started: `cli`, `unit` (deploy@), `path` (a
+    /// request file) or `package` (a maintainer script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Milliseconds from the start of the activation to this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+static TRIGGER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Name the trigger explicitly (`activate --request` sets `path`).
+pub fn set_trigger(trigger: &'static str) {
+    let _ = TRIGGER.set(trigger);
+}
+
+/// How this process was started, as recorded in each entry.
+fn trigger() -> &'static str {
+    TRIGGER.get().copied().unwrap_or_else(|| {
+        let env = |k: &str| std::env::var_os(k).is_some();
+        if env("DPKG_MAINTSCRIPT_PACKAGE") || env("RPM_PACKAGE_NAME") {
+            "package"
+        } else if env("INVOCATION_ID") {
+            // systemd sets it for every unit it starts (deploy@, cron-like
+            // timers too); a shell does not have it.
+            "unit"
+        } else {
+            "cli"
+        }
+    })
+}
+
+/// `$SUDO_USER`, if it is a plain user name.
+fn sudo_user() -> Option<String> {
+    let user = std::env::var("SUDO_USER").ok()?;
+    let plain = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    plain.then_some(user)
 }
 
 impl Entry {
@@ -71,6 +120,11 @@ impl Entry {
             to: to.map(str::to_string),
             reason: None,
             pid: std::process::id(),
+            live: None,
+            uid: Some(rustix::process::geteuid().as_raw()),
+            user: sudo_user(),
+            trigger: Some(trigger().to_string()),
+            duration_ms: None,
         }
     }
 

@@ -290,6 +290,37 @@ fn rollback_steps_back_and_marks_what_it_left() {
     before.assert_same(&d.tree(), &r.shown);
 }
 
+/// Every history entry says what is live after it, who and what started
+/// releasectl, and how long the activation took; `history` shows the live
+/// release, so a rollback reads as "v2 failed, v1 live".
+#[test]
+fn history_entries_say_what_is_live_who_and_how_long() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        &format!("root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", '{FAIL_ON_V2}']\nretries = 1\n"),
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.cmd_config().args(["activate", "web:v2"]).expect(11);
+    let h = d.history();
+    let me = rustix::process::geteuid().as_raw();
+    // Run from a unit (some CI runners are), releasectl says so.
+    let trigger = if std::env::var_os("INVOCATION_ID").is_some() {
+        "unit"
+    } else {
+        "cli"
+    };
+    for (e, live) in h.iter().zip(["v1", "v1"]) {
+        assert_eq!(e["live"], live, "{e}");
+        assert_eq!(e["uid"], me, "{e}");
+        assert_eq!(e["trigger"], trigger, "{e}");
+        assert!(e["duration_ms"].is_u64(), "{e}");
+    }
+    let text = d.cmd_config().args(["history"]).ok().stdout;
+    assert!(text.contains("rolled_back v1 → v2; live: v1 ("), "{text}");
+}
+
 /// `check` names a hook or health program that is missing or not
 /// executable (they run as root without $PATH: every activation would fail).
 #[test]
@@ -368,6 +399,8 @@ fn request_files_name_the_release() {
     std::fs::write(requests.join("web"), "v1\n").unwrap();
     activate(&d).ok();
     assert_eq!(d.assert_current_complete(), "v1");
+    // The history says a request file started it.
+    assert_eq!(d.history().pop().unwrap()["trigger"], "path");
 
     // Hostile or odd request files are refused and change nothing.
     let before = d.tree();
