@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         0
     });
     let source = Source::from_options(cli.root.clone(), cli.config_dir.clone());
-    let out = Output { json: cli.json };
+    let out = Output::new(cli.json);
     match cli.command {
         Command::Activate(a) => activate(&source, &out, a),
         Command::Stage(s) => {
@@ -60,9 +60,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, &out),
         Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, &out),
-        Command::Status(a) => status(&source.open(a.app.as_deref())?, &out),
-        Command::List(a) => list(&source.open(a.app.as_deref())?, &out),
-        Command::History(h) => show_history(&source.open(h.app.as_deref())?, h.lines, &out),
+        Command::Status(a) => each_app(&source, a.app.as_deref(), &out, status),
+        Command::List(a) => each_app(&source, a.app.as_deref(), &out, list),
+        Command::History(h) => each_app(&source, h.app.as_deref(), &out, |app, out| {
+            show_history(app, h.lines, out)
+        }),
         Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, &out),
         Command::Check(a) => crate::check::check(&source.open(a.app.as_deref())?, &out),
         Command::Recover(r) => recover(&source, r, &out),
@@ -82,9 +84,19 @@ pub fn run(cli: Cli) -> Result<()> {
 /// Text or JSON on stdout.
 pub struct Output {
     pub json: bool,
+    /// While set, documents are kept here instead of printed: `status`,
+    /// `list` and `history` of every app print them as one.
+    collected: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl Output {
+    pub fn new(json: bool) -> Output {
+        Output {
+            json,
+            collected: std::cell::RefCell::new(None),
+        }
+    }
+
     /// `value` is serialized only under `--json`: building a JSON tree that
     /// text mode throws away doubled `list`'s peak RSS over 10 000 releases.
     pub fn print(&self, value: impl serde::Serialize, text: impl FnOnce() -> String) {
@@ -97,6 +109,10 @@ impl Output {
             let lines: Vec<_> = text.trim_end().lines().map(log::clean).collect();
             lines.join("\n")
         };
+        if let Some(kept) = self.collected.borrow_mut().as_mut() {
+            kept.push(body);
+            return;
+        }
         if body.is_empty() {
             return;
         }
@@ -339,6 +355,49 @@ fn status(app: &App, out: &Output) -> Result<()> {
 
 /// One history entry on one line: its text fields were read from disk and
 /// are escaped here, before the lines are put together.
+/// `status`, `list` and `history` of the app named, or of the single one
+/// configured; with several configured and none named, of every app: text
+/// sections headed `== APP ==`, or one JSON array of the per-app documents.
+fn each_app(
+    source: &Source,
+    app: Option<&str>,
+    out: &Output,
+    show: impl Fn(&App, &Output) -> Result<()>,
+) -> Result<()> {
+    let names = match app {
+        None if source.allows_app() => source.all_apps()?,
+        _ => Vec::new(),
+    };
+    if names.len() < 2 {
+        return show(&source.open(app)?, out);
+    }
+    let mut parts = Vec::new();
+    for name in &names {
+        *out.collected.borrow_mut() = Some(Vec::new());
+        let shown = source.open(Some(name)).and_then(|app| show(&app, out));
+        let body = out
+            .collected
+            .borrow_mut()
+            .take()
+            .unwrap_or_default()
+            .join("\n");
+        shown?;
+        parts.push(if out.json {
+            body
+        } else {
+            format!("== {name} ==\n{body}")
+        });
+    }
+    let all = if out.json {
+        format!("[\n{}\n]", parts.join(",\n"))
+    } else {
+        parts.join("\n\n")
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{all}");
+    Ok(())
+}
+
 /// `mark-bad` / `mark-good`: one history entry, under the app's lock so
 /// that an activation reading the history meanwhile sees it whole.
 fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result<()> {

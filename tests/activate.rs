@@ -321,6 +321,39 @@ fn history_entries_say_what_is_live_who_and_how_long() {
     assert!(text.contains("rolled_back v1 → v2; live: v1 ("), "{text}");
 }
 
+/// With several apps configured and none named, `status`, `list` and
+/// `history` show every app; commands that act still ask which one.
+#[test]
+fn views_without_an_app_show_every_app() {
+    let d = Dir::new();
+    d.config("web", "root = \"{root}\"\n");
+    let api_root = d.outside().join("api");
+    std::fs::create_dir_all(api_root.join("releases/a1")).unwrap();
+    d.config("api", &format!("root = \"{}\"\n", api_root.display()));
+    d.releases(&["v1"]);
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    d.cmd_config().args(["activate", "api:a1"]).ok();
+    let list = d.cmd_config().args(["list"]).ok().stdout;
+    assert!(list.contains("== api ==\na1 "), "{list}");
+    assert!(list.contains("== web ==\nv1 "), "{list}");
+    let status = d.cmd_config().args(["--json", "status"]).ok().json();
+    let apps: Vec<_> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["app"].clone())
+        .collect();
+    assert_eq!(apps, ["api", "web"]);
+    assert_eq!(status[1]["current"], "v1");
+    let history = d.cmd_config().args(["--json", "history"]).ok().json();
+    assert_eq!(history[0][0]["to"], "a1", "{history:#}");
+    let r = d.cmd_config().args(["rollback"]).expect(2);
+    assert!(
+        r.one_line_error().contains("several apps configured"),
+        "{r}"
+    );
+}
+
 /// `check` names a hook or health program that is missing or not
 /// executable (they run as root without $PATH: every activation would fail).
 #[test]

@@ -231,8 +231,10 @@ string of \fBdeploy@APP:RELEASE.service\fR; systemd's \fB\exNN\fR escapes are
 accepted in it.
 .PP
 Without \fIAPP\fR and without \fB\-\-root\fR, a command acts on the single
-configured app; with several apps configured it fails with exit status 2 and
-lists them.
+configured app. With several apps configured,
+\fBstatus\fR, \fBlist\fR and \fBhistory\fR show every app (text sections headed
+\fB== APP ==\fR, or one JSON array of the per\-app documents), and the other
+commands fail with exit status 2 and list the apps.
 "#;
 
 const TAIL: &str = r#".SH FILES
