@@ -30,7 +30,7 @@ pub const STATE_DIR: &str = ".releasectl";
 /// Prefix of the temp links renamed over `current`.
 const TEMP_LINK_PREFIX: &str = ".current.tmp.";
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
@@ -413,7 +413,8 @@ fn remove_tree_on(
     }
 }
 
-fn read_entries(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Entry>> {
+/// Every name in the open directory `fd` except `.` and `..`.
+pub(crate) fn read_entries(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Entry>> {
     let mut dir = rfs::Dir::read_from(fd)?;
     let mut out = Vec::new();
     while let Some(entry) = dir.read() {
@@ -430,9 +431,31 @@ fn read_entries(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn cstring(name: &OsStr) -> CString {
+pub(crate) fn cstring(name: &OsStr) -> CString {
     // Names come from readdir or from validated ids: no NUL inside.
     CString::new(name.as_bytes()).expect("file names hold no NUL")
+}
+
+/// Whether the open directory `inner` is `outer` or lies below it, found
+/// by walking `..` up from `inner`'s handle and comparing inodes: no path
+/// is resolved again, so a rename meanwhile cannot fool the answer.
+pub fn contains(outer: BorrowedFd<'_>, inner: BorrowedFd<'_>) -> rustix::io::Result<bool> {
+    let id = |st: Stat| (st.st_dev, st.st_ino);
+    let want = id(rfs::fstat(outer)?);
+    let mut here = rfs::openat(inner, c".", DIR_FLAGS, Mode::empty())?;
+    // Bounded: a directory tree is never this deep.
+    for _ in 0..4096 {
+        let now = id(rfs::fstat(&here)?);
+        if now == want {
+            return Ok(true);
+        }
+        let up = rfs::openat(&here, c"..", DIR_FLAGS, Mode::empty())?;
+        if id(rfs::fstat(&up)?) == now {
+            return Ok(false); // `/`: its `..` is itself
+        }
+        here = up;
+    }
+    Ok(false)
 }
 
 /// An errno from a file operation as an error: resource and permission
@@ -709,6 +732,18 @@ mod tests {
         let e = root.releases_dir(false).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{}", e.one_line());
         assert!(root.check_release("v1").is_err());
+    }
+
+    #[test]
+    fn contains_walks_up_by_handle() {
+        let (dir, root) = root_with(&["v1"]);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let open = |p: &Path| rfs::open(p, DIR_FLAGS, Mode::empty()).unwrap();
+        let (top, v1) = (open(dir.path()), open(&dir.path().join("releases/v1")));
+        assert!(contains(top.as_fd(), v1.as_fd()).unwrap());
+        assert!(contains(top.as_fd(), root.dir().as_fd()).unwrap());
+        assert!(!contains(v1.as_fd(), top.as_fd()).unwrap());
+        assert!(!contains(open(elsewhere.path()).as_fd(), v1.as_fd()).unwrap());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use crate::app::App;
 use crate::error::{usage, Error, Result};
-use crate::root::{io_error, Dir};
+use crate::root::{io_error, Dir, DIR_FLAGS};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::cell::Cell;
@@ -43,11 +43,6 @@ enum Compression {
     Gzip,
     Zstd,
 }
-
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
 
 /// Stage `source` as a release of `app`; returns the new release id.
 pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
@@ -150,16 +145,14 @@ fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Source> {
         }
     }
     let src = open_source(source)?;
-    if let Source::Dir(_) = src {
-        let (src, root) = (source.canonicalize(), app.root.path().canonicalize());
-        if let (Ok(src), Ok(root)) = (src, root) {
-            if root.starts_with(&src) {
-                return Err(usage(format!(
-                    "source {} contains the app root {}; stage from a build directory outside it",
-                    source.display(),
-                    root.display()
-                )));
-            }
+    if let Source::Dir(fd) = &src {
+        // Compared by handle: the root is not looked up by path again.
+        if crate::root::contains(fd.as_fd(), app.root.dir().as_fd()).unwrap_or(false) {
+            return Err(usage(format!(
+                "source {} contains the app root {}; stage from a build directory outside it",
+                source.display(),
+                app.root.path().display()
+            )));
         }
     }
     Ok(src)
@@ -270,7 +263,15 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
             what.display()
         ))
     };
-    for name in list(src).map_err(|e| io_error(e, format!("reading {}", shown.display())))? {
+    for name in crate::root::read_entries(src)
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| crate::root::cstring(&e.name))
+                .collect::<Vec<_>>()
+        })
+        .map_err(|e| io_error(e, format!("reading {}", shown.display())))?
+    {
         let from = shown.join(OsStr::from_bytes(name.as_bytes()));
         let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", from.display()));
         let st = rfs::statat(src, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
@@ -350,19 +351,6 @@ fn create_file(
     // fchmod, not the create mode: the umask must not decide a release's modes.
     rfs::fchmod(&fd, Mode::from_raw_mode(file_mode(mode)))?;
     Ok(fd)
-}
-
-fn list(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<CString>> {
-    let mut d = rfs::Dir::read_from(dir)?;
-    let mut out = Vec::new();
-    while let Some(entry) = d.read() {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            out.push(name.to_owned());
-        }
-    }
-    Ok(out)
 }
 
 /// Notes whether the archive's reader reached the end of its input: a tar
