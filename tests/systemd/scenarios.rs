@@ -279,6 +279,26 @@ fn b_failing_reload_rolls_back(c: &mut Container) {
     assert_eq!(show(c, "rctl-b.service", "ActiveState"), "active");
 }
 
+/// What 127.0.0.1:PORT answers with, trimmed.
+fn served(c: &Container, port: u16) -> String {
+    c.sh(&format!("curl -sS http://127.0.0.1:{port}/"))
+        .trim()
+        .to_string()
+}
+
+/// Wait until nginx answers `want` on PORT (a reload's new workers take
+/// over shortly after the reload job is done).
+fn wait_served(c: &Container, port: u16, want: &str) {
+    c.wait_for(&format!("nginx to serve {want:?}"), PATIENCE, || {
+        let got = served(c, port);
+        if got == want {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    });
+}
+
 /// l. Apps behind one shared unit (as many sites behind one nginx),
 /// activated all at once while other reloads of that unit keep arriving
 /// (a loop reloading it every 150 ms, each reload taking 100 ms): every
@@ -370,15 +390,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
         format!("server {{\n  listen 127.0.0.1:{port};\n  include /srv/gate/current/nginx/*.conf;\n}}\n"),
     );
     c.sh("nginx -t -q && systemctl reload-or-restart nginx.service");
-    let get = |c: &Container| c.sh(&format!("curl -sS http://127.0.0.1:{port}/"));
-    c.wait_for("nginx to serve v1", PATIENCE, || {
-        let got = get(c);
-        if got.trim() == "release v1" {
-            Ok(got)
-        } else {
-            Err(got)
-        }
-    });
+    wait_served(c, port, "release v1");
     for round in 1..=10 {
         c.sh_fails("releasectl -q activate gate:v2");
         assert_eq!(app.current().as_deref(), Some("v1"), "round {round}");
@@ -386,14 +398,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
         assert_eq!(event(&last), ("rolled_back", "v1", "v2"), "round {round}");
         // The rollback's reload is done when nginx got the signal; its new
         // workers take over shortly after.
-        c.wait_for("nginx to serve v1 again", PATIENCE, || {
-            let got = get(c);
-            if got.trim() == "release v1" {
-                Ok(got)
-            } else {
-                Err(got)
-            }
-        });
+        wait_served(c, port, "release v1");
     }
     // Good releases commit every time. The gate proves the new
     // configuration answers; an old worker may still answer a request or
@@ -405,14 +410,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
             assert_eq!(app.current().as_deref(), Some(v), "round {round}");
             assert_eq!(event(&app.last_event()).0, "activated", "round {round}");
             let want = format!("release {v}");
-            c.wait_for("nginx to serve the new release", PATIENCE, || {
-                let got = get(c);
-                if got.trim() == want {
-                    Ok(got)
-                } else {
-                    Err(got)
-                }
-            });
+            wait_served(c, port, &want);
         }
     }
     // Control: the same rounds with a plain 2xx check (no expect) commit
@@ -433,14 +431,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
             committed += 1;
             c.sh("releasectl -q activate gate:v1 --no-health");
         }
-        c.wait_for("nginx to serve v1 again", PATIENCE, || {
-            let got = get(c);
-            if got.trim() == "release v1" {
-                Ok(got)
-            } else {
-                Err(got)
-            }
-        });
+        wait_served(c, port, "release v1");
     }
     eprintln!("control without expect: the broken v2 committed {committed} of 8 times");
     assert!(
