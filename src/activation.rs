@@ -241,7 +241,7 @@ impl Transaction<'_> {
         self.hooks("post_swap", &self.app.config.hooks.post_swap)
             .map_err(|why| format!("post_swap {why}"))?;
         if !self.opts.no_reload {
-            self.units_touched = true;
+            self.units_touched = !self.app.config.services.units.is_empty();
             self.act_on_units(&self.to.clone(), self.cancel.clone())?;
         }
         self.cancel.check()?;
@@ -267,27 +267,18 @@ impl Transaction<'_> {
         // Committed means recorded. If the record cannot be written (disk
         // full, I/O error), the activation is undone rather than left live
         // and undecided for the next run to revert silently.
-        if let Err(e) = self.record(Event::Activated, None) {
+        // `rollback` leaves its `from` bad in the same record.
+        let event = match self.from.as_deref() {
+            Some(from) if self.opts.mark_from_bad && from != self.to => Event::Reverted,
+            _ => Event::Activated,
+        };
+        if let Err(e) = self.record(event, None) {
             let why = format!("recording the outcome failed: {}", e.one_line());
             return self.roll_back(&why);
         }
         // Recorded: a leftover intent is recognised as such by the next run.
         if let Err(e) = pending::remove(self.state) {
             log::warn(&e.one_line());
-        }
-        let left = self
-            .from
-            .as_deref()
-            .filter(|l| self.opts.mark_from_bad && *l != self.to);
-        if let Some(left) = left {
-            let mut entry =
-                Entry::new(Event::MarkedBad, self.app.name.as_deref(), None, Some(left))
-                    .with_reason(format!("rolled back from, to {}", self.to));
-            entry.live = Some(self.to.clone());
-            match history::append(self.state, &entry) {
-                Ok(()) => journal::record(&entry),
-                Err(e) => log::warn(&format!("cannot mark {left} bad: {}", e.one_line())),
-            }
         }
         let msg = format!("{}: {} active", self.app.label(), self.to);
         notify::status(&msg);
@@ -311,7 +302,9 @@ impl Transaction<'_> {
         // The rollback must finish even if another signal arrives.
         let services = match (&restored, &self.from) {
             (Ok(()), Some(from)) if self.units_touched => {
-                self.act_on_units(&from.clone(), Cancel::never())
+                let from = from.clone();
+                self.act_on_units(&from, Cancel::never())
+                    .and_then(|()| self.recheck(&from))
             }
             _ => Ok(()),
         };
@@ -356,6 +349,30 @@ impl Transaction<'_> {
         )))
     }
 
+    /// The rollback's own health check: the units were redone for `from`,
+    /// and the same gate that refused `to` must now see `from` answer (with
+    /// `expect`, its own answer, not a worker still running `to`). Without
+    /// that the restored release is not known to serve: the rollback failed.
+    fn recheck(&self, from: &str) -> Result<(), String> {
+        let health = &self.app.config.health;
+        if !health.is_configured() || self.opts.no_health {
+            return Ok(());
+        }
+        notify::status(&format!("{}: checking health of {from}", self.app.label()));
+        notify::extend_timeout(health.timeout + Duration::from_secs(10));
+        let release = self.app.root.open_release(from).map_err(|e| e.one_line())?;
+        let mut env = self.env();
+        for (key, value) in env.iter_mut() {
+            match *key {
+                "RELEASECTL_RELEASE" => *value = from.to_string(),
+                "RELEASECTL_PREVIOUS" => *value = self.to.clone(),
+                _ => {}
+            }
+        }
+        health::wait_healthy(health, from, &release.proc_path(), &env, &Cancel::never())
+            .map_err(|why| format!("{from} after the rollback: {why}"))
+    }
+
     fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Result<(), String> {
         act_on_units(self.app, self.services, release, &cancel)
     }
@@ -395,7 +412,7 @@ impl Transaction<'_> {
         );
         e.reason = reason.map(str::to_string);
         e.live = match event {
-            Event::Activated => Some(self.to.clone()),
+            Event::Activated | Event::Reverted => Some(self.to.clone()),
             Event::RolledBack | Event::Aborted => self.from.clone(),
             _ => self.app.root.current().ok().flatten(),
         };
@@ -503,7 +520,10 @@ fn outcome_recorded(state: &Dir, p: &Pending) -> Result<bool> {
     history::for_each(state, p.history_offset, |e| {
         found |= e.pid == p.pid
             && e.to.as_deref() == Some(p.to.as_str())
-            && matches!(e.event, Event::Activated | Event::RolledBack);
+            && matches!(
+                e.event,
+                Event::Activated | Event::Reverted | Event::RolledBack
+            );
     })?;
     Ok(found)
 }
@@ -550,3 +570,6 @@ fn dry_run(state: Option<&Dir>, to: String, from: Option<String>) -> Result<Outc
     }
     Ok(Outcome::WouldActivate { from, to })
 }
+
+#[cfg(test)]
+mod tests;

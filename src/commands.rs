@@ -434,19 +434,42 @@ fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result
     Ok(())
 }
 
+/// One history entry as a sentence that says what happened and what is
+/// live after it ("v2 failed, v1 restored"), then who, how and how long.
 fn describe(e: &history::Entry) -> String {
-    let mut s = format!(
-        "{} {} {} → {}",
-        log::clean(&e.time),
-        e.event.as_str(),
-        e.from.as_deref().unwrap_or("none"),
-        e.to.as_deref().unwrap_or("none")
-    );
-    if let Some(live) = &e.live {
-        s += &format!("; live: {live}");
-    }
+    let id = |r: &Option<String>| log::clean(r.as_deref().unwrap_or("none")).into_owned();
+    let (from, to, live) = (id(&e.from), id(&e.to), id(&e.live));
+    let what = match e.event {
+        Event::Activated if e.from == e.to => format!("{to} activated again"),
+        Event::Activated => format!("{to} activated (was {from})"),
+        Event::Reverted => format!("rolled back from {from} to {to}; {from} marked bad"),
+        Event::RolledBack => format!("{to} failed; {from} restored"),
+        Event::Aborted => format!("{to} refused before the swap; {from} stays"),
+        Event::RollbackFailed => {
+            format!("{to} failed and so did the rollback to {from}; live: {live}")
+        }
+        Event::Recovered => format!("interrupted activation of {to} undone; {from} restored"),
+        Event::MarkedBad => format!("{to} marked bad"),
+        Event::MarkedGood => format!("{to} marked good"),
+    };
+    let mut s = format!("{}  {:<15} {what}", log::clean(&e.time), e.event.as_str());
     if let Some(r) = &e.reason {
-        s += &format!(" ({})", log::clean(r));
+        s += &format!(": {}", log::clean(r));
+    }
+    let mut who: Vec<String> = Vec::new();
+    who.extend(e.trigger.as_deref().map(|t| log::clean(t).into_owned()));
+    who.extend(e.user.as_deref().map(|u| log::clean(u).into_owned()));
+    who.extend(
+        e.uid
+            .filter(|_| e.user.is_none())
+            .map(|u| format!("uid {u}")),
+    );
+    who.extend(
+        e.duration_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0)),
+    );
+    if !who.is_empty() {
+        s += &format!(" [{}]", who.join(", "));
     }
     s
 }

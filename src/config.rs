@@ -54,6 +54,9 @@ pub struct Health {
     /// Passing attempts in a row needed (workers of a reloaded server are
     /// replaced one by one).
     pub consecutive: u32,
+    /// Grace after the units acted: failed attempts within it do not count
+    /// against `retries` (an app still starting up), a passing one does.
+    pub start_period: Duration,
 }
 
 impl Health {
@@ -113,6 +116,7 @@ impl Config {
                 timeout: Duration::from_secs(30),
                 expect: None,
                 consecutive: 1,
+                start_period: Duration::ZERO,
             },
             hooks: Hooks::default(),
         }
@@ -207,6 +211,7 @@ struct RawHealth {
     timeout: Option<Spanned<u64>>,
     expect: Option<Spanned<String>>,
     consecutive: Option<Spanned<u32>>,
+    start_period: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +299,20 @@ impl RawConfig {
             }
             if let Some(t) = h.timeout {
                 cfg.health.timeout = seconds(t, "health.timeout", &err)?;
+            }
+            if let Some(t) = h.start_period {
+                let span = t.span();
+                cfg.health.start_period = seconds(t, "health.start_period", &err)?;
+                if cfg.health.start_period >= cfg.health.timeout {
+                    return Err(err(
+                        span,
+                        "health.start_period",
+                        &format!(
+                            "must be shorter than health.timeout ({}s), which bounds it",
+                            cfg.health.timeout.as_secs()
+                        ),
+                    ));
+                }
             }
         }
         if let Some(hooks) = self.hooks {
@@ -477,6 +496,24 @@ post_activate = []
             .unwrap();
         assert_eq!(c.health.expect.as_deref(), Some("{release}"));
         assert_eq!(c.health.consecutive, 2);
+    }
+
+    #[test]
+    fn start_period_is_bounded_by_the_timeout() {
+        let e = parse(
+            "root = \"/srv\"\n[health]\nurl = \"http://x/\"\ntimeout = 10\nstart_period = 10\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":5: key `health.start_period`: must be shorter than health.timeout (10s)"),
+            "{e}"
+        );
+        let c = parse(
+            "root = \"/srv\"\n[health]\nurl = \"http://x/\"\ntimeout = 10\nstart_period = 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.health.start_period, Duration::from_secs(4));
     }
 
     #[test]

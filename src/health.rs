@@ -21,9 +21,14 @@ pub fn wait_healthy(
         .checked_add(h.timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     let expect = h.expect.as_ref().map(|e| e.replace("{release}", release));
+    // Within the start period a failed attempt is not counted against
+    // `retries`: an app that takes a while to come up is not failed for it.
+    let grace_ends = Instant::now() + h.start_period;
     let mut last = String::from("no attempt made");
     let mut streak = 0;
-    for attempt in 1..=h.retries {
+    let mut attempt = 0;
+    while attempt < h.retries {
+        attempt += 1;
         cancel.check()?;
         if Instant::now() >= deadline {
             return Err(format!(
@@ -41,6 +46,14 @@ pub fn wait_healthy(
                 if streak >= h.consecutive {
                     return Ok(());
                 }
+            }
+            Err(why) if Instant::now() < grace_ends => {
+                streak = 0;
+                crate::log::info(&format!("health check (start period): {why}"));
+                last = why;
+                attempt -= 1;
+                sleep_until(Instant::now() + h.interval, deadline, cancel)?;
+                continue;
             }
             Err(why) => {
                 streak = 0;
@@ -151,6 +164,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             expect: None,
             consecutive: 1,
+            start_period: Duration::ZERO,
         }
     }
 
@@ -187,6 +201,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             expect: Some("release {release}".into()),
             consecutive,
+            start_period: Duration::ZERO,
         }
     }
 
@@ -259,6 +274,38 @@ mod tests {
                 .trim(),
             "3"
         );
+    }
+
+    #[test]
+    fn failures_within_the_start_period_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fails four times (all within the start period), then passes; with
+        // retries = 1 only the start period lets it through.
+        let script =
+            "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 5 ]";
+        let mut h = health(&["/bin/sh", "-c", script], 1);
+        h.start_period = Duration::from_secs(5);
+        wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("count"))
+                .unwrap()
+                .trim(),
+            "5"
+        );
+        // Without it the first failure is the last.
+        std::fs::remove_file(dir.path().join("count")).unwrap();
+        h.start_period = Duration::ZERO;
+        let e = wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never()).unwrap_err();
+        assert!(e.contains("failed 1 times"), "{e}");
+    }
+
+    #[test]
+    fn a_start_period_still_ends_in_failure() {
+        let mut h = health(&["/bin/false"], 2);
+        h.start_period = Duration::from_millis(100);
+        h.timeout = Duration::from_secs(5);
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        assert!(e.contains("failed 2 times"), "{e}");
     }
 
     #[test]

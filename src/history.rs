@@ -26,8 +26,12 @@ pub enum Event {
     RollbackFailed,
     /// An interrupted activation was found and `from` restored.
     Recovered,
-    /// `to` was marked bad by hand (`mark-bad`) or left by `rollback`:
-    /// `rollback` skips it until it is activated successfully again.
+    /// `rollback` committed: `to` (an earlier release) is current and
+    /// `from`, the release it left, is marked bad, so a second `rollback`
+    /// goes further back instead of forward again.
+    Reverted,
+    /// `to` was marked bad by hand (`mark-bad`): `rollback` skips it until
+    /// it is activated successfully again.
     MarkedBad,
     /// `to` was marked good by hand (`mark-good`): no longer skipped.
     MarkedGood,
@@ -42,6 +46,7 @@ impl Event {
             Event::Aborted => "aborted",
             Event::RollbackFailed => "rollback_failed",
             Event::Recovered => "recovered",
+            Event::Reverted => "reverted",
             Event::MarkedBad => "marked_bad",
             Event::MarkedGood => "marked_good",
         }
@@ -350,7 +355,10 @@ impl Summarizer {
         if let Some(to) = e.to.clone() {
             let s = &mut self.s;
             match e.event {
-                Event::Activated => {
+                Event::Activated | Event::Reverted => {
+                    if e.event == Event::Reverted {
+                        s.bad.extend(e.from.clone().filter(|f| *f != to));
+                    }
                     s.bad.remove(&to);
                     if e.from.is_some() && e.from != e.to {
                         s.previous = e.from.clone();

@@ -26,6 +26,7 @@ pub fn message_id(event: Event) -> &'static str {
         Event::Aborted => "0465d986c31747758124a8118c537eb6",
         Event::RollbackFailed => "d5c0068713714c4ca6d840085180b52d",
         Event::Recovered => "28d9df36780844388619252c59d08a5d",
+        Event::Reverted => "ccee4b9d180947f3858afed97fbfb149",
         Event::MarkedBad => "6f3b1c0e9a5d4e27b8c4f1d2a7e6b903",
         Event::MarkedGood => "b2d84e6f1c0a4b5d9e3f7a6c8d1e2f40",
     }
@@ -34,7 +35,7 @@ pub fn message_id(event: Event) -> &'static str {
 /// syslog priority: a rollback is an error, a failed rollback critical.
 fn priority(event: Event) -> u8 {
     match event {
-        Event::Activated | Event::MarkedGood => 5,
+        Event::Activated | Event::Reverted | Event::MarkedGood => 5,
         Event::Recovered | Event::Aborted | Event::MarkedBad => 4,
         Event::RolledBack => 3,
         Event::RollbackFailed => 2,
@@ -167,6 +168,7 @@ mod tests {
             Event::Aborted,
             Event::RollbackFailed,
             Event::Recovered,
+            Event::Reverted,
             Event::MarkedBad,
             Event::MarkedGood,
         ];

@@ -127,7 +127,7 @@ fn history_n_shows_the_last_entries() {
     assert_eq!(last2[1], all[3]);
     let text = d.cmd().args(["history", "-n", "1"]).ok();
     assert_eq!(text.stdout.lines().count(), 1, "{text}");
-    assert!(text.stdout.contains("v1 → v2"), "{text}");
+    assert!(text.stdout.contains("v2 activated (was v1)"), "{text}");
 }
 
 #[test]
@@ -274,13 +274,10 @@ fn rollback_steps_back_and_marks_what_it_left() {
     assert_eq!(
         events(&d)[3..],
         [
-            "activated r5",
-            "marked_bad r7",
-            "activated r4",
-            "marked_bad r5",
+            "reverted r5",
+            "reverted r4",
             "marked_good r7",
-            "activated r7",
-            "marked_bad r4",
+            "reverted r7",
         ]
     );
 
@@ -318,7 +315,11 @@ fn history_entries_say_what_is_live_who_and_how_long() {
         assert!(e["duration_ms"].is_u64(), "{e}");
     }
     let text = d.cmd_config().args(["history"]).ok().stdout;
-    assert!(text.contains("rolled_back v1 → v2; live: v1 ("), "{text}");
+    assert!(
+        text.contains("rolled_back     v2 failed; v1 restored: "),
+        "{text}"
+    );
+    assert!(text.contains(&format!("[{trigger}, uid {me}, ")), "{text}");
 }
 
 /// With several apps configured and none named, `status`, `list` and

@@ -1,0 +1,242 @@
+//! The transaction without a system: a temp-dir root, a fake service
+//! manager that records what it was asked and fails where told, and health
+//! checks that are commands looking at the release they run in.
+
+use super::*;
+use crate::app::Source;
+use crate::config::Action;
+use std::path::Path;
+
+/// What the fake was asked: (unit, release `current` named at that moment).
+type Calls = Vec<(String, String)>;
+
+struct FakeUnits {
+    root: std::path::PathBuf,
+    calls: Calls,
+    /// Fail a job while `current` names this release.
+    fail_for: Option<&'static str>,
+    /// Trigger this token during the job (a signal arriving mid-reload).
+    cancel_during: Option<Cancel>,
+}
+
+impl FakeUnits {
+    fn new(root: &Path) -> FakeUnits {
+        FakeUnits {
+            root: root.to_path_buf(),
+            calls: Vec::new(),
+            fail_for: None,
+            cancel_during: None,
+        }
+    }
+
+    fn current(&self) -> String {
+        let link = std::fs::read_link(self.root.join("current")).unwrap();
+        link.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
+impl ServiceManager for FakeUnits {
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> Result<(), String> {
+        let serving = self.current();
+        self.calls.push((unit.to_string(), serving.clone()));
+        if let Some(c) = self.cancel_during.take() {
+            c.trigger();
+        }
+        if self.fail_for == Some(serving.as_str()) {
+            return Err(format!("{unit} failed (Result: exit-code)"));
+        }
+        Ok(())
+    }
+
+    fn probe(&mut self, _: &str, _: Action) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A root with releases v1 (healthy), v2 (healthy unless `sick`), v1 live.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    app: App,
+}
+
+fn fixture(v2_sick: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("app");
+    for v in ["v1", "v2"] {
+        std::fs::create_dir_all(root.join("releases").join(v)).unwrap();
+        if !(v == "v2" && v2_sick) {
+            std::fs::write(root.join("releases").join(v).join("healthy"), "").unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("releases/v1", root.join("current")).unwrap();
+    let mut app = Source::Root(root.clone()).open(None).unwrap();
+    app.config.services.units = vec!["web.service".into()];
+    app.config.health.command = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "test -e healthy".into(),
+    ]);
+    app.config.health.retries = 1;
+    Fixture {
+        _dir: dir,
+        root,
+        app,
+    }
+}
+
+impl Fixture {
+    fn current(&self) -> String {
+        let link = std::fs::read_link(self.root.join("current")).unwrap();
+        link.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    fn pending(&self) -> bool {
+        self.root.join(".releasectl/pending.json").exists()
+    }
+
+    fn events(&self) -> Vec<(Event, Option<String>)> {
+        let state = self.app.state_dir(false).unwrap();
+        history::read(state.as_ref())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event, e.live))
+            .collect()
+    }
+
+    fn activate(&self, units: &mut FakeUnits, cancel: &Cancel) -> Result<Outcome> {
+        activate(
+            &self.app,
+            &Target::Release("v2".into()),
+            &Options::default(),
+            units,
+            cancel,
+        )
+    }
+}
+
+fn calls(list: &[(&str, &str)]) -> Calls {
+    list.iter()
+        .map(|(u, r)| (u.to_string(), r.to_string()))
+        .collect()
+}
+
+#[test]
+fn commit_reloads_once_for_the_new_release() {
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    let out = f.activate(&mut units, &Cancel::never()).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Activated {
+            from: Some("v1".into()),
+            to: "v2".into()
+        }
+    );
+    assert_eq!(units.calls, calls(&[("web.service", "v2")]));
+    assert_eq!(f.current(), "v2");
+    assert!(!f.pending());
+    assert_eq!(f.events(), vec![(Event::Activated, Some("v2".into()))]);
+}
+
+#[test]
+fn failed_unit_job_rolls_back_and_redoes_the_units() {
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    units.fail_for = Some("v2");
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_eq!(
+        units.calls,
+        calls(&[("web.service", "v2"), ("web.service", "v1")])
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+    assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
+}
+
+#[test]
+fn failed_health_rolls_back_and_the_old_release_is_checked_again() {
+    let f = fixture(true);
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(e.to_string().contains("health check failed"), "{e}");
+    assert_eq!(f.current(), "v1");
+    assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
+}
+
+#[test]
+fn a_restored_release_that_fails_the_gate_is_a_failed_rollback() {
+    // Both sick: the rollback's own check of v1 fails too, so v1 is not
+    // known to serve. Manual attention, and the intent stays for recover.
+    let f = fixture(true);
+    std::fs::remove_file(f.root.join("releases/v1/healthy")).unwrap();
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ROLLBACK_FAILED, "{e}");
+    assert!(e.to_string().contains("v1 after the rollback"), "{e}");
+    assert_eq!(f.current(), "v1");
+    assert!(f.pending(), "the intent is kept for `recover`");
+    assert_eq!(f.events(), vec![(Event::RollbackFailed, Some("v1".into()))]);
+}
+
+#[test]
+fn failed_rollback_job_keeps_the_intent() {
+    let f = fixture(true);
+    let mut units = FakeUnits::new(&f.root);
+    units.fail_for = Some("v1");
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ROLLBACK_FAILED, "{e}");
+    assert!(f.pending());
+    // The next activation recovers first: `recovered`, then its own outcome.
+    let mut units = FakeUnits::new(&f.root);
+    std::fs::write(f.root.join("releases/v2/healthy"), "").unwrap();
+    f.activate(&mut units, &Cancel::never()).unwrap();
+    let events: Vec<Event> = f.events().into_iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        events,
+        vec![Event::RollbackFailed, Event::Recovered, Event::Activated]
+    );
+    assert_eq!(f.current(), "v2");
+}
+
+#[test]
+fn a_signal_during_the_unit_job_rolls_back() {
+    let f = fixture(false);
+    let cancel = Cancel::never();
+    let mut units = FakeUnits::new(&f.root);
+    units.cancel_during = Some(cancel.clone());
+    let e = f.activate(&mut units, &cancel).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_eq!(
+        units.calls,
+        calls(&[("web.service", "v2"), ("web.service", "v1")])
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+}
+
+#[test]
+fn a_failed_post_swap_hook_reloads_nothing() {
+    let mut f = fixture(false);
+    f.app.config.hooks.post_swap = vec![vec!["/bin/false".into()]];
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(units.calls.is_empty(), "{:?}", units.calls);
+    assert_eq!(f.current(), "v1");
+}
+
+#[test]
+fn a_failed_pre_activate_hook_changes_nothing() {
+    let mut f = fixture(false);
+    f.app.config.hooks.pre_activate = vec![vec!["/bin/false".into()]];
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(units.calls.is_empty());
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+    assert_eq!(f.events(), vec![(Event::Aborted, Some("v1".into()))]);
+}
