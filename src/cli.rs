@@ -62,7 +62,7 @@ pub enum Command {
     MarkGood(MarkArgs),
     /// Show current, previous, pending activation, lock holder and last outcome
     Status(AppArg),
-    /// List releases, newest first, marking current, previous and bad ones
+    /// List releases, newest staged first, marking current, previous and bad ones
     List(AppArg),
     /// Show the activation log
     History(HistoryArgs),

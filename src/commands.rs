@@ -489,7 +489,8 @@ fn list(app: &App, out: &Output) -> Result<()> {
             if r.bad {
                 marks.push("bad");
             }
-            t += &format!("{:<32} {}  {}\n", r.id, r.created, marks.join(","));
+            let created = r.created.as_deref().unwrap_or("-");
+            t += &format!("{:<32} {created:<20}  {}\n", r.id, marks.join(","));
         }
         t
     });
@@ -533,6 +534,7 @@ fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
             log::info(&format!("{}: removed release {id}", app.label()));
         }
         leftovers = store::remove_leftovers(&releases)?;
+        crate::staged::forget_orphans(&releases)?;
     }
     out.print(
         json!({"dry_run": false, "plan": plan, "leftovers_removed": leftovers}),

@@ -25,5 +25,6 @@ pub mod release_id;
 pub mod root;
 pub mod services;
 pub mod stage;
+pub mod staged;
 pub mod store;
 pub mod systemd;

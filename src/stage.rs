@@ -124,6 +124,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
     }
     tmp.disarm();
     releases.sync()?;
+    crate::staged::record(&releases, &final_id, SystemTime::now());
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }

@@ -6,27 +6,31 @@ use crate::error::Result;
 use crate::history::{self, Summary};
 use crate::pending;
 use crate::root::Dir;
+use crate::staged;
 use rustix::fs::FileType;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
     pub id: String,
-    /// Modification time of the release directory, RFC 3339.
-    pub created: String,
+    /// When it was staged (RFC 3339), see [`staged`]; `None` when nothing
+    /// recorded it and the file system keeps no birth times.
+    pub created: Option<String>,
     pub current: bool,
     pub previous: bool,
     pub bad: bool,
     #[serde(skip)]
-    mtime: SystemTime,
+    staged: Option<SystemTime>,
 }
 
 /// Everything `list`, `status` and `prune` need, read once.
 pub struct Inventory {
-    /// Newest first: by directory mtime, ties broken by version-aware id order.
+    /// Newest first: by staging time (never the directory's mtime, which an
+    /// app writing into its release changes), undated releases last; ties
+    /// broken by version-aware id order.
     pub releases: Vec<Release>,
     pub current: Option<String>,
     pub summary: Summary,
@@ -41,11 +45,13 @@ pub fn inventory(app: &App) -> Result<Inventory> {
     let mut releases = Vec::new();
     // A symlinked releases/ is refused here, not followed.
     if let Some(dir) = app.root.releases_dir(false)? {
+        let recorded = staged::times(&dir);
         for entry in dir.entries()? {
             let Some(id) = entry.name.to_str().map(str::to_string) else {
                 continue;
             };
-            // Temp trees (.stage-*, .prune-*) and stray names are not releases.
+            // Temp trees (.stage-*, .prune-*), records and stray names are
+            // not releases.
             if crate::release_id::validate(&id).is_err() {
                 continue;
             }
@@ -54,26 +60,24 @@ pub fn inventory(app: &App) -> Result<Inventory> {
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 continue;
             }
-            // Clamped to 1970..9999: a planted far-future mtime must not
-            // make the date formatting panic.
-            let mtime = SystemTime::UNIX_EPOCH
-                + Duration::new(
-                    st.st_mtime.clamp(0, 253_402_300_799) as u64,
-                    (st.st_mtime_nsec as u32).min(999_999_999),
-                );
+            let time = recorded
+                .get(&id)
+                .copied()
+                .or_else(|| staged::birth_time(&dir, &id));
             releases.push(Release {
                 current: current.as_deref() == Some(id.as_str()),
                 previous: summary.previous.as_deref() == Some(id.as_str()),
                 bad: summary.bad.contains(&id),
-                created: humantime::format_rfc3339_seconds(mtime).to_string(),
-                mtime,
+                created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                staged: time,
                 id,
             });
         }
     }
+    // `Option`'s order puts `None` first; reversed, undated releases go last.
     releases.sort_by(|a, b| {
-        b.mtime
-            .cmp(&a.mtime)
+        b.staged
+            .cmp(&a.staged)
             .then_with(|| version_cmp(&b.id, &a.id))
     });
     Ok(Inventory {
@@ -132,6 +136,7 @@ pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
 pub fn remove_release(releases: &Dir, id: &str) -> Result<()> {
     let doomed = format!(".prune-{id}-{}", std::process::id());
     releases.rename(id, &doomed)?;
+    staged::forget(releases, id);
     releases.remove_tree(&doomed)
 }
 
@@ -221,11 +226,11 @@ mod tests {
                 .iter()
                 .map(|id| Release {
                     id: id.to_string(),
-                    created: String::new(),
+                    created: None,
                     current: *id == current,
                     previous: false,
                     bad: false,
-                    mtime: SystemTime::UNIX_EPOCH,
+                    staged: None,
                 })
                 .collect(),
             current: Some(current.to_string()),

@@ -253,7 +253,16 @@ fn sigkill_during_stage_never_publishes_a_partial_tree() {
         .count();
     assert_eq!(leftovers, partial, "one temp tree per interrupted stage");
     d.cmd().arg("prune").ok();
-    assert!(d.release_names().iter().all(|n| !n.starts_with('.')));
+    // Only releases and their staging records are left; no record's temp
+    // file either.
+    let names = d.release_names();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    if let Ok(records) = std::fs::read_dir(d.path("releases/.staged")) {
+        for r in records {
+            let name = r.unwrap().file_name().into_string().unwrap();
+            assert!(names.contains(&name), "record {name} of no release");
+        }
+    }
 }
 
 #[test]

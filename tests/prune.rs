@@ -6,14 +6,93 @@ mod common;
 use common::Dir;
 use std::time::{Duration, SystemTime};
 
-/// Give `releases/<id>` distinct ages, oldest first, so "newest" is defined
-/// by the test and not by how fast the directories were made.
+/// Give `releases/<id>` distinct staging times, oldest first, as `stage`
+/// records them (`releases/.staged/<id>`, its mtime the staging time), so
+/// "newest" is defined by the test and not by how fast the directories
+/// were made.
 fn age(d: &Dir, ids: &[&str]) {
     let start = SystemTime::now() - Duration::from_secs(3600);
+    let records = d.path("releases/.staged");
+    std::fs::create_dir_all(&records).unwrap();
     for (i, id) in ids.iter().enumerate() {
-        let f = std::fs::File::open(d.path("releases").join(id)).unwrap();
+        let f = std::fs::File::create(records.join(id)).unwrap();
         f.set_modified(start + Duration::from_secs(60 * i as u64))
             .unwrap();
+    }
+}
+
+fn list_ids(d: &Dir) -> Vec<String> {
+    let v = d.cmd().args(["--json", "list"]).ok().json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// "Newest" is when releasectl staged a release, not the directory's
+/// mtime: an app writing into its oldest release (here even dating it a
+/// year ahead) does not make it the newest for `list` or `prune`. Pruning
+/// drops the records of what it removed.
+#[test]
+fn order_is_staging_time_whatever_the_app_writes() {
+    let d = Dir::new();
+    let src = d.outside().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("index.html"), "hi\n").unwrap();
+    for id in ["r1", "r2", "r3"] {
+        d.cmd().arg("stage").arg(&src).args(["--id", id]).ok();
+    }
+    assert_eq!(list_ids(&d), ["r3", "r2", "r1"]);
+    let r1 = d.path("releases/r1");
+    std::fs::create_dir(r1.join("cache")).unwrap();
+    std::fs::write(r1.join("cache/page"), "x").unwrap();
+    std::fs::File::open(&r1)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(365 * 86_400))
+        .unwrap();
+    assert_eq!(list_ids(&d), ["r3", "r2", "r1"]);
+
+    let text = d.cmd().arg("list").ok().stdout;
+    let year = &humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..4];
+    assert!(
+        text.lines().all(|l| l.contains(&format!(" {year}-"))),
+        "every staged release is dated:\n{text}"
+    );
+
+    d.cmd().args(["prune", "--keep", "2"]).ok();
+    assert_eq!(list_ids(&d), ["r3", "r2"]);
+    assert!(!d.path("releases/.staged/r1").exists());
+    assert!(d.path("releases/.staged/r3").exists());
+}
+
+/// A release put in place by other means (rsync, mkdir) has no record: it
+/// is dated by its directory's birth time, which writes into it do not
+/// change either.
+#[test]
+fn a_release_made_by_hand_is_dated_by_its_birth() {
+    let d = Dir::new();
+    let src = d.outside().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    d.cmd().arg("stage").arg(&src).args(["--id", "r1"]).ok();
+    std::thread::sleep(Duration::from_millis(20));
+    d.releases(&["r0-by-hand"]);
+    let r1 = d.path("releases/r1");
+    std::fs::write(r1.join("late"), "x").unwrap();
+    // Birth times are kept by ext4, xfs, btrfs and tmpfs (Linux 6.x); on a
+    // file system without them the hand-made release is undated and last.
+    let by_hand_dated = rustix::fs::statx(
+        rustix::fs::CWD,
+        d.path("releases/r0-by-hand"),
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::BTIME,
+    )
+    .is_ok_and(|stx| stx.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0);
+    let ids = list_ids(&d);
+    if by_hand_dated {
+        assert_eq!(ids, ["r0-by-hand", "r1"]);
+    } else {
+        assert_eq!(ids, ["r1", "r0-by-hand"]);
     }
 }
 

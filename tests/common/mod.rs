@@ -162,11 +162,13 @@ impl Dir {
         Some(serde_json::from_str(&text).expect("pending.json is JSON"))
     }
 
-    /// Names in `releases/`, sorted.
+    /// Names in `releases/`, sorted, without `.staged` (the staging
+    /// records, see `order_is_staging_time_whatever_the_app_writes`).
     pub fn release_names(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path("releases"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".staged")
             .collect();
         v.sort();
         v

@@ -1,0 +1,164 @@
+//! When each release was staged: what "newest" means for `list` and
+//! `prune`. An app writing into its release changes the release
+//! directory's modification time; it never changes this record.
+//!
+//! `stage` records a release as the file `releases/.staged/<id>`: its
+//! modification time is the staging time (set by us), so the whole record
+//! is read with one `lstat` per release; its content repeats it, with the
+//! uid that staged, for people. It lives beside the releases because
+//! whoever may stage may write there (see the README's ownership recipe).
+//!
+//! A release without a record (put in place by other means, or staged by an
+//! older version) is dated by the birth time of its directory, which the
+//! kernel sets when the directory is created and nothing can change later;
+//! on a file system without birth times it has no date and sorts after all
+//! dated releases, by id.
+
+use crate::error::Result;
+use crate::root::{Access, Dir};
+use rustix::fs::{AtFlags, FileType, StatxFlags, Timespec, Timestamps};
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+/// The directory of records, inside `releases/` (a dot name: never a release).
+pub const DIR: &str = ".staged";
+
+/// Record that `id` was staged `at`. Called once the release is published;
+/// a failure is reported, not fatal: the release exists and is complete,
+/// it is merely dated by its directory's birth time.
+pub fn record(releases: &Dir, id: &str, at: SystemTime) {
+    if let Err(e) = try_record(releases, id, at) {
+        crate::log::warn(&format!(
+            "cannot record when {id} was staged (it is dated by its directory instead): {}",
+            e.one_line()
+        ));
+    }
+}
+
+fn try_record(releases: &Dir, id: &str, at: SystemTime) -> Result<()> {
+    let dir = releases.open_or_create_dir(DIR, 0o755)?;
+    let tmp = format!(".{id}.{}", std::process::id());
+    let mut file = dir
+        .open_file(&tmp, Access::CreateNew)?
+        .expect("CreateNew creates");
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let line = serde_json::json!({
+        "release": id,
+        "staged": humantime::format_rfc3339_nanos(at).to_string(),
+        "uid": rustix::process::geteuid().as_raw(),
+    });
+    let stamp = Timespec {
+        tv_sec: since.as_secs() as i64,
+        tv_nsec: since.subsec_nanos() as _,
+    };
+    let written = writeln!(file, "{line}")
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+        .and_then(|()| {
+            rustix::fs::futimens(
+                &file,
+                &Timestamps {
+                    last_access: stamp,
+                    last_modification: stamp,
+                },
+            )
+        })
+        .and_then(|()| rustix::fs::fsync(&file));
+    if let Err(e) = written {
+        let _ = dir.unlink(&tmp);
+        return Err(crate::root::io_error(
+            e,
+            format!("writing {}", dir.shown(&tmp).display()),
+        ));
+    }
+    dir.rename(&tmp, id)?;
+    dir.sync()
+}
+
+/// The recorded staging times, by release id. A missing or unreadable
+/// record directory (a planted symlink, say) means no records: the order
+/// falls back to birth times, it does not fail `list`.
+pub fn times(releases: &Dir) -> HashMap<String, SystemTime> {
+    let mut times = HashMap::new();
+    let dir = match releases.open_dir(DIR) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return times,
+        Err(e) => {
+            crate::log::warn(&format!("ignoring staging records: {}", e.one_line()));
+            return times;
+        }
+    };
+    let Ok(entries) = dir.entries() else {
+        return times;
+    };
+    for entry in entries {
+        let Some(id) = entry.name.to_str() else {
+            continue;
+        };
+        if crate::release_id::validate(id).is_err() {
+            continue;
+        }
+        if let Ok(Some(st)) = dir.stat(id) {
+            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+                times.insert(id.to_string(), clamp(st.st_mtime, st.st_mtime_nsec as i64));
+            }
+        }
+    }
+    times
+}
+
+/// When the directory `name` was created, if the file system records it.
+pub fn birth_time(dir: &Dir, name: &str) -> Option<SystemTime> {
+    let stx = rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BTIME).ok()?;
+    if !StatxFlags::from_bits_retain(stx.stx_mask).contains(StatxFlags::BTIME) {
+        return None;
+    }
+    Some(clamp(stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec as i64))
+}
+
+/// Drop the record of `id` (pruned) and records of releases that are gone.
+pub fn forget(releases: &Dir, id: &str) {
+    if let Ok(Some(dir)) = releases.open_dir(DIR) {
+        if let Err(e) = dir.unlink(id) {
+            crate::log::warn(&e.one_line());
+        }
+    }
+}
+
+/// Records whose release no longer exists, and temp files of killed runs.
+/// A `.staged` that is not a directory is left alone (and reported by
+/// `list`): pruning releases does not depend on it.
+pub fn forget_orphans(releases: &Dir) -> Result<()> {
+    let Ok(Some(dir)) = releases.open_dir(DIR) else {
+        return Ok(());
+    };
+    for entry in dir.entries()? {
+        let Some(name) = entry.name.to_str() else {
+            continue;
+        };
+        let orphan = if let Some(rest) = name.strip_prefix('.') {
+            // `.ID.PID`: a temp file; its writer may still run.
+            rest.rsplit_once('.')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        } else {
+            releases.stat(name)?.is_none()
+        };
+        if orphan {
+            dir.unlink(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// A time from disk, clamped to 1970..9999: a planted far-future stamp
+/// must not make the date formatting panic.
+fn clamp(secs: i64, nanos: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + Duration::new(
+            secs.clamp(0, 253_402_300_799) as u64,
+            (nanos.clamp(0, 999_999_999)) as u32,
+        )
+}
