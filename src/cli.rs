@@ -12,7 +12,8 @@ Exit status:
   2  bad usage or input; nothing was changed
   10  lock busy (another activation of the app holds it)
   11  activation failed; the previous release was restored
-  12  rollback failed; manual attention needed";
+  12  rollback failed; manual attention needed
+  13  (status) an interrupted activation awaits releasectl recover";
 
 /// Atomic, locked, reversible release activation for systemd hosts.
 ///

@@ -308,18 +308,27 @@ pub fn service_manager(app: &App, skip: bool) -> Result<Box<dyn ServiceManager>>
     Ok(Box::new(crate::systemd::Systemd::connect()?))
 }
 
+/// `status`. An intent record with nobody holding the lock is an
+/// interrupted activation: the report says so and the exit status is 13,
+/// so a monitoring check or a script notices before the next deploy does.
 fn status(app: &App, out: &Output) -> Result<()> {
     let inv = store::inventory(app)?;
     let state = app.state_dir(false)?;
-    let holder = match &state {
-        Some(s) => lock::current_holder(s)?,
-        None => None,
+    // The intent record is read again under the lock's shared side: an
+    // activation that finished meanwhile is not mistaken for a crash.
+    let (holder, interrupted) = match &state {
+        Some(s) => match lock::while_idle(s, || pending::read(Some(s)))? {
+            Ok(left) => (None, left),
+            Err(holder) => (holder, None),
+        },
+        None => (None, None),
     };
     let s = &inv.summary;
     out.print(
         json!({
             "app": app.name, "root": app.root.path(), "current": inv.current,
             "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
+            "interrupted": interrupted.is_some(),
             "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
         }),
         || {
@@ -350,11 +359,21 @@ fn status(app: &App, out: &Output) -> Result<()> {
             t
         },
     );
-    Ok(())
+    match interrupted {
+        Some(p) => Err(Error::NeedsRecovery(format!(
+            "{}: the activation {} → {} (pid {}, started {}) was interrupted; run `releasectl recover{}` (the next activation also \
+             recovers it first)",
+            app.label(),
+            p.from.as_deref().unwrap_or("none"),
+            p.to,
+            p.pid,
+            p.started,
+            app.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
 }
 
-/// One history entry on one line: its text fields were read from disk and
-/// are escaped here, before the lines are put together.
 /// `status`, `list` and `history` of the app named, or of the single one
 /// configured; with several configured and none named, of every app: text
 /// sections headed `== APP ==`, or one JSON array of the per-app documents.
@@ -372,6 +391,9 @@ fn each_app(
         return show(&source.open(app)?, out);
     }
     let mut parts = Vec::new();
+    // Apps with an interrupted activation are shown like the others, then
+    // named together in the one error line.
+    let mut attention = Vec::new();
     for name in &names {
         *out.collected.borrow_mut() = Some(Vec::new());
         let shown = source.open(Some(name)).and_then(|app| show(&app, out));
@@ -381,7 +403,10 @@ fn each_app(
             .take()
             .unwrap_or_default()
             .join("\n");
-        shown?;
+        match shown {
+            Err(Error::NeedsRecovery(why)) => attention.push(why),
+            other => other?,
+        }
         parts.push(if out.json {
             body
         } else {
@@ -395,7 +420,10 @@ fn each_app(
     };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{all}");
-    Ok(())
+    match attention.len() {
+        0 => Ok(()),
+        _ => Err(Error::NeedsRecovery(attention.join("; "))),
+    }
 }
 
 /// `mark-bad` / `mark-good`: one history entry, under the app's lock so

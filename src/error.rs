@@ -14,6 +14,9 @@ pub mod exit {
     pub const LOCK_BUSY: i32 = 10;
     pub const ACTIVATION_FAILED: i32 = 11;
     pub const ROLLBACK_FAILED: i32 = 12;
+    /// `status`: an activation was interrupted (its intent record is left
+    /// and nobody holds the lock); `releasectl recover` finishes it.
+    pub const NEEDS_RECOVERY: i32 = 13;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,10 @@ pub enum Error {
     /// The activation failed and so did the rollback: manual attention needed.
     #[error("{0}")]
     RollbackFailed(String),
+    /// The command printed its report, and that report shows an interrupted
+    /// activation waiting for `releasectl recover` (`status`).
+    #[error("{0}")]
+    NeedsRecovery(String),
     /// Anything else: I/O errors, D-Bus unreachable, ...
     #[error(transparent)]
     Operational(#[from] anyhow::Error),
@@ -42,6 +49,7 @@ impl Error {
             Error::LockBusy(_) => exit::LOCK_BUSY,
             Error::ActivationFailed(_) => exit::ACTIVATION_FAILED,
             Error::RollbackFailed(_) => exit::ROLLBACK_FAILED,
+            Error::NeedsRecovery(_) => exit::NEEDS_RECOVERY,
             Error::Operational(_) => exit::OPERATIONAL,
         }
     }

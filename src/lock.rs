@@ -110,6 +110,28 @@ pub fn current_holder(state_dir: &Dir) -> Result<Option<Holder>> {
     }
 }
 
+/// Whether an activation is running right now, decided under a shared
+/// lock held while `f` runs: with the lock free, no activation can start
+/// until `f` returns, so what `f` reads (the intent record) is not in
+/// flight. `Err(holder)` when the lock is held.
+pub fn while_idle<T>(
+    state_dir: &Dir,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<std::result::Result<T, Option<Holder>>> {
+    let Some(mut file) = open_lock(state_dir, false)? else {
+        return f().map(Ok);
+    };
+    match flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => {
+            let out = f();
+            drop(file);
+            out.map(Ok)
+        }
+        Err(Errno::WOULDBLOCK) => Ok(Err(read_holder_from(&mut file))),
+        Err(e) => Err(anyhow::Error::from(e).context("flock").into()),
+    }
+}
+
 /// The lock file is a state file like the others: no symlink, no FIFO, no
 /// second link (see [`Dir::open_file`]).
 fn open_lock(state_dir: &Dir, create: bool) -> Result<Option<File>> {

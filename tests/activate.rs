@@ -353,6 +353,18 @@ fn views_without_an_app_show_every_app() {
         r.one_line_error().contains("several apps configured"),
         "{r}"
     );
+    // An interrupted activation of one app (its intent left, the lock
+    // free): every app is still shown, then exit 13 naming that app.
+    std::fs::write(
+        api_root.join(".releasectl/pending.json"),
+        "{\"from\":\"a1\",\"to\":\"a1\",\"pid\":999999,\"started\":\"2026-01-01T00:00:00Z\",\"history_offset\":0}\n",
+    )
+    .unwrap();
+    let r = d.cmd_config().args(["--json", "status"]).expect(13);
+    let doc = r.json();
+    assert_eq!(doc[0]["interrupted"], true, "{doc:#}");
+    assert_eq!(doc[1]["interrupted"], false, "{doc:#}");
+    assert!(r.one_line_error().contains(": api: the activation"), "{r}");
 }
 
 /// `check` names a hook or health program that is missing or not

@@ -405,3 +405,39 @@ fn an_fsync_failure_after_the_swap_rolls_back() {
         "{last}"
     );
 }
+
+/// `status` tells a running activation from an interrupted one: while an
+/// activation holds the lock its intent record is in flight (exit 0); once
+/// it was killed, the same record with the lock free is an interruption:
+/// the report says so (one JSON document), stderr says to run `recover`,
+/// and the exit status is 13 until `recover` finishes it.
+#[test]
+fn status_says_when_an_activation_was_interrupted() {
+    let d = waiting_app();
+    let child = d.cmd_config().args(["activate", "web:v2"]).spawn();
+    assert!(wait_for(&d.outside().join("health"), LONG));
+    let running = d.cmd_config().args(["--json", "status", "web"]).ok().json();
+    assert_eq!(running["interrupted"], false, "{running:#}");
+    assert!(running["pending"].is_object(), "{running:#}");
+    assert_eq!(running["lock_holder"]["release"], "v2", "{running:#}");
+
+    signal(&child, Signal::KILL);
+    let mut child = child;
+    child.wait().unwrap();
+    let r = d.cmd_config().args(["--json", "status", "web"]).expect(13);
+    let doc = r.json();
+    assert_eq!(doc["interrupted"], true, "{doc:#}");
+    assert_eq!(doc["pending"]["to"], "v2", "{doc:#}");
+    let line = r.one_line_error();
+    assert!(
+        line.contains("v1 → v2") && line.contains("run `releasectl recover web`"),
+        "{r}"
+    );
+    let text = d.cmd_config().args(["status", "web"]).expect(13);
+    assert!(text.stdout.contains("pending:   v1 → v2"), "{text}");
+
+    d.cmd_config().args(["recover", "web"]).ok();
+    let after = d.cmd_config().args(["--json", "status", "web"]).ok().json();
+    assert_eq!(after["interrupted"], false, "{after:#}");
+    assert_eq!(after["current"], "v1", "{after:#}");
+}
