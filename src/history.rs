@@ -163,7 +163,10 @@ pub fn append(state_dir: &Dir, entry: &Entry) -> Result<()> {
         line.insert(0, b'\n');
     }
     // One write(2) per line keeps lines whole even if a reader races us.
-    if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+    let written = crate::fault::check(crate::fault::point::HISTORY_APPEND)
+        .and_then(|()| file.write_all(&line))
+        .and_then(|()| file.sync_data());
+    if let Err(e) = written {
         // Disk full mid-line: cut the partial line off again, so the file
         // ends where it did and the failure leaves no trace to misread.
         let _ = file.set_len(size);

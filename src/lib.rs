@@ -13,6 +13,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod health;
 pub mod history;
 pub mod journal;

@@ -35,8 +35,8 @@ pub fn write(state_dir: &Dir, p: &Pending) -> Result<()> {
     let mut f = state_dir
         .open_file(PENDING_TMP, Access::CreateNew)?
         .expect("created");
-    let written = f
-        .write_all(&body)
+    let written = crate::fault::check(crate::fault::point::PENDING_WRITE)
+        .and_then(|()| f.write_all(&body))
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", state_dir.shown(PENDING_TMP).display()));
     if let Err(e) = written {

@@ -606,6 +606,12 @@ impl RootDir {
                 ),
             ));
         }
+        crate::fault::check(crate::fault::point::SWAP_SYNC).map_err(|e| {
+            io_error(
+                Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                format!("fsync {}", self.dir.shown.display()),
+            )
+        })?;
         self.sync()
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{have_tool, signal, wait_for, Dir};
+use common::{signal, wait_for, Dir};
 use rustix::process::Signal;
 use std::time::Duration;
 
@@ -370,41 +370,9 @@ fn a_recorded_outcome_stands_even_if_the_clock_stepped_back() {
     assert_eq!(d.history().last().unwrap()["event"], "activated");
 }
 
-#[test]
-fn an_fsync_failure_after_the_swap_rolls_back() {
-    // rename(2) succeeded, the fsync of ROOT after it fails (injected with
-    // strace): `current` already points at the new release, so this is a
-    // failure after the swap and must roll back, not drop the intent.
-    if !have_tool("strace") {
-        return;
-    }
-    let d = Dir::new();
-    d.releases(&["v1", "v2"]);
-    d.cmd().args(["activate", "v1"]).ok();
-    // fsyncs of an activation: pending.json.tmp, .releasectl, then ROOT.
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "-e", "trace=fsync"])
-        .args(["-e", "inject=fsync:error=EIO:when=3"])
-        .arg(env!("CARGO_BIN_EXE_releasectl"))
-        .arg("--root")
-        .arg(d.root())
-        .args(["activate", "v2"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert_eq!(d.assert_current_complete(), "v1");
-    assert!(d.pending().is_none());
-    let last = d.history().last().unwrap().clone();
-    assert_eq!(last["event"], "rolled_back", "{last}");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap()
-            .contains("Input/output error"),
-        "{last}"
-    );
-}
+// A failed fsync of ROOT after the rename (the new link in place) is a
+// failure after the swap: see the named fault point `swap.sync` in
+// src/activation/tests.rs (a_failed_fsync_after_the_swap_rolls_back).
 
 /// `status` tells a running activation from an interrupted one: while an
 /// activation holds the lock its intent record is in flight (exit 0); once

@@ -98,6 +98,10 @@ fn readers_never_see_a_gap_with_releasectl_but_do_with_unlink_and_symlink() {
     }
     let (ok, failed, both) = readers.finish();
     println!("releasectl activate x{SWAPS}: {ok} reads ok, {failed} failed");
+    assert_eq!(
+        failed, 0,
+        "a reader saw a missing or partial `current` during releasectl's swaps"
+    );
     assert!(
         both,
         "readers never saw both releases: the swaps did not happen"

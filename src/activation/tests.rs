@@ -240,3 +240,213 @@ fn a_failed_pre_activate_hook_changes_nothing() {
     assert!(!f.pending());
     assert_eq!(f.events(), vec![(Event::Aborted, Some("v1".into()))]);
 }
+
+// Named fault points (see crate::fault): where the disk fails decides
+// whether anything changed, and the outcome says so.
+
+fn reasons(f: &Fixture) -> Vec<String> {
+    let state = f.app.state_dir(false).unwrap();
+    history::read(state.as_ref())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.reason.unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn failing_to_write_the_intent_changes_nothing() {
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    crate::fault::arm(crate::fault::point::PENDING_WRITE);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::OPERATIONAL, "{e}");
+    assert!(e.one_line().contains("pending.json.tmp"), "{e}");
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+    assert!(units.calls.is_empty());
+    assert!(f.events().is_empty());
+}
+
+#[test]
+fn a_failed_fsync_after_the_swap_rolls_back() {
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    crate::fault::arm(crate::fault::point::SWAP_SYNC);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+    assert!(units.calls.is_empty(), "the units never acted for v2");
+    assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
+    assert!(reasons(&f)[0].contains("fsync"), "{:?}", reasons(&f));
+}
+
+#[test]
+fn a_commit_that_cannot_be_recorded_is_undone() {
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    crate::fault::arm(crate::fault::point::HISTORY_APPEND);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_eq!(
+        units.calls,
+        calls(&[("web.service", "v2"), ("web.service", "v1")])
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+    assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
+    assert!(reasons(&f)[0].contains("recording the outcome failed"));
+}
+
+#[test]
+fn a_rollback_that_cannot_be_recorded_keeps_the_intent() {
+    // Both the commit record and the rollback's record fail: v1 is live
+    // and its units redone, and pending.json stays so that the next run
+    // records what happened.
+    let f = fixture(false);
+    let mut units = FakeUnits::new(&f.root);
+    crate::fault::arm(crate::fault::point::HISTORY_APPEND);
+    crate::fault::arm(crate::fault::point::HISTORY_APPEND);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(e.to_string().contains("pending.json kept"), "{e}");
+    assert_eq!(f.current(), "v1");
+    assert!(f.pending());
+    assert!(f.events().is_empty());
+
+    let state = f.app.state_dir(false).unwrap().unwrap();
+    let p = pending::read(Some(&state)).unwrap().unwrap();
+    let found = recover_pending(&f.app, &state, &p).unwrap();
+    assert_eq!(found, Recovery::Restored { moved: false });
+    assert!(!f.pending());
+    assert_eq!(f.events(), vec![(Event::Recovered, Some("v1".into()))]);
+}
+
+#[test]
+fn recovery_of_a_kill_after_the_swap_moves_current_back() {
+    let f = fixture(false);
+    let state = f.app.state_dir(true).unwrap().unwrap();
+    let p = Pending {
+        from: Some("v1".into()),
+        to: "v2".into(),
+        pid: 999_999,
+        started: "2026-01-01T00:00:00Z".into(),
+        history_offset: 0,
+    };
+    pending::write(&state, &p).unwrap();
+    f.app.root.swap_current("v2").unwrap();
+    assert_eq!(
+        recover_pending(&f.app, &state, &p).unwrap(),
+        Recovery::Restored { moved: true }
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+}
+
+#[test]
+fn recovery_of_a_kill_after_the_commit_record_keeps_the_outcome() {
+    // Killed between appending "activated" and removing the intent: the
+    // outcome stands, only the stale intent goes.
+    let f = fixture(false);
+    let state = f.app.state_dir(true).unwrap().unwrap();
+    let p = Pending {
+        from: Some("v1".into()),
+        to: "v2".into(),
+        pid: 999_999,
+        started: "2026-01-01T00:00:00Z".into(),
+        history_offset: 0,
+    };
+    pending::write(&state, &p).unwrap();
+    f.app.root.swap_current("v2").unwrap();
+    let mut e = Entry::new(Event::Activated, None, Some("v1"), Some("v2"));
+    e.pid = 999_999;
+    history::append(&state, &e).unwrap();
+    assert_eq!(
+        recover_pending(&f.app, &state, &p).unwrap(),
+        Recovery::AlreadyRecorded
+    );
+    assert_eq!(f.current(), "v2");
+    assert!(!f.pending());
+}
+
+/// Trigger `cancel` once `marker` exists in the release (the phase began).
+fn cancel_when(dir: &Path, marker: &str, cancel: &Cancel) -> std::thread::JoinHandle<()> {
+    let path = dir.join(marker);
+    let cancel = cancel.clone();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while !path.exists() && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cancel.trigger();
+    })
+}
+
+#[test]
+fn a_signal_during_the_health_check_rolls_back() {
+    // v2 hangs in its check; v1 passes the rollback's re-check.
+    let mut f = fixture(true);
+    f.app.config.health.command = Some(
+        [
+            "/bin/sh",
+            "-c",
+            "test -e healthy || { touch checking; exec sleep 30; }",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let cancel = Cancel::never();
+    let waiter = cancel_when(&f.root.join("releases/v2"), "checking", &cancel);
+    let started = std::time::Instant::now();
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &cancel).unwrap_err();
+    waiter.join().unwrap();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(e.to_string().contains("SIGTERM"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the check was not stopped"
+    );
+    assert_eq!(
+        units.calls,
+        calls(&[("web.service", "v2"), ("web.service", "v1")])
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+}
+
+#[test]
+fn a_signal_during_a_post_activate_hook_rolls_back() {
+    let mut f = fixture(false);
+    f.app.config.health.command = None;
+    f.app.config.hooks.post_activate = vec![["/bin/sh", "-c", "touch hooked; exec sleep 30"]
+        .map(String::from)
+        .to_vec()];
+    let cancel = Cancel::never();
+    let waiter = cancel_when(&f.root.join("releases/v2"), "hooked", &cancel);
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &cancel).unwrap_err();
+    waiter.join().unwrap();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(e.to_string().contains("SIGTERM"), "{e}");
+    assert_eq!(f.current(), "v1");
+    assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
+}
+
+#[test]
+fn a_signal_during_a_pre_activate_hook_changes_nothing() {
+    let mut f = fixture(false);
+    f.app.config.hooks.pre_activate = vec![["/bin/sh", "-c", "touch hooked; exec sleep 30"]
+        .map(String::from)
+        .to_vec()];
+    let cancel = Cancel::never();
+    let waiter = cancel_when(&f.root.join("releases/v2"), "hooked", &cancel);
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &cancel).unwrap_err();
+    waiter.join().unwrap();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert!(e.to_string().contains("nothing changed"), "{e}");
+    assert!(units.calls.is_empty());
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+}
