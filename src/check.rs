@@ -2,8 +2,8 @@
 //! parsed strictly by the time we get here), layout, and the units.
 
 use crate::app::App;
-use crate::commands::Output;
 use crate::error::{Error, Result};
+use crate::output::Output;
 use crate::{lock, pending, root};
 use serde_json::json;
 
@@ -91,7 +91,7 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
 
     let svc = &app.config.services;
     if !svc.units.is_empty() {
-        match crate::commands::service_manager(app, false) {
+        match crate::systemd::service_manager(app, false) {
             Ok(mut mgr) => {
                 for unit in &svc.units {
                     let r = mgr

@@ -7,7 +7,8 @@ use crate::cancel::Cancel;
 use crate::cli::{self, Cli, Command};
 use crate::error::{usage, Error, Result};
 use crate::history::Event;
-use crate::services::{NoServices, ServiceManager};
+use crate::output::Output;
+use crate::systemd::service_manager;
 use crate::{history, lock, log, pending, release_id, stage, store};
 use rustix::fs::OFlags;
 use serde_json::json;
@@ -78,48 +79,6 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-/// Text or JSON on stdout.
-pub struct Output {
-    pub json: bool,
-    /// While set, documents are kept here instead of printed: `status`,
-    /// `list` and `history` of every app print them as one.
-    collected: std::cell::RefCell<Option<Vec<String>>>,
-}
-
-impl Output {
-    pub fn new(json: bool) -> Output {
-        Output {
-            json,
-            collected: std::cell::RefCell::new(None),
-        }
-    }
-
-    /// `value` is serialized only under `--json`: building a JSON tree that
-    /// text mode throws away doubled `list`'s peak RSS over 10 000 releases.
-    pub fn print(&self, value: impl serde::Serialize, text: impl FnOnce() -> String) {
-        let body = if self.json {
-            serde_json::to_string_pretty(&value).expect("json")
-        } else {
-            // Text may quote what was read from disk (history reasons):
-            // control characters never reach the terminal raw.
-            let text = text();
-            let lines: Vec<_> = text.trim_end().lines().map(log::clean).collect();
-            lines.join("\n")
-        };
-        if let Some(kept) = self.collected.borrow_mut().as_mut() {
-            kept.push(body);
-            return;
-        }
-        if body.is_empty() {
-            return;
-        }
-        // A reader that went away (`releasectl list | head`) is not an error
-        // of ours; println! would panic on EPIPE.
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{body}");
     }
 }
 
@@ -299,15 +258,6 @@ fn run_activation(
     Ok(())
 }
 
-/// systemd over D-Bus when there are units to act on; nothing otherwise, so
-/// `--root` mode never needs a bus.
-pub fn service_manager(app: &App, skip: bool) -> Result<Box<dyn ServiceManager>> {
-    if skip || app.config.services.units.is_empty() {
-        return Ok(Box::new(NoServices));
-    }
-    Ok(Box::new(crate::systemd::Systemd::connect()?))
-}
-
 /// `status`. An intent record with nobody holding the lock is an
 /// interrupted activation: the report says so and the exit status is 13,
 /// so a monitoring check or a script notices before the next deploy does.
@@ -395,14 +345,9 @@ fn each_app(
     // named together in the one error line.
     let mut attention = Vec::new();
     for name in &names {
-        *out.collected.borrow_mut() = Some(Vec::new());
+        out.start_collecting();
         let shown = source.open(Some(name)).and_then(|app| show(&app, out));
-        let body = out
-            .collected
-            .borrow_mut()
-            .take()
-            .unwrap_or_default()
-            .join("\n");
+        let body = out.take_collected().join("\n");
         match shown {
             Err(Error::NeedsRecovery(why)) => attention.push(why),
             other => other?,

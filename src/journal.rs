@@ -10,10 +10,8 @@
 
 use crate::history::{Entry, Event};
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::OnceLock;
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -40,22 +38,6 @@ fn priority(event: Event) -> u8 {
         Event::RolledBack => 3,
         Event::RollbackFailed => 2,
     }
-}
-
-/// Whether stderr goes to the journal: `$JOURNAL_STREAM` is "DEV:INODE" of
-/// the stream systemd connected; a child whose stderr was redirected
-/// inherits the variable but not the stream, hence the comparison.
-pub fn stderr_is_journal() -> bool {
-    static IS: OnceLock<bool> = OnceLock::new();
-    *IS.get_or_init(|| {
-        let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
-            return false;
-        };
-        let Ok(st) = rustix::fs::fstat(std::io::stderr().as_fd()) else {
-            return false;
-        };
-        var.to_str() == Some(&format!("{}:{}", st.st_dev, st.st_ino))
-    })
 }
 
 /// Send the outcome recorded in `entry` to the journal whenever there is

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod lock;
 pub mod log;
 pub mod notify;
+pub mod output;
 pub mod pending;
 pub mod process;
 pub mod release_id;

@@ -1,12 +1,14 @@
 //! Messages for the operator, on stderr. When stderr is the journal's
-//! stream (see [`crate::journal::stderr_is_journal`]) each line carries a
+//! stream (see [`stderr_is_journal`]) each line carries a
 //! `<N>` syslog priority prefix, which journald strips and files as the
 //! entry's PRIORITY (SyslogLevelPrefix= is on by default), so
 //! `journalctl -p err` finds the failures.
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI8, Ordering};
+use std::sync::OnceLock;
 
 static VERBOSITY: AtomicI8 = AtomicI8::new(0);
 
@@ -68,11 +70,27 @@ fn is_unsafe(c: char) -> bool {
 fn emit(priority: u8, msg: &str) {
     let msg = clean(msg);
     let mut err = std::io::stderr().lock();
-    let _ = if crate::journal::stderr_is_journal() {
+    let _ = if stderr_is_journal() {
         writeln!(err, "<{priority}>{msg}")
     } else {
         writeln!(err, "releasectl: {msg}")
     };
+}
+
+/// Whether stderr goes to the journal: `$JOURNAL_STREAM` is "DEV:INODE" of
+/// the stream systemd connected; a child whose stderr was redirected
+/// inherits the variable but not the stream, hence the comparison.
+pub fn stderr_is_journal() -> bool {
+    static IS: OnceLock<bool> = OnceLock::new();
+    *IS.get_or_init(|| {
+        let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(st) = rustix::fs::fstat(std::io::stderr().as_fd()) else {
+            return false;
+        };
+        var.to_str() == Some(&format!("{}:{}", st.st_dev, st.st_ino))
+    })
 }
 
 #[cfg(test)]

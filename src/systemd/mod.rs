@@ -616,5 +616,17 @@ pub fn describe_method_error(name: &str, detail: &str, unit: &str, verb: &str) -
     }
 }
 
+/// systemd over D-Bus when there are units to act on; nothing otherwise, so
+/// `--root` mode never needs a bus.
+pub fn service_manager(
+    app: &crate::app::App,
+    skip: bool,
+) -> crate::error::Result<Box<dyn ServiceManager>> {
+    if skip || app.config.services.units.is_empty() {
+        return Ok(Box::new(crate::services::NoServices));
+    }
+    Ok(Box::new(Systemd::connect()?))
+}
+
 #[cfg(test)]
 mod tests;
