@@ -98,12 +98,7 @@ pub fn activate(
 
     // 2. Take the lock: from here on we are the only activation of this app.
     let state = app.state_dir(true)?.expect("state dir created");
-    let me = Holder {
-        pid: std::process::id(),
-        release: planned.clone(),
-        since: crate::clock::now_rfc3339(),
-    };
-    let _lock = lock::acquire(&state, &me, opts.lock_timeout, cancel)?;
+    let _lock = lock::acquire(&state, &Holder::me(&planned), opts.lock_timeout, cancel)?;
     history::check_writable(&state)?;
 
     // 3. Finish an interrupted activation before starting ours. Whatever
@@ -452,6 +447,54 @@ pub fn act_on_units(
         services.apply(unit, svc.action, svc.timeout, cancel)?;
     }
     Ok(())
+}
+
+/// `releasectl recover`: under the lock, finish an interrupted activation
+/// of `app` if there is one, and redo its units for the restored release
+/// (unless `no_reload`: the boot unit, before services start). `connect`
+/// is called only when units are to be acted on. `Ok(true)`: something
+/// was recovered.
+pub fn recover(
+    app: &App,
+    no_reload: bool,
+    lock_timeout: Duration,
+    connect: impl FnOnce(&App) -> Result<Box<dyn ServiceManager>>,
+) -> Result<bool> {
+    let Some(state) = app.state_dir(false)? else {
+        return Ok(false);
+    };
+    let _lock = lock::acquire(
+        &state,
+        &Holder::me("(recover)"),
+        lock_timeout,
+        &Cancel::never(),
+    )?;
+    let Some(p) = pending::read(Some(&state))? else {
+        log::info(&format!("{}: nothing to recover", app.label()));
+        return Ok(false);
+    };
+    // Redo the units whenever an intent was found, moved or not: after a
+    // failed rollback (exit 12) `current` is back already, but the units
+    // still have to pick it up.
+    let recovered = recover_pending(app, &state, &p)? != Recovery::AlreadyRecorded;
+    if recovered && !no_reload {
+        let mut services = connect(app)?;
+        let release = p.from.as_deref().unwrap_or("(none)");
+        act_on_units(app, services.as_mut(), release, &Cancel::never()).map_err(|e| {
+            Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label()))
+        })?;
+    } else if recovered && !app.config.services.units.is_empty() {
+        // The boot unit: services have not started yet and will start on the
+        // restored release. Run by hand on a live system, say what is left.
+        log::warn(&format!(
+            "{}: units not acted on (--no-reload); if they are running, run \
+             `releasectl activate --force {}:{}`",
+            app.label(),
+            app.name.as_deref().unwrap_or(""),
+            p.from.as_deref().unwrap_or("RELEASE")
+        ));
+    }
+    Ok(recovered)
 }
 
 /// Restore the `from` of an interrupted activation and record it. Services

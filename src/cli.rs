@@ -43,6 +43,13 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// Seconds to wait for the app's lock, for every command that takes it
+    /// (activate, deploy, rollback, prune, recover, mark-bad, mark-good;
+    /// 0: fail at once if busy; at most 86400)
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=crate::config::MAX_SECONDS))]
+    pub lock_timeout: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,10 +99,6 @@ pub struct ActivateFlags {
     /// Reload and check even if the release is already active
     #[arg(long)]
     pub force: bool,
-    /// Seconds to wait for the app's lock (0: fail at once if busy; at most 86400)
-    #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(0..=crate::config::MAX_SECONDS))]
-    pub lock_timeout: u64,
     /// Only activate if `current` is ID right now (compare-and-swap)
     #[arg(long, value_name = "ID")]
     pub expect_current: Option<String>,

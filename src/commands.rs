@@ -1,7 +1,7 @@
 //! One function per subcommand: resolve the app, call the library, print the
 //! result as text or as one JSON document.
 
-use crate::activation::{self, Options, Outcome, Recovery, Target};
+use crate::activation::{self, Options, Outcome, Target};
 use crate::app::{App, Source};
 use crate::cancel::Cancel;
 use crate::cli::{self, Cli, Command};
@@ -28,8 +28,9 @@ pub fn run(cli: Cli) -> Result<()> {
     });
     let source = Source::from_options(cli.root.clone(), cli.config_dir.clone());
     let out = Output::new(cli.json);
+    let wait = Duration::from_secs(cli.lock_timeout);
     match cli.command {
-        Command::Activate(a) => activate(&source, &out, a),
+        Command::Activate(a) => activate(&source, &out, a, wait),
         Command::Stage(s) => {
             let app = source.open(s.app.as_deref())?;
             let id = stage::stage(&app, &s.source, s.id.as_deref())?;
@@ -45,7 +46,14 @@ pub fn run(cli: Cli) -> Result<()> {
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
             let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
-            run_activation(&app, &Target::Release(id), &d.flags, Leaving::Keep, &out)
+            run_activation(
+                &app,
+                &Target::Release(id),
+                &d.flags,
+                wait,
+                Leaving::Keep,
+                &out,
+            )
         }
         Command::Rollback(r) => {
             let app = source.open(r.app.as_deref())?;
@@ -57,18 +65,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => Target::PreviousGood,
             };
-            run_activation(&app, &target, &r.flags, Leaving::MarkBad, &out)
+            run_activation(&app, &target, &r.flags, wait, Leaving::MarkBad, &out)
         }
-        Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, &out),
-        Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, &out),
+        Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, wait, &out),
+        Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, wait, &out),
         Command::Status(a) => each_app(&source, a.app.as_deref(), &out, status),
         Command::List(a) => each_app(&source, a.app.as_deref(), &out, list),
         Command::History(h) => each_app(&source, h.app.as_deref(), &out, |app, out| {
             show_history(app, h.lines, out)
         }),
-        Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, &out),
+        Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, wait, &out),
         Command::Check(a) => crate::check::check(&source.open(a.app.as_deref())?, &out),
-        Command::Recover(r) => recover(&source, r, &out),
+        Command::Recover(r) => recover(&source, r, wait, &out),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -82,7 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
+fn activate(source: &Source, out: &Output, a: cli::ActivateArgs, wait: Duration) -> Result<()> {
     let request = match (&a.release, &a.request) {
         (Some(raw), _) => release_id::parse_request(raw, source.allows_app())?,
         (None, Some(app)) => {
@@ -97,6 +105,7 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
         &app,
         &Target::Release(request.release.clone()),
         &a.flags,
+        wait,
         Leaving::Keep,
         out,
     )?;
@@ -122,6 +131,7 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs) -> Result<()> {
             &app,
             &Target::Release(next.clone()),
             &a.flags,
+            wait,
             Leaving::Keep,
             out,
         )?;
@@ -219,6 +229,7 @@ fn run_activation(
     app: &App,
     target: &Target,
     f: &cli::ActivateFlags,
+    lock_timeout: Duration,
     leaving: Leaving,
     out: &Output,
 ) -> Result<()> {
@@ -226,7 +237,7 @@ fn run_activation(
         no_reload: f.no_reload,
         no_health: f.no_health,
         force: f.force,
-        lock_timeout: Duration::from_secs(f.lock_timeout),
+        lock_timeout,
         expect_current: f.expect_current.clone(),
         dry_run: f.dry_run,
         refuse_bad: f.refuse_bad,
@@ -371,9 +382,14 @@ fn each_app(
     }
 }
 
-/// `mark-bad` / `mark-good`: one history entry, under the app's lock so
-/// that an activation reading the history meanwhile sees it whole.
-fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result<()> {
+/// `mark-bad` / `mark-good`.
+fn mark(
+    source: &Source,
+    m: cli::MarkArgs,
+    event: Event,
+    wait: Duration,
+    out: &Output,
+) -> Result<()> {
     let request = release_id::parse_request(&m.release, source.allows_app())?;
     let reason = m.reason.unwrap_or_else(|| "by hand".into());
     if reason.len() > 512 || reason.chars().any(char::is_control) {
@@ -381,19 +397,7 @@ fn mark(source: &Source, m: cli::MarkArgs, event: Event, out: &Output) -> Result
     }
     let app = source.open(request.app.as_deref())?;
     let id = request.release;
-    app.root.check_release(&id)?;
-    let state = app.state_dir(true)?.expect("created");
-    let me = lock::Holder {
-        pid: std::process::id(),
-        release: id.clone(),
-        since: crate::clock::now_rfc3339(),
-    };
-    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
-    let mut entry =
-        history::Entry::new(event, app.name.as_deref(), None, Some(&id)).with_reason(reason);
-    entry.live = app.root.current()?;
-    history::append(&state, &entry)?;
-    crate::journal::record(&entry);
+    store::mark(&app, &id, event, &reason, wait)?;
     let word = if event == Event::MarkedBad {
         "bad"
     } else {
@@ -482,7 +486,7 @@ fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
     Ok(())
 }
 
-fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
+fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
     let keep = p.keep.unwrap_or(app.config.keep);
     if p.dry_run {
         let plan = store::plan_prune(&store::inventory(app)?, keep);
@@ -491,27 +495,10 @@ fn prune(app: &App, p: cli::PruneArgs, out: &Output) -> Result<()> {
         });
         return Ok(());
     }
-    // Under the lock: an activation must not pick a release we are deleting.
-    let state = app.state_dir(true)?.expect("created");
-    let me = lock::Holder {
-        pid: std::process::id(),
-        release: "(prune)".into(),
-        since: crate::clock::now_rfc3339(),
-    };
-    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
-    let plan = store::plan_prune(&store::inventory(app)?, keep);
-    let mut leftovers = Vec::new();
-    if let Some(releases) = app.root.releases_dir(false)? {
-        for id in &plan.remove {
-            store::remove_release(&releases, id)?;
-            log::info(&format!("{}: removed release {id}", app.label()));
-        }
-        leftovers = store::remove_leftovers(&releases)?;
-        crate::staged::forget_orphans(&releases)?;
-    }
+    let done = store::prune(app, keep, wait)?;
     out.print(
-        json!({"dry_run": false, "plan": plan, "leftovers_removed": leftovers}),
-        || describe_plan(&plan, "removed"),
+        json!({"dry_run": false, "plan": done.plan, "leftovers_removed": done.leftovers}),
+        || describe_plan(&done.plan, "removed"),
     );
     Ok(())
 }
@@ -533,7 +520,7 @@ fn describe_plan(plan: &store::PrunePlan, verb: &str) -> String {
     t
 }
 
-fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
+fn recover(source: &Source, r: cli::RecoverArgs, wait: Duration, out: &Output) -> Result<()> {
     let apps: Vec<Option<String>> = if r.all && source.allows_app() {
         source.all_apps()?.into_iter().map(Some).collect()
     } else {
@@ -543,7 +530,10 @@ fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
     let mut failed = Vec::new();
     let several = apps.len() > 1;
     for name in apps {
-        match recover_one(source, name.as_deref(), r.no_reload) {
+        let done = source.open(name.as_deref()).and_then(|app| {
+            activation::recover(&app, r.no_reload, wait, |app| service_manager(app, false))
+        });
+        match done {
             Ok(done) => report.push(json!({"app": name, "recovered": done})),
             Err(e) => {
                 // One app: main prints its error once. Several: each failure
@@ -574,42 +564,4 @@ fn recover(source: &Source, r: cli::RecoverArgs, out: &Output) -> Result<()> {
                 .join(", ")
         ))),
     }
-}
-
-fn recover_one(source: &Source, name: Option<&str>, no_reload: bool) -> Result<bool> {
-    let app = source.open(name)?;
-    let Some(state) = app.state_dir(false)? else {
-        return Ok(false);
-    };
-    let me = lock::Holder {
-        pid: std::process::id(),
-        release: "(recover)".into(),
-        since: crate::clock::now_rfc3339(),
-    };
-    let _lock = lock::acquire(&state, &me, Duration::from_secs(60), &Cancel::never())?;
-    let Some(p) = pending::read(Some(&state))? else {
-        log::info(&format!("{}: nothing to recover", app.label()));
-        return Ok(false);
-    };
-    // Redo the units whenever an intent was found, moved or not: after a
-    // failed rollback (exit 12) `current` is back already, but the units
-    // still have to pick it up.
-    let recovered = activation::recover_pending(&app, &state, &p)? != Recovery::AlreadyRecorded;
-    if recovered && !no_reload {
-        let mut services = service_manager(&app, false)?;
-        let release = p.from.as_deref().unwrap_or("(none)");
-        activation::act_on_units(&app, services.as_mut(), release, &Cancel::never()).map_err(
-            |e| Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label())),
-        )?;
-    } else if recovered && !app.config.services.units.is_empty() {
-        // The boot unit: services have not started yet and will start on the
-        // restored release. Run by hand on a live system, say what is left.
-        log::warn(&format!(
-            "{}: units not acted on (--no-reload); if they are running, run `releasectl activate --force {}:{}`",
-            app.label(),
-            app.name.as_deref().unwrap_or(""),
-            p.from.as_deref().unwrap_or("RELEASE")
-        ));
-    }
-    Ok(recovered)
 }

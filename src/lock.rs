@@ -25,6 +25,18 @@ pub struct Holder {
     pub since: String,
 }
 
+impl Holder {
+    /// This process, taking the lock for `what` (a release id, or
+    /// "(prune)", "(recover)").
+    pub fn me(what: impl Into<String>) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            release: what.into(),
+            since: crate::clock::now_rfc3339(),
+        }
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

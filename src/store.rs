@@ -2,8 +2,10 @@
 //! about each) and pruning that never removes a release anyone may need.
 
 use crate::app::App;
+use crate::cancel::Cancel;
 use crate::error::Result;
 use crate::history::{self, Summary};
+use crate::lock;
 use crate::pending;
 use crate::root::Dir;
 use crate::staged;
@@ -11,7 +13,7 @@ use rustix::fs::FileType;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
@@ -86,6 +88,63 @@ pub fn inventory(app: &App) -> Result<Inventory> {
         summary,
         pending,
     })
+}
+
+/// What `prune` did: the plan it carried out and the temp trees of killed
+/// runs it removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    pub plan: PrunePlan,
+    pub leftovers: Vec<String>,
+}
+
+/// Remove what [`plan_prune`] says, under the app's lock: an activation
+/// must not pick a release being deleted, and the plan is made under the
+/// lock so that it sees the last activation's outcome.
+pub fn prune(app: &App, keep: usize, lock_timeout: Duration) -> Result<Pruned> {
+    let state = app.state_dir(true)?.expect("created");
+    let _lock = lock::acquire(
+        &state,
+        &lock::Holder::me("(prune)"),
+        lock_timeout,
+        &Cancel::never(),
+    )?;
+    let plan = plan_prune(&inventory(app)?, keep);
+    let mut leftovers = Vec::new();
+    if let Some(releases) = app.root.releases_dir(false)? {
+        for id in &plan.remove {
+            remove_release(&releases, id)?;
+            crate::log::info(&format!("{}: removed release {id}", app.label()));
+        }
+        leftovers = remove_leftovers(&releases)?;
+        staged::forget_orphans(&releases)?;
+    }
+    Ok(Pruned { plan, leftovers })
+}
+
+/// `mark-bad` / `mark-good` of release `id`: one history entry, under the
+/// app's lock so that an activation reading the history sees it whole.
+pub fn mark(
+    app: &App,
+    id: &str,
+    event: history::Event,
+    reason: &str,
+    lock_timeout: Duration,
+) -> Result<()> {
+    app.root.check_release(id)?;
+    let state = app.state_dir(true)?.expect("created");
+    let _lock = lock::acquire(
+        &state,
+        &lock::Holder::me(id),
+        lock_timeout,
+        &Cancel::never(),
+    )?;
+    let mut entry =
+        history::Entry::new(event, app.name.as_deref(), None, Some(id)).with_reason(reason);
+    entry.live = app.root.current()?;
+    history::append(&state, &entry)?;
+    crate::journal::record(&entry);
+    Ok(())
 }
 
 /// What prune would remove and what it keeps on purpose.

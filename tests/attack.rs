@@ -1823,7 +1823,14 @@ fn damaged_history_bounded_memory() {
             }
         }
     };
-    ok(&mut f, &["status"]);
+    // The interrupted activation: status reports it (exit 13), within the
+    // same memory bound.
+    match limited(&["status"]) {
+        Err(e) => f.add(e),
+        Ok(r) => f.check(r.code == Some(13), || {
+            format!("expected exit 13 (interrupted): {}", brief(&r))
+        }),
+    }
     ok(&mut f, &["list"]);
     ok(&mut f, &["prune", "--dry-run"]);
     if ok(&mut f, &["recover"]) {

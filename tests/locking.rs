@@ -1,5 +1,5 @@
 //! The per-app flock: many activations at once run one at a time, and a busy
-//! lock with `--lock-timeout 0` exits 3 naming the holder.
+//! lock with `--lock-timeout 0` exits 10 naming the holder.
 
 mod common;
 
@@ -86,7 +86,7 @@ fn concurrent_activations_never_overlap() {
 }
 
 #[test]
-fn busy_lock_exits_3_naming_the_holder() {
+fn busy_lock_exits_10_naming_the_holder() {
     let d = Dir::new();
     d.releases(&["v1", "v2", "v3"]);
     // The hook holds the lock until the test creates outside/go (bounded to 30 s).
@@ -121,6 +121,23 @@ fn busy_lock_exits_3_naming_the_holder() {
 
     let status = d.cmd_config().args(["--json", "status"]).ok().json();
     assert_eq!(status["lock_holder"]["pid"], pid, "{status:#}");
+
+    // Every command that takes the lock honours --lock-timeout, given
+    // before or after the subcommand, and changes nothing when busy.
+    let before = d.tree();
+    for args in [
+        &["prune", "web", "--keep", "0", "--lock-timeout", "0"][..],
+        &["--lock-timeout", "0", "recover", "web"],
+        &["mark-bad", "web:v1", "--lock-timeout", "0"],
+        &["rollback", "web", "--to", "v1", "--lock-timeout", "0"],
+    ] {
+        let busy = d.cmd_config().args(args).expect(10);
+        assert!(
+            busy.one_line_error().contains(&format!("pid {pid}")),
+            "{busy}"
+        );
+        before.assert_same(&d.tree(), &format!("{args:?}"));
+    }
 
     // A contender with a timeout waits for the holder instead.
     let waiter = d
