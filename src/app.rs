@@ -110,11 +110,6 @@ impl App {
     pub fn state_dir(&self, create: bool) -> Result<Option<Dir>> {
         self.root.state_dir(create)
     }
-
-    /// `ROOT/releases/<id>`, for messages and hook environments only.
-    pub fn release_path(&self, id: &str) -> PathBuf {
-        self.root.path().join(crate::root::release_path(id))
-    }
 }
 
 /// Roots are kept absolute so messages and `RELEASECTL_ROOT` are unambiguous.

@@ -334,6 +334,7 @@ pub fn summary(state_dir: Option<&Dir>) -> Result<Summary> {
     Ok(s.finish())
 }
 
+#[cfg(test)]
 pub fn summarize(entries: &[Entry]) -> Summary {
     let mut s = Summarizer::default();
     for e in entries {

@@ -91,10 +91,6 @@ impl Dir {
         self.shown.join(name)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.shown
-    }
-
     /// Open the subdirectory `name`; `None` if it does not exist. A symlink
     /// or any other non-directory is refused with an error naming it.
     pub fn open_dir(&self, name: &str) -> Result<Option<Dir>> {

@@ -122,6 +122,7 @@ impl Systemd {
 
     /// Use an existing connection (tests hand in a peer-to-peer one). It is
     /// never replaced: a fault on it is reported as it is.
+    #[cfg(test)]
     pub fn on(conn: Connection) -> Systemd {
         Systemd::with_reconnect(conn, None)
     }
