@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Speed benchmark for `releasectl stage`.
+
+Generates a tree like a real app (default 30 000 files, ~280 MB: many small
+files and a few large ones, incompressible content), packs it as .tar.zst,
+then measures in interleaved rounds (the order rotates each round, so
+machine noise hits every competitor alike):
+
+  stage .tar.zst   vs  tar --zstd -xf ARCHIVE && sync -f   (same archive)
+  stage DIRECTORY  vs  cp -a DIR NEW && sync -f
+
+Every competitor writes a new tree on the same file system and is made
+durable the way releasectl makes it durable (one flush of the file
+system); the page cache holds the source for all of them alike. Prints the
+median wall time of each, the ratios releasectl / baseline, and the peak
+RSS of staging. Exit status is 0 unless a command fails.
+
+Usage: bench/stage-bench.py target/release/releasectl [--files 30000] [--rounds 5] [--dir /var/tmp]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+
+def make_tree(top, files, seed=7):
+    """`files` files in directories of 50; sizes: mostly 1-16 KiB, every
+    100th 1 MiB. Returns the total size in bytes."""
+    rng = random.Random(seed)
+    total = 0
+    for i in range(files):
+        d = os.path.join(top, f"d{i // 2500}", f"s{(i // 50) % 50}")
+        os.makedirs(d, exist_ok=True)
+        size = 1 << 20 if i % 100 == 99 else rng.randint(1024, 16384)
+        with open(os.path.join(d, f"f{i}.bin"), "wb") as f:
+            f.write(os.urandom(size))
+        total += size
+    return total
+
+
+def timed(argv, rss=False):
+    """Wall seconds of argv, and with `rss` its peak RSS in KiB (GNU time)."""
+    out = None
+    if rss:
+        out = tempfile.NamedTemporaryFile(mode="r", delete=False)
+        argv = ["/usr/bin/time", "-f", "%M", "-o", out.name] + argv
+    t = time.monotonic()
+    subprocess.run(argv, check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.monotonic() - t
+    kib = 0
+    if out is not None:
+        kib = int(open(out.name).read().split()[-1])
+        os.unlink(out.name)
+    return wall, kib
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--files", type=int, default=30000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dir", default="/var/tmp")
+    a = ap.parse_args()
+    binary = os.path.abspath(a.binary)
+    work = tempfile.mkdtemp(prefix="rctl-stage-bench-", dir=a.dir)
+    try:
+        src = os.path.join(work, "src")
+        os.mkdir(src)
+        size = make_tree(src, a.files)
+        archive = os.path.join(work, "app.tar.zst")
+        subprocess.run(["tar", "--zstd", "-cf", archive, "-C", src, "."], check=True, env=ENV)
+        root = os.path.join(work, "root")
+        out = os.path.join(work, "out")
+        os.makedirs(root)
+        os.makedirs(out)
+        print(f"tree: {a.files} files, {size / 1e6:.0f} MB; archive {os.path.getsize(archive) / 1e6:.0f} MB; "
+              f"{a.rounds} rounds on {a.dir}")
+        results = {k: [] for k in ["stage_zst", "tar_sync", "stage_dir", "cp_sync"]}
+        rss = []
+        n = 0
+
+        def run_one(kind):
+            nonlocal n
+            n += 1
+            if kind == "stage_zst":
+                w, r = timed([binary, "-q", "--root", root, "stage", archive, "--id", f"z{n}"], True)
+                rss.append(r)
+            elif kind == "stage_dir":
+                w, r = timed([binary, "-q", "--root", root, "stage", src, "--id", f"d{n}"], True)
+                rss.append(r)
+            elif kind == "tar_sync":
+                dst = os.path.join(out, f"t{n}")
+                os.mkdir(dst)
+                w, _ = timed(["sh", "-c", 'tar --zstd -xf "$1" -C "$2" && sync -f "$2"', "-", archive, dst])
+            else:
+                dst = os.path.join(out, f"c{n}")
+                w, _ = timed(["sh", "-c", 'cp -a "$1" "$2" && sync -f "$2"', "-", src, dst])
+            results[kind].append(w)
+
+        kinds = list(results)
+        run_one("tar_sync")  # warm the caches once, unmeasured
+        results["tar_sync"].clear()
+        for rnd in range(a.rounds):
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for k in order:
+                run_one(k)
+            # Keep the disk from filling: remove this round's trees.
+            for d in (os.path.join(root, "releases"), out):
+                shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(out, exist_ok=True)
+            subprocess.run(["sync", "-f", work], check=True)
+        med = {k: statistics.median(v) for k, v in results.items()}
+        for k, v in med.items():
+            print(f"  {k:10} median {v:6.2f} s   ({', '.join(f'{x:.2f}' for x in results[k])})")
+        print(f"stage .tar.zst / (tar --zstd -xf && sync -f): {med['stage_zst'] / med['tar_sync']:.2f}x")
+        print(f"stage DIR      / (cp -a && sync -f):          {med['stage_dir'] / med['cp_sync']:.2f}x")
+        print(f"peak RSS of staging: {max(rss) / 1024:.1f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
