@@ -11,7 +11,14 @@ use crate::pending::{self, Pending};
 use crate::root::Dir;
 use crate::services::ServiceManager;
 use crate::{health, journal, log, notify, process};
+use anyhow::Context;
 use std::time::Duration;
+
+/// A step of the transaction after validation: a hook, the units, the
+/// health check. Its error says why, with context; it becomes the reason
+/// of the rollback (and of the exit status 11 or 12), never an exit status
+/// of its own.
+type Step = anyhow::Result<()>;
 
 /// What to activate.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +174,7 @@ impl Transaction<'_> {
 
         // 5. pre_activate hooks: a failure here changes nothing.
         if let Err(why) = self.hooks("pre_activate", &self.app.config.hooks.pre_activate) {
-            let reason = format!("pre_activate {why}");
+            let reason = format!("{why:#}");
             if let Err(e) = self.record(Event::Aborted, Some(&reason)) {
                 log::warn(&format!("cannot record the abort: {}", e.one_line()));
             }
@@ -193,7 +200,7 @@ impl Transaction<'_> {
                         to: self.to.clone(),
                     })
                 }
-                Err(why) => Err(Error::ActivationFailed(format!("{arrow}: {why}"))),
+                Err(why) => Err(Error::ActivationFailed(format!("{arrow}: {why:#}"))),
             };
         }
 
@@ -223,18 +230,17 @@ impl Transaction<'_> {
         // 8–10. Services, health, post hooks; any failure or signal rolls back.
         match self.bring_up().and_then(|()| self.post_hooks()) {
             Ok(()) => self.commit(),
-            Err(why) => self.roll_back(&why),
+            Err(why) => self.roll_back(&format!("{why:#}")),
         }
     }
 
     /// post_swap hooks, then steps 8 and 9.
-    fn bring_up(&mut self) -> Result<(), String> {
+    fn bring_up(&mut self) -> Step {
         self.cancel.check()?;
         // `current` names the new release now, so a check of the service
         // configuration it ships (`nginx -t`) sees the new one, and its
         // failure rolls back before any unit is reloaded onto it.
-        self.hooks("post_swap", &self.app.config.hooks.post_swap)
-            .map_err(|why| format!("post_swap {why}"))?;
+        self.hooks("post_swap", &self.app.config.hooks.post_swap)?;
         if !self.opts.no_reload {
             self.units_touched = !self.app.config.services.units.is_empty();
             self.act_on_units(&self.to.clone(), self.cancel.clone())?;
@@ -247,14 +253,13 @@ impl Transaction<'_> {
             let cwd = self.release.proc_path();
             health::wait_healthy(health, &self.to, &cwd, &self.env(), self.cancel)?;
         }
-        self.cancel.check()
+        Ok(self.cancel.check()?)
     }
 
     /// Step 10.
-    fn post_hooks(&mut self) -> Result<(), String> {
-        self.hooks("post_activate", &self.app.config.hooks.post_activate)
-            .map_err(|why| format!("post_activate {why}"))?;
-        self.cancel.check()
+    fn post_hooks(&mut self) -> Step {
+        self.hooks("post_activate", &self.app.config.hooks.post_activate)?;
+        Ok(self.cancel.check()?)
     }
 
     /// Step 11.
@@ -291,9 +296,10 @@ impl Transaction<'_> {
         log::error(&format!("{arrow}: {why}; rolling back to {back}"));
         notify::status(&format!("{arrow}: failed ({why}); rolling back"));
         let restored = match &self.from {
-            Some(from) => self.app.root.swap_current(from).map_err(|e| e.one_line()),
-            None => self.app.root.remove_current().map_err(|e| e.one_line()),
-        };
+            Some(from) => self.app.root.swap_current(from),
+            None => self.app.root.remove_current(),
+        }
+        .map_err(|e| anyhow::anyhow!(e.one_line()));
         // The rollback must finish even if another signal arrives.
         let services = match (&restored, &self.from) {
             (Ok(()), Some(from)) if self.units_touched => {
@@ -304,14 +310,14 @@ impl Transaction<'_> {
             _ => Ok(()),
         };
         if let Err(rb) = restored.and(services) {
-            let reason = format!("{why}; rollback failed: {rb}");
+            let reason = format!("{why}; rollback failed: {rb:#}");
             if let Err(e) = self.record(Event::RollbackFailed, Some(&reason)) {
                 log::error(&format!(
                     "cannot record the failed rollback: {}",
                     e.one_line()
                 ));
             }
-            notify::status(&format!("{arrow}: ROLLBACK FAILED: {rb}"));
+            notify::status(&format!("{arrow}: ROLLBACK FAILED: {rb:#}"));
             return Err(Error::RollbackFailed(format!(
                 "{arrow}: {reason}. MANUAL ATTENTION NEEDED: `current` points to {}; \
                  fix the cause, then run `releasectl recover` (pending.json kept)",
@@ -348,14 +354,18 @@ impl Transaction<'_> {
     /// and the same gate that refused `to` must now see `from` answer (with
     /// `expect`, its own answer, not a worker still running `to`). Without
     /// that the restored release is not known to serve: the rollback failed.
-    fn recheck(&self, from: &str) -> Result<(), String> {
+    fn recheck(&self, from: &str) -> Step {
         let health = &self.app.config.health;
         if !health.is_configured() || self.opts.no_health {
             return Ok(());
         }
         notify::status(&format!("{}: checking health of {from}", self.app.label()));
         notify::extend_timeout(health.timeout + Duration::from_secs(10));
-        let release = self.app.root.open_release(from).map_err(|e| e.one_line())?;
+        let release = self
+            .app
+            .root
+            .open_release(from)
+            .map_err(|e| anyhow::anyhow!(e.one_line()))?;
         let mut env = self.env();
         for (key, value) in env.iter_mut() {
             match *key {
@@ -365,14 +375,14 @@ impl Transaction<'_> {
             }
         }
         health::wait_healthy(health, from, &release.proc_path(), &env, &Cancel::never())
-            .map_err(|why| format!("{from} after the rollback: {why}"))
+            .with_context(|| format!("{from} after the rollback"))
     }
 
-    fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Result<(), String> {
+    fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Step {
         act_on_units(self.app, self.services, release, &cancel)
     }
 
-    fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Result<(), String> {
+    fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Step {
         let cwd = self.release.proc_path();
         let timeout = self.app.config.hooks.timeout;
         for argv in hooks {
@@ -381,7 +391,7 @@ impl Transaction<'_> {
             notify::extend_timeout(timeout + Duration::from_secs(10));
             let deadline = std::time::Instant::now().checked_add(timeout);
             process::run(argv, &cwd, &self.env(), deadline, self.cancel)
-                .map_err(|e| format!("hook {e}"))?;
+                .with_context(|| format!("{phase} hook"))?;
         }
         Ok(())
     }
@@ -433,7 +443,7 @@ pub fn act_on_units(
     services: &mut dyn ServiceManager,
     release: &str,
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Step {
     let svc = &app.config.services;
     for unit in &svc.units {
         let what = format!(
@@ -444,7 +454,9 @@ pub fn act_on_units(
         notify::status(&what);
         notify::extend_timeout(svc.timeout + Duration::from_secs(10));
         log::info(&what);
-        services.apply(unit, svc.action, svc.timeout, cancel)?;
+        services
+            .apply(unit, svc.action, svc.timeout, cancel)
+            .map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

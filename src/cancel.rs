@@ -40,10 +40,10 @@ impl Cancel {
         }
     }
 
-    /// `Err("interrupted by SIGTERM")` once a signal arrived.
-    pub fn check(&self) -> Result<(), String> {
+    /// `Err(Interrupted("SIGTERM"))` once a signal arrived.
+    pub fn check(&self) -> Result<(), Interrupted> {
         match self.received() {
-            Some(sig) => Err(format!("interrupted by {sig}")),
+            Some(sig) => Err(Interrupted(sig)),
             None => Ok(()),
         }
     }
@@ -52,5 +52,17 @@ impl Cancel {
     pub fn trigger(&self) {
         self.signal
             .store(signal_hook::consts::SIGTERM as usize, Ordering::SeqCst);
+    }
+}
+
+/// A signal arrived: what the transaction was doing stops, and an
+/// activation past its swap rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted by {0}")]
+pub struct Interrupted(pub &'static str);
+
+impl From<Interrupted> for String {
+    fn from(i: Interrupted) -> String {
+        i.to_string()
     }
 }

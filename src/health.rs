@@ -3,6 +3,7 @@
 
 use crate::cancel::Cancel;
 use crate::config::Health;
+use anyhow::{anyhow, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ pub fn wait_healthy(
     cwd: &Path,
     env: &[(&str, String)],
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Result<()> {
     // Bounded at load; saturate rather than panic all the same.
     let deadline = Instant::now()
         .checked_add(h.timeout)
@@ -24,17 +25,17 @@ pub fn wait_healthy(
     // Within the start period a failed attempt is not counted against
     // `retries`: an app that takes a while to come up is not failed for it.
     let grace_ends = Instant::now() + h.start_period;
-    let mut last = String::from("no attempt made");
+    let mut last = anyhow!("no attempt made");
     let mut streak = 0;
     let mut attempt = 0;
     while attempt < h.retries {
         attempt += 1;
         cancel.check()?;
         if Instant::now() >= deadline {
-            return Err(format!(
-                "health check timed out after {}s: {last}",
+            return Err(last.context(format!(
+                "health check timed out after {}s",
                 h.timeout.as_secs()
-            ));
+            )));
         }
         match attempt_once(h, expect.as_deref(), cwd, env, deadline, cancel) {
             Ok(()) => {
@@ -49,7 +50,7 @@ pub fn wait_healthy(
             }
             Err(why) if Instant::now() < grace_ends => {
                 streak = 0;
-                crate::log::info(&format!("health check (start period): {why}"));
+                crate::log::info(&format!("health check (start period): {why:#}"));
                 last = why;
                 attempt -= 1;
                 sleep_until(Instant::now() + h.interval, deadline, cancel)?;
@@ -58,7 +59,7 @@ pub fn wait_healthy(
             Err(why) => {
                 streak = 0;
                 crate::log::info(&format!(
-                    "health check attempt {attempt}/{}: {why}",
+                    "health check attempt {attempt}/{}: {why:#}",
                     h.retries
                 ));
                 last = why;
@@ -70,12 +71,13 @@ pub fn wait_healthy(
     }
     cancel.check()?;
     if streak > 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "health check passed only {streak} of {} times in a row within {} attempts",
-            h.consecutive, h.retries
+            h.consecutive,
+            h.retries
         ));
     }
-    Err(format!("health check failed {} times: {last}", h.retries))
+    Err(last.context(format!("health check failed {} times", h.retries)))
 }
 
 fn attempt_once(
@@ -85,7 +87,7 @@ fn attempt_once(
     env: &[(&str, String)],
     deadline: Instant,
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Result<()> {
     if let Some(argv) = &h.command {
         crate::process::run(argv, cwd, env, Some(deadline), cancel)?;
     }
@@ -104,16 +106,16 @@ const MAX_BODY: u64 = 1 << 20;
 
 /// GET `url`; only a 2xx answer within `timeout` counts, and with `expect`
 /// only one whose body (first MiB) or a header value contains it.
-pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<(), String> {
+pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout(timeout.max(Duration::from_millis(1)))
         .redirects(0)
         .build();
     let resp = match agent.get(url).call() {
         Ok(resp) if (200..300).contains(&resp.status()) => resp,
-        Ok(resp) => return Err(format!("GET {url} answered {}", resp.status())),
-        Err(ureq::Error::Status(code, _)) => return Err(format!("GET {url} answered {code}")),
-        Err(e) => return Err(format!("GET {url}: {e}")),
+        Ok(resp) => return Err(anyhow!("GET {url} answered {}", resp.status())),
+        Err(ureq::Error::Status(code, _)) => return Err(anyhow!("GET {url} answered {code}")),
+        Err(e) => return Err(anyhow!("GET {url}: {e}")),
     };
     let Some(expect) = expect else {
         return Ok(());
@@ -128,17 +130,17 @@ pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<(),
     let mut body = Vec::new();
     let reader: Box<dyn std::io::Read + Send + Sync> = resp.into_reader();
     std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX_BODY), &mut body)
-        .map_err(|e| format!("GET {url}: reading the answer: {e}"))?;
+        .map_err(|e| anyhow!("GET {url}: reading the answer: {e}"))?;
     if String::from_utf8_lossy(&body).contains(expect) {
         return Ok(());
     }
-    Err(format!(
+    Err(anyhow!(
         "GET {url} answered, but not with {expect:?} (an old worker or the old release?)"
     ))
 }
 
 /// Sleep in short steps so a signal is noticed promptly.
-fn sleep_until(until: Instant, deadline: Instant, cancel: &Cancel) -> Result<(), String> {
+fn sleep_until(until: Instant, deadline: Instant, cancel: &Cancel) -> Result<()> {
     let until = until.min(deadline);
     while Instant::now() < until {
         cancel.check()?;
@@ -148,7 +150,7 @@ fn sleep_until(until: Instant, deadline: Instant, cancel: &Cancel) -> Result<(),
                 .min(Duration::from_millis(50)),
         );
     }
-    cancel.check()
+    Ok(cancel.check()?)
 }
 
 #[cfg(test)]
@@ -224,6 +226,7 @@ mod tests {
             &[],
             &Cancel::never(),
         )
+        .map_err(|e| format!("{e:#}"))
         .unwrap_err();
         assert!(e.contains("not with \"release v2\""), "{e}");
 
@@ -250,7 +253,9 @@ mod tests {
         let h = gate(serve(answers.clone()), 4, 2);
         wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never()).unwrap();
         let h = gate(serve(answers), 3, 2);
-        let e = wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v2", Path::new("/"), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("only 1 of 2 times in a row"), "{e}");
     }
 
@@ -295,7 +300,9 @@ mod tests {
         // Without it the first failure is the last.
         std::fs::remove_file(dir.path().join("count")).unwrap();
         h.start_period = Duration::ZERO;
-        let e = wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("failed 1 times"), "{e}");
     }
 
@@ -304,14 +311,18 @@ mod tests {
         let mut h = health(&["/bin/false"], 2);
         h.start_period = Duration::from_millis(100);
         h.timeout = Duration::from_secs(5);
-        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("failed 2 times"), "{e}");
     }
 
     #[test]
     fn gives_up_after_retries() {
         let h = health(&["/bin/false"], 2);
-        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("failed 2 times"), "{e}");
     }
 
@@ -320,7 +331,9 @@ mod tests {
         let mut h = health(&["/bin/sleep", "30"], 5);
         h.timeout = Duration::from_millis(200);
         let t = Instant::now();
-        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never()).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
@@ -330,7 +343,9 @@ mod tests {
         let h = health(&["/bin/false"], 100);
         let cancel = Cancel::never();
         cancel.trigger();
-        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &cancel).unwrap_err();
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &cancel)
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
         assert!(e.contains("SIGTERM"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! deadline, stoppable when the activation is interrupted.
 
 use crate::cancel::Cancel;
+use anyhow::{anyhow, Result};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -17,7 +18,7 @@ pub fn run(
     env: &[(&str, String)],
     deadline: Option<Instant>,
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Result<()> {
     let shown = shell_words(argv);
     let stdout = std::io::stderr()
         .as_fd()
@@ -34,7 +35,7 @@ pub fn run(
         .envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("`{shown}` could not start: {e}"))?;
+        .map_err(|e| anyhow!("`{shown}` could not start: {e}"))?;
     let pid = child.id();
 
     // A waiter thread reports the exit at once; this thread keeps an eye on
@@ -50,18 +51,18 @@ pub fn run(
         });
         match rx.recv_timeout(wait) {
             Ok(Ok(status)) if status.success() => return Ok(()),
-            Ok(Ok(status)) => return Err(format!("`{shown}` failed ({status})")),
-            Ok(Err(e)) => return Err(format!("`{shown}`: {e}")),
+            Ok(Ok(status)) => return Err(anyhow!("`{shown}` failed ({status})")),
+            Ok(Err(e)) => return Err(anyhow!("`{shown}`: {e}")),
             Err(_) => {}
         }
         let why = match (cancel.check(), deadline) {
-            (Err(why), _) => why,
-            (Ok(()), Some(d)) if Instant::now() >= d => "timed out".to_string(),
+            (Err(signal), _) => anyhow::Error::new(signal),
+            (Ok(()), Some(d)) if Instant::now() >= d => anyhow!("timed out"),
             _ => continue,
         };
         kill(pid);
         let _ = rx.recv_timeout(Duration::from_secs(5));
-        return Err(format!("`{shown}` {why}"));
+        return Err(why.context(format!("`{shown}`")));
     }
 }
 

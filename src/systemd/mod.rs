@@ -401,7 +401,7 @@ pub fn wait_for_job(
 ) -> Result<String, Fault> {
     let deadline = started + timeout;
     loop {
-        cancel.check().map_err(Fault::answer)?;
+        cancel.check().map_err(|i| Fault::answer(i.into()))?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Fault::answer(format!(
