@@ -577,34 +577,30 @@ fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
     c.sh("systemctl reload nginx.service");
 }
 
-/// m. The README's nginx recipe with the health gate: each release ships
-/// its nginx configuration (included from `current`), and v2's answers 500.
-/// After `systemctl reload nginx` the old workers answer for a while with
-/// the old configuration; a plain 2xx check then passes the broken release.
-/// With `expect = "release {release}"` only the new release's own answer
-/// passes: v2 is rolled back every time and nginx serves v1 after each,
-/// and a good release commits every time. Ten rounds of each.
+/// m. The reload race of issue 8, with the README's nginx recipe as it
+/// stands (reload of nginx.service, the health gate, `nginx -t` after the
+/// swap): each release ships its nginx configuration (included from
+/// `current`), and v2's answers 500 on `/`. After `systemctl reload nginx`
+/// the old workers answer for a while with the old configuration; a plain
+/// 2xx check then passes the broken release. With the gate only the new
+/// release's own answer passes: v2 is rolled back 20 times of 20 and nginx
+/// serves v1 after each, and the good v3 commits 20 times of 20 (and v1
+/// after it, each time). The control, the same recipe without the gate
+/// (`expect`, `consecutive`), must commit the broken v2 at least once in
+/// 20 tries, or this scenario could not tell.
 fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
+    const ROUNDS: usize = 20;
     let port = 18090;
-    let site = |v: &str, body: &str| {
-        format!("location / {{ default_type text/plain; return {body}; }}\n# {v}\n")
-    };
-    let (ok1, bad2, ok3) = (
-        site("v1", "200 \"release v1\\n\""),
-        site("v2", "500"),
-        site("v3", "200 \"release v3\\n\""),
-    );
+    let bad2 = "location / { default_type text/plain; return 500; }\n# v2\n";
+    let (ok1, ok3) = (nginx_release_site("v1"), nginx_release_site("v3"));
+    let recipe = readme_nginx_recipe(port);
     let app = App::create(
         c,
         "gate",
-        &format!(
-            "[services]\nunits = [\"nginx.service\"]\naction = \"reload\"\n\
-             [health]\nurl = \"http://127.0.0.1:{port}/\"\nexpect = \"release {{release}}\"\n\
-             consecutive = 3\nretries = 2000\ninterval = 0\ntimeout = 20\n"
-        ),
+        &recipe,
         &[
             ("v1", &[("nginx/site.conf", ok1.as_str())]),
-            ("v2", &[("nginx/site.conf", bad2.as_str())]),
+            ("v2", &[("nginx/site.conf", bad2)]),
             ("v3", &[("nginx/site.conf", ok3.as_str())]),
         ],
     );
@@ -615,7 +611,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
     );
     c.sh("nginx -t -q && systemctl reload-or-restart nginx.service");
     wait_served(c, port, "release v1");
-    for round in 1..=10 {
+    for round in 1..=ROUNDS {
         c.sh_fails("releasectl -q activate gate:v2");
         assert_eq!(app.current().as_deref(), Some("v1"), "round {round}");
         let last = app.last_event();
@@ -624,11 +620,12 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
         // workers take over shortly after.
         wait_served(c, port, "release v1");
     }
+    eprintln!("m: with the gate, the broken v2 was rolled back {ROUNDS} of {ROUNDS} times");
     // Good releases commit every time. The gate proves the new
     // configuration answers; an old worker may still answer a request or
     // two right after (nginx retires them gracefully), so the test waits
     // for the new answer rather than asserting the first request.
-    for round in 1..=5 {
+    for round in 1..=ROUNDS {
         for v in ["v3", "v1"] {
             c.sh(&format!("releasectl -q activate gate:{v}"));
             assert_eq!(app.current().as_deref(), Some(v), "round {round}");
@@ -637,19 +634,25 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
             wait_served(c, port, &want);
         }
     }
-    // Control: the same rounds with a plain 2xx check (no expect) commit
-    // the broken v2 (9 of 10 when this was written): the gate is what
-    // catches it.
-    c.sh("releasectl -q activate gate:v1");
+    eprintln!("m: with the gate, the good v3 committed {ROUNDS} of {ROUNDS} times");
+    // Control: the same recipe without the gate, a plain 2xx check,
+    // commits the broken v2 (most of the time when this was written): the
+    // gate is what catches it.
+    let plain: Vec<&str> = recipe
+        .lines()
+        .filter(|l| !l.starts_with("expect") && !l.starts_with("consecutive"))
+        .collect();
+    assert_eq!(
+        plain.len() + 2,
+        recipe.lines().count(),
+        "the README's recipe should have one `expect` and one `consecutive`:\n{recipe}"
+    );
     c.write(
         "/etc/releasectl/gate.toml",
-        format!(
-            "root = \"/srv/gate\"\n[services]\nunits = [\"nginx.service\"]\n\
-             [health]\nurl = \"http://127.0.0.1:{port}/\"\nretries = 2000\ninterval = 0\ntimeout = 20\n"
-        ),
+        format!("root = \"/srv/gate\"\n{}\n", plain.join("\n")),
     );
     let mut committed = 0;
-    for _ in 0..8 {
+    for _ in 0..ROUNDS {
         let out = c.run("releasectl -q activate gate:v2");
         if out.status.success() {
             committed += 1;
@@ -657,7 +660,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
         }
         wait_served(c, port, "release v1");
     }
-    eprintln!("control without expect: the broken v2 committed {committed} of 8 times");
+    eprintln!("m: control without the gate: the broken v2 committed {committed} of {ROUNDS} times");
     assert!(
         committed > 0,
         "the control never committed v2: the scenario cannot tell"
