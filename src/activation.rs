@@ -454,9 +454,7 @@ pub fn act_on_units(
         notify::status(&what);
         notify::extend_timeout(svc.timeout + Duration::from_secs(10));
         log::info(&what);
-        services
-            .apply(unit, svc.action, svc.timeout, cancel)
-            .map_err(anyhow::Error::msg)?;
+        services.apply(unit, svc.action, svc.timeout, cancel)?;
     }
     Ok(())
 }

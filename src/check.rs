@@ -96,7 +96,8 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
                 for unit in &svc.units {
                     let r = mgr
                         .probe(unit, svc.action)
-                        .map(|()| format!("can {}", svc.action.as_str()));
+                        .map(|()| format!("can {}", svc.action.as_str()))
+                        .map_err(|e| format!("{e:#}"));
                     add(&format!("unit {unit}"), r);
                 }
             }

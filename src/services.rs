@@ -7,28 +7,28 @@ use std::time::Duration;
 
 pub trait ServiceManager {
     /// Enqueue `action` on `unit` (mode "replace"), wait until the job is
-    /// finished, and check the unit is active. `Err` is one line saying why not.
+    /// finished, and check the unit is active. `Err` says why not.
     fn apply(
         &mut self,
         unit: &str,
         action: Action,
         timeout: Duration,
         cancel: &Cancel,
-    ) -> Result<(), String>;
+    ) -> anyhow::Result<()>;
 
     /// Whether `unit` exists and can do `action` (for `releasectl check`).
-    fn probe(&mut self, unit: &str, action: Action) -> Result<(), String>;
+    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<()>;
 }
 
 /// Used when no units are configured or `--no-reload` is given.
 pub struct NoServices;
 
 impl ServiceManager for NoServices {
-    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> Result<(), String> {
-        Err(format!("no service manager available to act on {unit}"))
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> anyhow::Result<()> {
+        anyhow::bail!("no service manager available to act on {unit}")
     }
 
-    fn probe(&mut self, unit: &str, _: Action) -> Result<(), String> {
-        Err(format!("no service manager available to check {unit}"))
+    fn probe(&mut self, unit: &str, _: Action) -> anyhow::Result<()> {
+        anyhow::bail!("no service manager available to check {unit}")
     }
 }

@@ -36,19 +36,19 @@ impl FakeUnits {
 }
 
 impl ServiceManager for FakeUnits {
-    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> Result<(), String> {
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> anyhow::Result<()> {
         let serving = self.current();
         self.calls.push((unit.to_string(), serving.clone()));
         if let Some(c) = self.cancel_during.take() {
             c.trigger();
         }
         if self.fail_for == Some(serving.as_str()) {
-            return Err(format!("{unit} failed (Result: exit-code)"));
+            anyhow::bail!("{unit} failed (Result: exit-code)");
         }
         Ok(())
     }
 
-    fn probe(&mut self, _: &str, _: Action) -> Result<(), String> {
+    fn probe(&mut self, _: &str, _: Action) -> anyhow::Result<()> {
         Ok(())
     }
 }

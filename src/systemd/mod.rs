@@ -376,12 +376,13 @@ impl ServiceManager for Systemd {
         action: Action,
         timeout: Duration,
         cancel: &Cancel,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         self.try_apply(unit, action, timeout, cancel)
+            .map_err(anyhow::Error::msg)
     }
 
-    fn probe(&mut self, unit: &str, action: Action) -> Result<(), String> {
-        self.try_probe(unit, action)
+    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<()> {
+        self.try_probe(unit, action).map_err(anyhow::Error::msg)
     }
 }
 

@@ -372,7 +372,8 @@ fn a_failed_job_fails_the_apply() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         "reload of web.service failed; see `journalctl -u web.service`"
@@ -395,13 +396,17 @@ fn a_unit_still_reloading_after_our_job_is_waited_for() {
 
     let (mut sd, state, _server) = fake::systemd("done", "failed");
     state.lock().unwrap().transient = ["reloading"].map(String::from).into();
-    let err = reload(&mut sd, Duration::from_secs(30)).unwrap_err();
+    let err = reload(&mut sd, Duration::from_secs(30))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("web.service is failed"), "{err}");
 
     let (mut sd, state, _server) = fake::systemd("done", "active");
     state.lock().unwrap().transient =
         std::iter::repeat_n("reloading".to_string(), 10_000).collect();
-    let err = reload(&mut sd, Duration::from_millis(300)).unwrap_err();
+    let err = reload(&mut sd, Duration::from_millis(300))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("web.service is reloading"), "{err}");
 }
 
@@ -415,7 +420,8 @@ fn done_but_not_active_is_a_failure() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("web.service is failed (running) after reload"),
         "{err}"
@@ -455,7 +461,8 @@ fn a_dead_connection_is_a_connection_fault() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("D-Bus I/O error"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "waited anyway");
     assert_eq!(state.lock().unwrap().jobs, 0);
@@ -526,7 +533,8 @@ fn without_a_reconnector_a_lost_job_is_reported() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     closer.join().unwrap();
     assert_eq!(
         err,
@@ -562,7 +570,8 @@ fn systemds_answers_are_not_retried() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "unit nope.service not found");
     state.lock().unwrap().result = "failed".into();
     let err = sd
@@ -572,7 +581,8 @@ fn systemds_answers_are_not_retried() {
             Duration::from_secs(30),
             &Cancel::never(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("reload of web.service failed"), "{err}");
     assert_eq!(calls.get(), 0, "reconnected for an answer");
 }
