@@ -41,6 +41,9 @@ pub struct Options {
     /// Mark the release left behind bad once this activation commits
     /// (`rollback`: a second rollback goes further back, not forward again).
     pub mark_from_bad: bool,
+    /// Check the release against its manifest before anything changes
+    /// (`--verify`; the config's `verify = true` turns it on as well).
+    pub verify: bool,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             dry_run: false,
             refuse_bad: false,
             mark_from_bad: false,
+            verify: false,
         }
     }
 }
@@ -130,6 +134,9 @@ pub fn activate(
     if from.as_deref() == Some(to.as_str()) && !opts.force && !recovered {
         log::info(&format!("{label}: {to} is already active"));
         return Ok(Outcome::AlreadyActive { release: to });
+    }
+    if opts.verify || app.config.verify {
+        verify(app, &state, &from, &to, &release)?;
     }
 
     let tx = Transaction {
@@ -435,6 +442,43 @@ impl Transaction<'_> {
             self.to
         )
     }
+}
+
+/// The release as opened must match the manifest recorded when it was
+/// staged. A mismatch changes nothing but the history: the attempt is
+/// recorded as aborted (so `to` counts as bad) and the exit status is 14.
+fn verify(app: &App, state: &Dir, from: &Option<String>, to: &str, release: &Dir) -> Result<()> {
+    notify::status(&format!("{}: verifying {to}", app.label()));
+    let releases = app
+        .root
+        .releases_dir(false)?
+        .expect("the release was opened in it");
+    let why = match crate::manifest::check(&releases, to, release) {
+        Ok(diffs) if diffs.is_empty() => {
+            log::info(&format!("{}: {to} matches its manifest", app.label()));
+            return Ok(());
+        }
+        Ok(diffs) => format!(
+            "{to} does not match its manifest: {}",
+            crate::manifest::summary(&diffs)
+        ),
+        Err(Error::VerifyFailed(why)) => why,
+        Err(e) => return Err(e),
+    };
+    let mut e = Entry::new(
+        Event::Aborted,
+        app.name.as_deref(),
+        from.as_deref(),
+        Some(to),
+    )
+    .with_reason(why.clone());
+    e.live = from.clone();
+    history::append(state, &e)?;
+    journal::record(&e);
+    Err(Error::VerifyFailed(format!(
+        "{}: {why}; nothing changed (see `releasectl verify`)",
+        app.label()
+    )))
 }
 
 /// Step 8: the configured action on each unit, in order, for `release`.

@@ -13,7 +13,8 @@ Exit status:
   10  lock busy (another activation of the app holds it)
   11  activation failed; the previous release was restored
   12  rollback failed; manual attention needed
-  13  (status) an interrupted activation awaits releasectl recover";
+  13  (status) an interrupted activation awaits releasectl recover
+  14  a release does not match the manifest recorded when it was staged";
 
 /// Atomic, locked, reversible release activation for systemd hosts.
 ///
@@ -78,6 +79,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Validate config, layout and (if systemd is reachable) the units
     Check(AppArg),
+    /// Check a release against the manifest recorded when it was staged
+    Verify(VerifyArgs),
     /// Finish an interrupted activation: restore the previous target
     Recover(RecoverArgs),
     /// Print a shell completion script
@@ -108,6 +111,10 @@ pub struct ActivateFlags {
     /// Refuse a release whose latest attempt failed (exit 2, nothing changed)
     #[arg(long)]
     pub refuse_bad: bool,
+    /// Check the release against the manifest recorded when it was staged,
+    /// before anything changes (as `verify = true` in the config does)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +175,16 @@ pub struct MarkArgs {
     /// Why, recorded in the history (at most 512 bytes)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The release, as [APP:]RELEASE (default: the current release)
+    #[arg(value_name = "[APP:]RELEASE")]
+    pub release: Option<OsString>,
+    /// With several apps configured: the app whose current release to verify
+    #[arg(long, conflicts_with = "release")]
+    pub app: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }),
         Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, wait, &out),
         Command::Check(a) => crate::check::check(&source.open(a.app.as_deref())?, &out),
+        Command::Verify(v) => verify(&source, v, &out),
         Command::Recover(r) => recover(&source, r, wait, &out),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -241,6 +242,7 @@ fn run_activation(
         expect_current: f.expect_current.clone(),
         dry_run: f.dry_run,
         refuse_bad: f.refuse_bad,
+        verify: f.verify,
         mark_from_bad: leaving == Leaving::MarkBad,
     };
     let cancel = Cancel::install()
@@ -564,4 +566,52 @@ fn recover(source: &Source, r: cli::RecoverArgs, wait: Duration, out: &Output) -
                 .join(", ")
         ))),
     }
+}
+
+/// `verify [APP:]RELEASE`: the release against its manifest; exit 14 when
+/// anything differs, with every difference in the report.
+fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
+    let (app, id) = match &v.release {
+        Some(raw) => {
+            let r = release_id::parse_request(raw, source.allows_app())?;
+            (source.open(r.app.as_deref())?, r.release)
+        }
+        None => {
+            let app = source.open(v.app.as_deref())?;
+            let Some(id) = app.root.current()? else {
+                return Err(usage(format!(
+                    "{}: no current release; name the release to verify",
+                    app.label()
+                )));
+            };
+            (app, id)
+        }
+    };
+    let release = app.root.open_release(&id)?;
+    let releases = app
+        .root
+        .releases_dir(false)?
+        .expect("the release was opened in it");
+    let diffs = crate::manifest::check(&releases, &id, &release)?;
+    let label = app.label();
+    out.print(
+        json!({"app": app.name, "release": id, "matches": diffs.is_empty(), "differences": diffs}),
+        || {
+            if diffs.is_empty() {
+                return format!("{label}: {id} matches its manifest");
+            }
+            let mut t = String::new();
+            for d in &diffs {
+                t += &format!("{:<8} {}  ({})\n", d.change, d.path, d.detail);
+            }
+            t
+        },
+    );
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(Error::AfterReport(Box::new(Error::VerifyFailed(format!(
+        "{label}: {id} does not match its manifest: {}",
+        crate::manifest::summary(&diffs)
+    )))))
 }

@@ -92,6 +92,8 @@ impl Default for Hooks {
 pub struct Config {
     pub root: PathBuf,
     pub keep: usize,
+    /// Check the release against its manifest before every activation.
+    pub verify: bool,
     pub services: Services,
     pub health: Health,
     pub hooks: Hooks,
@@ -103,6 +105,7 @@ impl Config {
         Config {
             root,
             keep: 5,
+            verify: false,
             services: Services {
                 units: Vec::new(),
                 action: Action::Reload,
@@ -188,6 +191,7 @@ pub fn list_apps(dir: &Path) -> std::io::Result<Vec<String>> {
 struct RawConfig {
     root: Spanned<PathBuf>,
     keep: Option<usize>,
+    verify: Option<bool>,
     services: Option<RawServices>,
     health: Option<RawHealth>,
     hooks: Option<RawHooks>,
@@ -239,6 +243,7 @@ impl RawConfig {
         if let Some(keep) = self.keep {
             cfg.keep = keep;
         }
+        cfg.verify = self.verify.unwrap_or(false);
         if let Some(s) = self.services {
             for unit in s.units.iter().flatten() {
                 if unit.is_empty() || unit.contains('/') || unit.chars().any(char::is_whitespace) {

@@ -17,6 +17,9 @@ pub mod exit {
     /// `status`: an activation was interrupted (its intent record is left
     /// and nobody holds the lock); `releasectl recover` finishes it.
     pub const NEEDS_RECOVERY: i32 = 13;
+    /// A release differs from the manifest recorded when it was staged
+    /// (`verify`; activation with verification: nothing changed).
+    pub const VERIFY_FAILED: i32 = 14;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +36,17 @@ pub enum Error {
     /// The activation failed and so did the rollback: manual attention needed.
     #[error("{0}")]
     RollbackFailed(String),
+    /// A release does not match its manifest (or has none to check).
+    #[error("{0}")]
+    VerifyFailed(String),
     /// The command printed its report, and that report shows an interrupted
     /// activation waiting for `releasectl recover` (`status`).
     #[error("{0}")]
     NeedsRecovery(String),
+    /// `inner`, after a report that shows it was printed already (`verify`
+    /// lists the differences, then exits 14): no second JSON document.
+    #[error("{0}")]
+    AfterReport(Box<Error>),
     /// Anything else: I/O errors, D-Bus unreachable, ...
     #[error(transparent)]
     Operational(#[from] anyhow::Error),
@@ -50,14 +60,23 @@ impl Error {
             Error::ActivationFailed(_) => exit::ACTIVATION_FAILED,
             Error::RollbackFailed(_) => exit::ROLLBACK_FAILED,
             Error::NeedsRecovery(_) => exit::NEEDS_RECOVERY,
+            Error::VerifyFailed(_) => exit::VERIFY_FAILED,
+            Error::AfterReport(inner) => inner.exit_code(),
             Error::Operational(_) => exit::OPERATIONAL,
         }
+    }
+
+    /// Whether the command already printed its report (which says what is
+    /// wrong): then `--json` prints no second document.
+    pub fn follows_a_report(&self) -> bool {
+        matches!(self, Error::NeedsRecovery(_) | Error::AfterReport(_))
     }
 
     /// The one line printed to stderr: anyhow chains are joined with ": ".
     pub fn one_line(&self) -> String {
         let text = match self {
             Error::Operational(e) => format!("{e:#}"),
+            Error::AfterReport(inner) => inner.one_line(),
             other => other.to_string(),
         };
         text.replace('\n', " ")

@@ -19,6 +19,7 @@ mod history;
 mod journal;
 mod lock;
 pub mod log;
+mod manifest;
 mod notify;
 mod output;
 mod pending;

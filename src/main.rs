@@ -10,8 +10,8 @@ fn main() {
         Ok(()) => exit::OK,
         Err(e) => {
             log::error(&format!("error: {}", e.one_line()));
-            // NeedsRecovery follows a report already printed: one document.
-            if json && !matches!(e, releasectl::error::Error::NeedsRecovery(_)) {
+            // Some errors follow a report already printed: one document.
+            if json && !e.follows_a_report() {
                 println!(
                     "{}",
                     serde_json::json!({"error": e.one_line(), "exit_code": e.exit_code()})

@@ -17,6 +17,7 @@
 
 use crate::app::App;
 use crate::error::{usage, Error, Result};
+use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Dir, DIR_FLAGS};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -49,21 +50,25 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
     let src = preflight(app, source, id)?;
     let releases = app.root.releases_dir(true)?.expect("created");
     let tmp = TempTree::create(&releases)?;
+    // What is written, path by path, with each file's hash taken on the way.
+    let mut m = Manifest::default();
 
     let top_mode = match src {
         Source::Dir(fd) => {
             let mode = rfs::fstat(&fd)
                 .map_err(|e| io_error(e, format!("stat {}", source.display())))?
                 .st_mode;
-            copy_tree(fd.as_fd(), tmp.fd(), source, 0)?;
+            copy_tree(fd.as_fd(), tmp.fd(), source, &mut Vec::new(), &mut m)?;
             dir_mode(mode)
         }
         Source::Tar(file, compression) => {
             let input = BufReader::new(file);
             match compression {
-                Compression::None => unpack(input, tmp.fd())?,
+                Compression::None => unpack(input, tmp.fd(), &mut m)?,
                 // Multi-member gzip (concatenated, pigz) is one stream.
-                Compression::Gzip => unpack(flate2::read::MultiGzDecoder::new(input), tmp.fd())?,
+                Compression::Gzip => {
+                    unpack(flate2::read::MultiGzDecoder::new(input), tmp.fd(), &mut m)?
+                }
                 Compression::Zstd => {
                     let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| {
                         usage(format!("{}: not a zstd stream: {e}", source.display()))
@@ -74,7 +79,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
                     dec.window_log_max(27).map_err(|e| {
                         Error::Operational(anyhow::Error::from(e).context("setting up zstd"))
                     })?;
-                    unpack(dec, tmp.fd())?
+                    unpack(dec, tmp.fd(), &mut m)?
                 }
             }
             0o755
@@ -124,7 +129,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
     }
     tmp.disarm();
     releases.sync()?;
-    crate::staged::record(&releases, &final_id, SystemTime::now());
+    crate::staged::record(&releases, &final_id, SystemTime::now(), Some(&m));
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }
@@ -251,8 +256,14 @@ const MAX_DEPTH: usize = crate::root::MAX_DEPTH / 2;
 
 /// Copy the directory `src` into the empty directory `dst`, both handles.
 /// Symlinks are copied as symlinks, never followed.
-fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usize) -> Result<()> {
-    if depth >= MAX_DEPTH {
+fn copy_tree(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    shown: &Path,
+    path: &mut Vec<Vec<u8>>,
+    m: &mut Manifest,
+) -> Result<()> {
+    if path.len() >= MAX_DEPTH {
         return Err(usage(format!(
             "source {}: nested deeper than {MAX_DEPTH} levels",
             shown.display()
@@ -275,6 +286,8 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
     {
         let from = shown.join(OsStr::from_bytes(name.as_bytes()));
         let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", from.display()));
+        path.push(name.as_bytes().to_vec());
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
         let st = rfs::statat(src, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| fail(e, "stat"))?;
         match FileType::from_raw_mode(st.st_mode) {
@@ -288,6 +301,12 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
                 })?;
                 rfs::symlinkat(target.as_c_str(), dst, name.as_c_str())
                     .map_err(|e| fail(e, "creating a symlink for"))?;
+                m.put(
+                    &parts,
+                    Item::Symlink {
+                        target: manifest::encode(&[target.as_bytes()]),
+                    },
+                );
             }
             FileType::Directory => {
                 let sub = rfs::openat(src, name.as_c_str(), DIR_FLAGS, Mode::empty()).map_err(
@@ -300,9 +319,10 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
                     .map_err(|e| fail(e, "creating a directory for"))?;
                 let out = rfs::openat(dst, name.as_c_str(), DIR_FLAGS, Mode::empty())
                     .map_err(|e| fail(e, "opening the copy of"))?;
-                copy_tree(sub.as_fd(), out.as_fd(), &from, depth + 1)?;
-                let mode = rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode;
-                rfs::fchmod(&out, Mode::from_raw_mode(dir_mode(mode)))
+                let mode = dir_mode(rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode);
+                m.put(&parts, Item::Dir { mode });
+                copy_tree(sub.as_fd(), out.as_fd(), &from, path, m)?;
+                rfs::fchmod(&out, Mode::from_raw_mode(mode))
                     .map_err(|e| fail(e, "chmod of the copy of"))?;
             }
             FileType::RegularFile => {
@@ -324,11 +344,23 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
                 }
                 let out = create_file(dst, name.as_c_str(), now.st_mode)
                     .map_err(|e| fail(e, "creating the copy of"))?;
-                io::copy(&mut File::from(input), &mut File::from(out)).map_err(|e| {
+                let (size, sha256) = manifest::copy_hashing(
+                    &mut File::from(input),
+                    &mut File::from(out),
+                )
+                .map_err(|e| {
                     Error::Operational(
                         anyhow::Error::from(e).context(format!("copying {}", from.display())),
                     )
                 })?;
+                m.put(
+                    &parts,
+                    Item::File {
+                        mode: file_mode(now.st_mode),
+                        size,
+                        sha256,
+                    },
+                );
             }
             _ => {
                 return Err(usage(format!(
@@ -337,6 +369,7 @@ fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &Path, depth: usiz
                 )))
             }
         }
+        path.pop();
     }
     Ok(())
 }
@@ -375,7 +408,7 @@ impl<R: Read> Read for EofWatch<R> {
 /// refused as a whole (and the temp tree removed by the caller's guard) if
 /// any entry would land outside the release or go through a symlink, is a
 /// device, FIFO or unknown type, or if the archive is empty or cut short.
-fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
+fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest) -> Result<()> {
     let hit_eof = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(EofWatch {
         inner: reader,
@@ -399,6 +432,7 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
             components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         let header = entry.header();
         let kind = header.entry_type();
+        let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
         let mode = header.mode().unwrap_or(0o644);
         let mtime = header.mtime().unwrap_or(0);
         if kind.is_pax_global_extensions() {
@@ -447,8 +481,16 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
             }
             .map_err(fail)?;
             let mut out = File::from(out);
-            io::copy(&mut entry, &mut out)
+            let (size, sha256) = manifest::copy_hashing(&mut entry, &mut out)
                 .map_err(|e| read_error(e, &format!("entry {}", path.display())))?;
+            m.put(
+                &key,
+                Item::File {
+                    mode: file_mode(mode),
+                    size,
+                    sha256,
+                },
+            );
             let t = Timespec {
                 tv_sec: mtime.min(i64::MAX as u64) as i64,
                 tv_nsec: 0,
@@ -472,6 +514,12 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
                 rfs::symlinkat(target.as_c_str(), &parent, name.as_c_str())
             })
             .map_err(fail)?;
+            m.put(
+                &key,
+                Item::Symlink {
+                    target: manifest::encode(&[target.as_bytes()]),
+                },
+            );
         } else if kind.is_hard_link() {
             let target = entry
                 .link_name()
@@ -512,6 +560,10 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
                 )),
                 e => fail(e),
             })?;
+            let tkey: Vec<&[u8]> = tparts.iter().map(|p| p.as_bytes()).collect();
+            if let Some(item) = m.get(&tkey).cloned() {
+                m.put(&key, item);
+            }
         } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             return Err(refuse(format!(
                 "entry {}: devices and fifos are not staged",
@@ -540,6 +592,8 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>) -> Result<()> {
         .map_err(|e| read_error(e, "after the last entry"))?;
     for (path, mode) in dirs.iter().rev() {
         let parts = components(path).expect("checked when inserted");
+        let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        m.put(&key, Item::Dir { mode: *mode });
         let dir =
             walk(dst, &parts).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         rfs::fchmod(&dir, Mode::from_raw_mode(*mode)).map_err(|e| write_error(e, path))?;

@@ -3,9 +3,9 @@
 //! directory's modification time; it never changes this record.
 //!
 //! `stage` records a release as the file `releases/.staged/<id>`: its
-//! modification time is the staging time (set by us), so the whole record
-//! is read with one `lstat` per release; its content repeats it, with the
-//! uid that staged, for people. It lives beside the releases because
+//! modification time is the staging time (set by us), so the order is read
+//! with one `lstat` per release; its content repeats it, with the uid that
+//! staged, followed by the release's manifest (see [`crate::manifest`]). It lives beside the releases because
 //! whoever may stage may write there (see the README's ownership recipe).
 //!
 //! A release without a record (put in place by other means, or staged by an
@@ -15,6 +15,7 @@
 //! dated releases, by id.
 
 use crate::error::Result;
+use crate::manifest::{Header, Manifest};
 use crate::root::{Access, Dir};
 use rustix::fs::{AtFlags, FileType, StatxFlags, Timespec, Timestamps};
 use std::collections::HashMap;
@@ -27,8 +28,8 @@ pub const DIR: &str = ".staged";
 /// Record that `id` was staged `at`. Called once the release is published;
 /// a failure is reported, not fatal: the release exists and is complete,
 /// it is merely dated by its directory's birth time.
-pub fn record(releases: &Dir, id: &str, at: SystemTime) {
-    if let Err(e) = try_record(releases, id, at) {
+pub fn record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manifest>) {
+    if let Err(e) = try_record(releases, id, at, manifest) {
         crate::log::warn(&format!(
             "cannot record when {id} was staged (it is dated by its directory instead): {}",
             e.one_line()
@@ -36,7 +37,7 @@ pub fn record(releases: &Dir, id: &str, at: SystemTime) {
     }
 }
 
-fn try_record(releases: &Dir, id: &str, at: SystemTime) -> Result<()> {
+fn try_record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manifest>) -> Result<()> {
     let dir = releases.open_or_create_dir(DIR, 0o755)?;
     let tmp = format!(".{id}.{}", std::process::id());
     let mut file = dir
@@ -45,16 +46,19 @@ fn try_record(releases: &Dir, id: &str, at: SystemTime) -> Result<()> {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let line = serde_json::json!({
-        "release": id,
-        "staged": humantime::format_rfc3339_nanos(at).to_string(),
-        "uid": rustix::process::geteuid().as_raw(),
-    });
+    let header = Header {
+        release: id.to_string(),
+        staged: humantime::format_rfc3339_nanos(at).to_string(),
+        uid: rustix::process::geteuid().as_raw(),
+        manifest: manifest.is_some(),
+    };
+    let text = crate::manifest::render(&header, manifest);
     let stamp = Timespec {
         tv_sec: since.as_secs() as i64,
         tv_nsec: since.subsec_nanos() as _,
     };
-    let written = writeln!(file, "{line}")
+    let written = file
+        .write_all(&text)
         .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
         .and_then(|()| {
             rustix::fs::futimens(

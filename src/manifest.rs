@@ -1,0 +1,396 @@
+//! What a release held when it was staged, and whether it still does.
+//!
+//! `stage` builds the manifest while it writes the tree (each file's
+//! SHA-256 is computed from the bytes on their way to disk, not by a second
+//! read) and stores it as the release's staging record,
+//! `releases/.staged/<id>` (see [`crate::staged`]): one JSON line per path,
+//! sorted, after a header line. `verify` (and activation with `verify =
+//! true`) reads the release again through directory handles and reports
+//! every path added, removed or changed.
+//!
+//! The record is as writable as the release itself (both belong to whoever
+//! stages): it proves the tree is what was staged, against partial uploads,
+//! disk trouble and edits on the host, not against the deploy user.
+
+use crate::error::{Error, Result};
+use crate::root::{io_error, Dir, DIR_FLAGS};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// One path of a release, as staged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Item {
+    File {
+        mode: u32,
+        size: u64,
+        sha256: String,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
+}
+
+impl Item {
+    fn kind(&self) -> &'static str {
+        match self {
+            Item::File { .. } => "file",
+            Item::Dir { .. } => "directory",
+            Item::Symlink { .. } => "symlink",
+        }
+    }
+}
+
+/// Paths (encoded by [`encode`]) to what they were.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub items: BTreeMap<String, Item>,
+}
+
+impl Manifest {
+    /// Record `path` (components, relative to the release), replacing what
+    /// an earlier archive entry of the same name recorded.
+    pub fn put(&mut self, path: &[&[u8]], item: Item) {
+        self.items.insert(encode(path), item);
+    }
+
+    /// The item recorded for `path`, if any (a hard link copies it).
+    pub fn get(&self, path: &[&[u8]]) -> Option<&Item> {
+        self.items.get(&encode(path))
+    }
+}
+
+/// A path as stored: components joined by `/`; bytes that are not
+/// printable UTF-8, and `%` itself, as `%XX`. One string per path, so that
+/// names which are not UTF-8 are compared exactly too.
+pub fn encode(path: &[&[u8]]) -> String {
+    let mut out = String::new();
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for chunk in part.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '%' || c.is_control() {
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out += &format!("%{b:02X}");
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            for b in chunk.invalid() {
+                out += &format!("%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// Copy `input` to `out`, returning the size and the SHA-256 of what was
+/// written: the hash is of the bytes on their way to disk.
+pub fn copy_hashing(input: &mut impl Read, out: &mut impl Write) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The header line of a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub release: String,
+    pub staged: String,
+    pub uid: u32,
+    /// Absent in records written before manifests existed.
+    #[serde(default)]
+    pub manifest: bool,
+}
+
+/// One line of a record after the header.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    path: String,
+    #[serde(flatten)]
+    item: Item,
+}
+
+/// The record's text: the header, then one line per path.
+pub fn render(header: &Header, m: Option<&Manifest>) -> Vec<u8> {
+    let mut out = serde_json::to_vec(header).expect("header serializes");
+    out.push(b'\n');
+    for (path, item) in m.into_iter().flat_map(|m| m.items.iter()) {
+        let line = Line {
+            path: path.clone(),
+            item: item.clone(),
+        };
+        serde_json::to_writer(&mut out, &line).expect("line serializes");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Largest record read back: a line per path of a very large release.
+const MAX_RECORD: u64 = 256 << 20;
+
+/// Read the record of `id`: `None` if there is none, or it holds no
+/// manifest. Read like user input: a malformed record is an error naming it.
+pub fn read(releases: &Dir, id: &str) -> Result<Option<Manifest>> {
+    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
+        return Ok(None);
+    };
+    let Some(file) = dir.open_file(id, crate::root::Access::Read)? else {
+        return Ok(None);
+    };
+    let shown = dir.shown(id);
+    let bad = |why: String| {
+        Error::Operational(anyhow::anyhow!(
+            "{} is not a valid staging record: {why}",
+            shown.display()
+        ))
+    };
+    let mut lines = io::BufReader::new(file.take(MAX_RECORD)).lines();
+    let first = match lines.next() {
+        Some(l) => l.map_err(|e| bad(e.to_string()))?,
+        None => return Ok(None),
+    };
+    let header: Header = serde_json::from_str(&first).map_err(|e| bad(e.to_string()))?;
+    if header.release != id {
+        return Err(bad(format!("it names release {:?}", header.release)));
+    }
+    if !header.manifest {
+        return Ok(None);
+    }
+    let mut m = Manifest::default();
+    for line in lines {
+        let line = line.map_err(|e| bad(e.to_string()))?;
+        let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        m.items.insert(l.path, l.item);
+    }
+    Ok(Some(m))
+}
+
+/// Read the release `dir` again, through handles, into a manifest.
+pub fn scan(dir: &Dir) -> Result<Manifest> {
+    let mut m = Manifest::default();
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    scan_dir(dir.as_fd(), &mut path, &mut m, &dir.shown(""))?;
+    Ok(m)
+}
+
+fn scan_dir(
+    fd: BorrowedFd<'_>,
+    path: &mut Vec<Vec<u8>>,
+    m: &mut Manifest,
+    shown: &std::path::Path,
+) -> Result<()> {
+    if path.len() >= crate::root::MAX_DEPTH {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "{}: nested deeper than {} levels",
+            shown.display(),
+            crate::root::MAX_DEPTH
+        )));
+    }
+    let names: Vec<CString> = crate::root::read_entries(fd)
+        .map_err(|e| io_error(e, format!("reading {}", shown.display())))?
+        .iter()
+        .map(|e| crate::root::cstring(&e.name))
+        .collect();
+    for name in names {
+        path.push(name.as_bytes().to_vec());
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        let here = shown.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", here.display()));
+        let st = rfs::statat(fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(e, "stat"))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                let target = rfs::readlinkat(fd, name.as_c_str(), Vec::new())
+                    .map_err(|e| fail(e, "readlink"))?;
+                m.put(
+                    &parts,
+                    Item::Symlink {
+                        target: encode(&[target.as_bytes()]),
+                    },
+                );
+            }
+            FileType::Directory => {
+                let sub = rfs::openat(fd, name.as_c_str(), DIR_FLAGS, Mode::empty())
+                    .map_err(|e| fail(e, "opening"))?;
+                let mode = rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode & 0o7777;
+                m.put(&parts, Item::Dir { mode });
+                scan_dir(sub.as_fd(), path, m, &here)?;
+            }
+            FileType::RegularFile => {
+                let flags = OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC;
+                let f = rfs::openat(fd, name.as_c_str(), flags, Mode::empty())
+                    .map_err(|e| fail(e, "opening"))?;
+                let now = rfs::fstat(&f).map_err(|e| fail(e, "stat"))?;
+                if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile {
+                    return Err(fail(Errno::NOENT, "changed while reading"));
+                }
+                let (size, sha256) =
+                    copy_hashing(&mut File::from(f), &mut io::sink()).map_err(|e| {
+                        Error::Operational(
+                            anyhow::Error::from(e).context(format!("reading {}", here.display())),
+                        )
+                    })?;
+                m.put(
+                    &parts,
+                    Item::File {
+                        mode: now.st_mode & 0o7777,
+                        size,
+                        sha256,
+                    },
+                );
+            }
+            other => {
+                // A release never holds these; staged ones cannot.
+                m.put(
+                    &parts,
+                    Item::Symlink {
+                        target: format!("<{other:?}>"),
+                    },
+                );
+            }
+        }
+        path.pop();
+    }
+    Ok(())
+}
+
+/// A path that differs between what was staged and what is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub path: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// What changed, for people: "content", "mode 0644 -> 0755", ...
+    pub detail: String,
+}
+
+/// Every path added, removed or changed, in path order.
+pub fn diff(staged: &Manifest, now: &Manifest) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for (path, was) in &staged.items {
+        match now.items.get(path) {
+            None => out.push(Difference {
+                path: path.clone(),
+                change: "removed",
+                detail: was.kind().into(),
+            }),
+            Some(is) if is != was => out.push(Difference {
+                path: path.clone(),
+                change: "changed",
+                detail: describe_change(was, is),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (path, is) in &now.items {
+        if !staged.items.contains_key(path) {
+            out.push(Difference {
+                path: path.clone(),
+                change: "added",
+                detail: is.kind().into(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+fn describe_change(was: &Item, is: &Item) -> String {
+    match (was, is) {
+        (
+            Item::File {
+                mode: m1,
+                size: s1,
+                sha256: h1,
+            },
+            Item::File {
+                mode: m2,
+                size: s2,
+                sha256: h2,
+            },
+        ) => {
+            let mut what = Vec::new();
+            if h1 != h2 {
+                what.push(if s1 == s2 {
+                    "content".to_string()
+                } else {
+                    format!("content (size {s1} -> {s2})")
+                });
+            }
+            if m1 != m2 {
+                what.push(format!("mode {m1:04o} -> {m2:04o}"));
+            }
+            what.join(", ")
+        }
+        (Item::Dir { mode: m1 }, Item::Dir { mode: m2 }) => format!("mode {m1:04o} -> {m2:04o}"),
+        (Item::Symlink { target: t1 }, Item::Symlink { target: t2 }) => {
+            format!("target {t1} -> {t2}")
+        }
+        (a, b) => format!("{} replaced by a {}", a.kind(), b.kind()),
+    }
+}
+
+/// Compare the release `id`, opened as `release`, with its manifest: the
+/// differences, empty when it matches. No manifest is an error of its own
+/// (exit 14): there is nothing to trust it against.
+pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Vec<Difference>> {
+    let Some(staged) = read(releases, id)? else {
+        return Err(Error::VerifyFailed(format!(
+            "release {id} has no manifest to verify against (it was not staged by \
+             releasectl, or by a version without manifests)"
+        )));
+    };
+    Ok(diff(&staged, &scan(release)?))
+}
+
+/// The differences on one line, at most a few named.
+pub fn summary(diffs: &[Difference]) -> String {
+    let named: Vec<String> = diffs
+        .iter()
+        .take(3)
+        .map(|d| format!("{} {} ({})", d.change, d.path, d.detail))
+        .collect();
+    let more = diffs.len().saturating_sub(named.len());
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{} path(s) differ: {}{tail}", diffs.len(), named.join(", "))
+}
