@@ -33,6 +33,11 @@ pub enum Error {
     /// Anything else: I/O errors, D-Bus unreachable, ...
     #[error(transparent)]
     Operational(#[from] anyhow::Error),
+    /// The outcome of an activation another process ran (`request --wait`),
+    /// passed on with that activation's exit status. Already printed under
+    /// `--json` (the outcome is the document).
+    #[error("{message}")]
+    Relayed { code: i32, message: String },
 }
 
 impl Error {
@@ -43,7 +48,14 @@ impl Error {
             Error::ActivationFailed(_) => exit::ACTIVATION_FAILED,
             Error::RollbackFailed(_) => exit::ROLLBACK_FAILED,
             Error::Operational(_) => exit::OPERATIONAL,
+            Error::Relayed { code, .. } => *code,
         }
+    }
+
+    /// Whether stdout already holds the command's JSON document, so that
+    /// `main` must not print a second one for the error.
+    pub fn reported(&self) -> bool {
+        matches!(self, Error::Relayed { .. })
     }
 
     /// The one line printed to stderr: anyhow chains are joined with ": ".

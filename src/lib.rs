@@ -22,6 +22,7 @@ pub mod notify;
 pub mod pending;
 pub mod process;
 pub mod release_id;
+pub mod request;
 pub mod root;
 pub mod services;
 pub mod stage;

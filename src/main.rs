@@ -10,7 +10,7 @@ fn main() {
         Ok(()) => exit::OK,
         Err(e) => {
             log::error(&format!("error: {}", e.one_line()));
-            if json {
+            if json && !e.reported() {
                 println!(
                     "{}",
                     serde_json::json!({"error": e.one_line(), "exit_code": e.exit_code()})
