@@ -251,6 +251,10 @@ Members of group \fBreleasectl\fR may write it (\fBreleasectl request\fR).
 The outcomes of the latest requests (JSON: release, outcome, exit status,
 message), written by root and readable by group \fBreleasectl\fR; what
 \fBrequest \-\-wait\fR reads.
+.TP
+.I /usr/share/polkit\-1/rules.d/50\-releasectl.rules
+Lets members of group \fBreleasectl\fR start and stop \fBdeploy@*.service\fR
+(and nothing else) without authentication.
 .SH EXAMPLES
 Stage a build and activate it:
 .PP
