@@ -152,8 +152,12 @@ fn activate_requested(
     loop {
         let req = match request::read(&a.dirs.requests_dir, &name) {
             Ok(req) => req,
-            // Removed after what ran: nothing more was asked.
-            Err(Error::Usage(_)) if done.is_some() && !a.dirs.requests_dir.join(&name).exists() => {
+            // Removed after what ran: nothing more was asked. (lstat: a
+            // dangling symlink planted there is a request to refuse.)
+            Err(Error::Usage(_))
+                if done.is_some()
+                    && std::fs::symlink_metadata(a.dirs.requests_dir.join(&name)).is_err() =>
+            {
                 return Ok(())
             }
             Err(e) => {
@@ -162,8 +166,8 @@ fn activate_requested(
                 return if done.is_some() { Ok(()) } else { Err(e) };
             }
         };
-        let same = |d: &request::Request| d.release == req.release && d.token == req.token;
-        if done.as_ref().is_some_and(same) {
+        // The same file, unchanged: nothing new was asked.
+        if done.as_ref() == Some(&req) {
             return Ok(());
         }
         if done.is_some() {
