@@ -383,6 +383,13 @@ fn deb_install_upgrade_remove_purge() {
         },
     );
     c.sh("journalctl --sync; journalctl -u deploy-watch@web.service -o cat | grep -q v2");
+    // The same through `releasectl request --wait`: the installed results
+    // directory lets the member read its outcome.
+    assert_eq!(
+        c.sh("runuser -u deployer -- releasectl request web:v1 --wait"),
+        "web: v1 activated (previous: v2)"
+    );
+    assert_eq!(c.sh("readlink /srv/web/current"), "releases/v1");
 
     // Upgrade keeps the operator's modified config.
     c.sh("echo '# tuned by the operator' >> /etc/releasectl/web.toml");
