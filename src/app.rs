@@ -69,6 +69,21 @@ impl Source {
         }
     }
 
+    /// The app a request names, or the single configured one. Request
+    /// files are per configured app: `--root` has none.
+    pub fn app_name(&self, app: Option<&str>) -> Result<String> {
+        match (self, app) {
+            (Source::Root(_), _) => Err(usage(
+                "requests are per configured app (deploy-watch@APP.path); --root names none",
+            )),
+            (Source::ConfigDir(_), Some(a)) => {
+                crate::release_id::validate_app(a)?;
+                Ok(a.to_string())
+            }
+            (Source::ConfigDir(dir), None) => self.single_app(dir),
+        }
+    }
+
     /// Every configured app (for `recover --all`); empty in `--root` mode.
     pub fn all_apps(&self) -> Result<Vec<String>> {
         match self {

@@ -65,6 +65,20 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Go back to the previous good release (or --to ID), with the same transaction
     Rollback(RollbackArgs),
+    /// Ask for an activation without root: write APP's request file, picked up by deploy-watch@APP.path
+    ///
+    /// Members of group releasectl may write requests and read their outcomes; the app's
+    /// watcher must be enabled once (systemctl enable --now deploy-watch@APP.path). The request
+    /// is written to a new temp file and renamed into place, so the watcher never reads half of
+    /// one. Root records each request's outcome in /var/lib/releasectl/results/APP (readable by
+    /// the group; the journal is not).
+    ///
+    /// With --wait, the outcome is printed as one line (under --json, the recorded outcome) and
+    /// the exit status is the activation's: 0 activated or already active, 2 invalid request
+    /// (nothing changed), 10 lock busy, 11 rolled back, 12 rollback failed; 1 if the request
+    /// was replaced by a newer one before the watcher read it, or no outcome came within
+    /// --timeout.
+    Request(RequestArgs),
     /// Mark a release bad: rollback skips it until it is activated successfully again
     MarkBad(MarkArgs),
     /// Clear a release's bad mark, so that rollback may pick it again
@@ -122,18 +136,39 @@ pub struct ActivateArgs {
     /// The release, as [APP:]RELEASE (the instance string of deploy@APP:RELEASE.service)
     #[arg(value_name = "[APP:]RELEASE", required_unless_present = "request")]
     pub release: Option<OsString>,
-    /// Read the release id from the request file of APP (used by deploy-watch@.service)
+    /// Read the release id from the request file of APP and record the outcome for the requester (used by deploy-watch@.service)
     #[arg(long, value_name = "APP", conflicts_with = "release")]
     pub request: Option<String>,
-    /// Directory holding request files
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/releasectl/requests"
-    )]
-    pub requests_dir: PathBuf,
+    #[command(flatten)]
+    pub dirs: RequestDirs,
     #[command(flatten)]
     pub flags: ActivateFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestDirs {
+    /// Directory holding request files
+    #[arg(long, value_name = "DIR", default_value = crate::request::DEFAULT_REQUESTS_DIR)]
+    pub requests_dir: PathBuf,
+    /// Directory of the outcomes root records for requesters [default: `results` beside the requests directory]
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The release, as [APP:]RELEASE
+    #[arg(value_name = "[APP:]RELEASE")]
+    pub release: OsString,
+    /// Wait for the outcome; print it and exit with the activation's status
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait with --wait (at most 86400)
+    #[arg(long, value_name = "SECS", default_value_t = 1200, requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..=crate::config::MAX_SECONDS))]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub dirs: RequestDirs,
 }
 
 #[derive(Debug, Args)]

@@ -8,13 +8,11 @@ use crate::cli::{self, Cli, Command};
 use crate::error::{usage, Error, Result};
 use crate::history::Event;
 use crate::output::Output;
+use crate::request::{self, Report};
 use crate::systemd::service_manager;
 use crate::{history, lock, log, pending, release_id, stage, store};
-use rustix::fs::OFlags;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::io::Write;
 use std::time::Duration;
 
 /// Run a parsed command line; the JSON or text result goes to stdout.
@@ -54,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Leaving::Keep,
                 &out,
             )
+            .map(drop)
         }
         Command::Rollback(r) => {
             let app = source.open(r.app.as_deref())?;
@@ -65,8 +64,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => Target::PreviousGood,
             };
-            run_activation(&app, &target, &r.flags, wait, Leaving::MarkBad, &out)
+            run_activation(&app, &target, &r.flags, wait, Leaving::MarkBad, &out).map(drop)
         }
+        Command::Request(r) => request(&source, &out, r),
         Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, wait, &out),
         Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, wait, &out),
         Command::Status(a) => each_app(&source, a.app.as_deref(), &out, status),
@@ -92,93 +92,126 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn activate(source: &Source, out: &Output, a: cli::ActivateArgs, wait: Duration) -> Result<()> {
-    let request = match (&a.release, &a.request) {
-        (Some(raw), _) => release_id::parse_request(raw, source.allows_app())?,
-        (None, Some(app)) => {
-            history::set_trigger("path");
-            read_request(&a.requests_dir, app)?
-        }
-        (None, None) => return Err(usage("no release given")),
+    if let Some(name) = &a.request {
+        history::set_trigger("path");
+        return activate_requested(source, out, &a, name, wait);
+    }
+    let Some(raw) = &a.release else {
+        return Err(usage("no release given"));
     };
+    let request = release_id::parse_request(raw, source.allows_app())?;
     check_flags(&a.flags)?;
     let app = source.open(request.app.as_deref())?;
-    run_activation(
-        &app,
-        &Target::Release(request.release.clone()),
-        &a.flags,
-        wait,
-        Leaving::Keep,
-        out,
-    )?;
-    let Some(name) = &a.request else {
-        return Ok(());
-    };
-    // A request written while this one ran does not start the watch service
-    // again (systemd merges it into the running job), so look once more and
-    // follow the file until it names what was just activated.
-    let mut done = request.release;
+    let target = Target::Release(request.release);
+    run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out).map(drop)
+}
+
+/// `activate --request APP` (deploy-watch@APP.service): activate what the
+/// request file names, and record each request's outcome, a refused one
+/// too, where the requester can read it.
+fn activate_requested(
+    source: &Source,
+    out: &Output,
+    a: &cli::ActivateArgs,
+    name: &str,
+    wait: Duration,
+) -> Result<()> {
+    let name = request::app_name(name)?;
+    let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
+    let mut done: Option<request::Request> = None;
     loop {
-        // The request may be gone or garbled by now; what ran stands.
-        let Ok(next) = read_request(&a.requests_dir, name).map(|r| r.release) else {
-            return Ok(());
+        let req = match request::read(&a.dirs.requests_dir, &name) {
+            Ok(req) => req,
+            // Removed after what ran: nothing more was asked. (lstat: a
+            // dangling symlink planted there is a request to refuse.)
+            Err(Error::Usage(_))
+                if done.is_some()
+                    && std::fs::symlink_metadata(a.dirs.requests_dir.join(&name)).is_err() =>
+            {
+                return Ok(())
+            }
+            Err(e) => {
+                request::record(&results, Report::new(&name, None).failed(&e));
+                // What ran before a garbled follow-up stands.
+                return if done.is_some() { Ok(()) } else { Err(e) };
+            }
         };
-        if next == done {
+        // The same file, unchanged: nothing new was asked.
+        if done.as_ref() == Some(&req) {
             return Ok(());
         }
-        log::info(&format!(
-            "{name}: request changed to {next} meanwhile; activating it"
-        ));
-        run_activation(
-            &app,
-            &Target::Release(next.clone()),
-            &a.flags,
-            wait,
-            Leaving::Keep,
-            out,
-        )?;
-        done = next;
+        if done.is_some() {
+            // A request written while this one ran does not start the watch
+            // service again (systemd merges it into the running job), so
+            // the file is read once more after each activation.
+            log::info(&format!(
+                "{name}: request changed to {} meanwhile; activating it",
+                req.release
+            ));
+        }
+        let result = check_flags(&a.flags).and_then(|()| {
+            let app = source.open(Some(&name))?;
+            let target = Target::Release(req.release.clone());
+            run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out)
+        });
+        let report = Report::new(&name, Some(&req));
+        request::record(
+            &results,
+            match &result {
+                Ok(done) => report.succeeded(done.outcome, done.from.clone(), done.describe(&name)),
+                Err(e) => report.failed(e),
+            },
+        );
+        result?;
+        done = Some(req);
     }
 }
 
-/// `activate --request APP`: the release id is the content of the request
-/// file, written by a deployer (temp file + rename) to trigger the path unit.
-fn read_request(dir: &Path, app: &str) -> Result<release_id::Request> {
-    // The unit passes %i: accept its \xNN escapes as deploy@ does
-    // (watchers are meant to be enabled with the plain name, though).
-    let unescaped = release_id::systemd_unescape(app.as_bytes())?;
-    let app = &String::from_utf8(unescaped).map_err(|_| usage("app name: not valid UTF-8"))?;
-    release_id::validate_app(app)?;
-    let path = dir.join(app);
-    let bad =
-        |why: &dyn std::fmt::Display| usage(format!("request file {}: {why}", path.display()));
-    // The writers are unprivileged and we run as root: open without
-    // following a symlink (and without blocking on a fifo), then judge the
-    // file we actually opened, so a swap after the check cannot make us
-    // read, and log, a file they may not read themselves.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
-        .open(&path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => bad(&"is a symlink"),
-            _ => bad(&e),
-        })?;
-    let meta = file.metadata().map_err(|e| bad(&e))?;
-    if !meta.is_file() || meta.len() > 4096 || meta.nlink() != 1 {
-        return Err(bad(
-            &"must be a regular file of at most 4096 bytes with one link",
-        ));
+/// `request [APP:]RELEASE [--wait]`: write the request file as an
+/// unprivileged member of group `releasectl`; with `--wait`, report the
+/// outcome root recorded and exit with the activation's status.
+fn request(source: &Source, out: &Output, r: cli::RequestArgs) -> Result<()> {
+    let parsed = release_id::parse_request(&r.release, source.allows_app())?;
+    let name = source.app_name(parsed.app.as_deref())?;
+    let release = parsed.release;
+    // Refuse here what root would refuse, where this user can tell (an
+    // unknown app, a bad config, a missing release); what it may not read
+    // (a config only root reads) is root's to judge.
+    let local = source
+        .open(Some(&name))
+        .and_then(|app| app.root.check_release(&release));
+    if let Err(e @ Error::Usage(_)) = local {
+        return Err(e);
     }
-    let mut bytes = Vec::new();
-    file.take(4097)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(&e))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let id = text.trim_end_matches(['\n', '\r']);
-    release_id::validate(id).map_err(|e| bad(&e))?;
-    Ok(release_id::Request {
-        app: Some(app.to_string()),
-        release: id.to_string(),
+    let results_path = request::results_dir(&r.dirs.requests_dir, r.dirs.results_dir.as_deref());
+    let results = match r.wait {
+        true => Some(request::open_results(&results_path)?),
+        false => None,
+    };
+    let sub = request::submit(&r.dirs.requests_dir, &name, &release)?;
+    let Some(results) = results else {
+        out.print(
+            json!({"app": name, "release": release, "request": sub.token, "file": sub.path}),
+            || format!("{name}: requested {release} (request {})", sub.token),
+        );
+        return Ok(());
+    };
+    log::info(&format!(
+        "{name}: requested {release}; waiting for the outcome"
+    ));
+    let report = request::wait(&sub, &results, Duration::from_secs(r.timeout))?;
+    if report.exit_code == 0 {
+        out.print(&report, || report.message.clone());
+        return Ok(());
+    }
+    // Text: main prints the message as the error line. JSON: the outcome
+    // is the document.
+    if out.json {
+        out.print(&report, String::new);
+    }
+    Err(Error::Relayed {
+        code: report.exit_code,
+        message: report.message,
     })
 }
 
@@ -226,6 +259,24 @@ enum Leaving {
     MarkBad,
 }
 
+/// What an activation that did not fail did.
+struct Done {
+    outcome: &'static str,
+    from: Option<String>,
+    to: String,
+}
+
+impl Done {
+    /// One line for a requester.
+    fn describe(&self, app: &str) -> String {
+        let from = self.from.as_deref().unwrap_or("none");
+        match self.outcome {
+            "already_active" => format!("{app}: {} already active", self.to),
+            word => format!("{app}: {} {word} (previous: {from})", self.to),
+        }
+    }
+}
+
 fn run_activation(
     app: &App,
     target: &Target,
@@ -233,7 +284,7 @@ fn run_activation(
     lock_timeout: Duration,
     leaving: Leaving,
     out: &Output,
-) -> Result<()> {
+) -> Result<Done> {
     let opts = Options {
         no_reload: f.no_reload,
         no_health: f.no_health,
@@ -268,7 +319,11 @@ fn run_activation(
             ),
         },
     );
-    Ok(())
+    Ok(Done {
+        outcome: word,
+        from,
+        to,
+    })
 }
 
 /// `status`. An intent record with nobody holding the lock is an

@@ -50,6 +50,11 @@ pub enum Error {
     /// Anything else: I/O errors, D-Bus unreachable, ...
     #[error(transparent)]
     Operational(#[from] anyhow::Error),
+    /// The outcome of an activation another process ran (`request --wait`),
+    /// passed on with that activation's exit status. Already printed under
+    /// `--json` (the outcome is the document).
+    #[error("{message}")]
+    Relayed { code: i32, message: String },
 }
 
 impl Error {
@@ -63,13 +68,17 @@ impl Error {
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
             Error::AfterReport(inner) => inner.exit_code(),
             Error::Operational(_) => exit::OPERATIONAL,
+            Error::Relayed { code, .. } => *code,
         }
     }
 
     /// Whether the command already printed its report (which says what is
     /// wrong): then `--json` prints no second document.
     pub fn follows_a_report(&self) -> bool {
-        matches!(self, Error::NeedsRecovery(_) | Error::AfterReport(_))
+        matches!(
+            self,
+            Error::NeedsRecovery(_) | Error::AfterReport(_) | Error::Relayed { .. }
+        )
     }
 
     /// The one line printed to stderr: anyhow chains are joined with ": ".

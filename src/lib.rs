@@ -25,6 +25,7 @@ mod output;
 mod pending;
 mod process;
 mod release_id;
+mod request;
 mod root;
 mod services;
 mod stage;

@@ -330,6 +330,22 @@ impl Dir {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
+    /// Open a directory outside any app root by its path, not following a
+    /// symlink in its last component; `None` if it does not exist. As in
+    /// ROOT, files in it are trusted when owned by root, by us or by the
+    /// directory's owner.
+    pub fn open_path(path: &Path) -> Result<Option<Dir>> {
+        match open_trusted(path) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => Err(Error::Operational(anyhow::anyhow!(
+                "{} is not a directory (symlinks are refused)",
+                path.display()
+            ))),
+            Err(e) => Err(io_error(e, format!("opening {}", path.display()))),
+        }
+    }
+
     fn child(&self, fd: OwnedFd, name: impl AsRef<Path>) -> Dir {
         Dir {
             fd,
@@ -460,6 +476,21 @@ pub fn io_error(e: Errno, what: String) -> Error {
     Error::Operational(anyhow::Error::from(std::io::Error::from(e)).context(what))
 }
 
+/// Open the directory `path` (its last component not followed), trusting
+/// files owned by us or by the directory's owner.
+fn open_trusted(path: &Path) -> rustix::io::Result<Dir> {
+    let fd = rfs::open(path, DIR_FLAGS, Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    Ok(Dir {
+        fd,
+        shown: path.to_path_buf(),
+        trust: Trust {
+            me: rustix::process::geteuid().as_raw(),
+            root_owner: st.st_uid,
+        },
+    })
+}
+
 /// An open app root.
 #[derive(Debug)]
 pub struct RootDir {
@@ -469,8 +500,8 @@ pub struct RootDir {
 impl RootDir {
     /// Open ROOT. A missing root is a usage error and is never created.
     pub fn open(path: &Path) -> Result<RootDir> {
-        let fd = match rfs::open(path, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => fd,
+        let dir = match open_trusted(path) {
+            Ok(dir) => dir,
             Err(Errno::NOENT) => {
                 return Err(usage(format!("root {} does not exist", path.display())))
             }
@@ -482,18 +513,7 @@ impl RootDir {
             }
             Err(e) => return Err(io_error(e, format!("opening root {}", path.display()))),
         };
-        let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", path.display())))?;
-        let trust = Trust {
-            me: rustix::process::geteuid().as_raw(),
-            root_owner: st.st_uid,
-        };
-        Ok(RootDir {
-            dir: Dir {
-                fd,
-                shown: path.to_path_buf(),
-                trust,
-            },
-        })
+        Ok(RootDir { dir })
     }
 
     pub fn path(&self) -> &Path {

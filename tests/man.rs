@@ -151,6 +151,7 @@ fn render(date: &str) -> String {
             .map(|a| a.to_string())
             .unwrap_or_default()
             .lines()
+            .filter(|l| !l.trim().is_empty())
         {
             page += &format!(".PP\n{}\n", roff_text(line));
         }
@@ -244,6 +245,16 @@ Configuration of each app; see \fBreleasectl.toml\fR(5).
 .TP
 .I /var/lib/releasectl/requests/APP
 Request file watched by \fBdeploy\-watch@APP.path\fR; see \fBdeploy@.service\fR(8).
+Members of group \fBreleasectl\fR may write it (\fBreleasectl request\fR).
+.TP
+.I /var/lib/releasectl/results/APP
+The outcomes of the latest requests (JSON: release, outcome, exit status,
+message), written by root and readable by group \fBreleasectl\fR; what
+\fBrequest \-\-wait\fR reads.
+.TP
+.I /usr/share/polkit\-1/rules.d/50\-releasectl.rules
+Lets members of group \fBreleasectl\fR start and stop \fBdeploy@*.service\fR
+(and nothing else) without authentication.
 .SH EXAMPLES
 Stage a build and activate it:
 .PP
@@ -260,6 +271,15 @@ tells the story:
 .RS
 systemctl start deploy@web:v2
 journalctl \-u deploy@web:v2
+.RE
+.fi
+.PP
+As a member of group \fBreleasectl\fR, without root: ask for v2 and wait for
+the outcome (the exit status is the activation's):
+.PP
+.nf
+.RS
+releasectl request web:v2 \-\-wait
 .RE
 .fi
 .PP

@@ -188,6 +188,7 @@ const RPM_FILES: &[&str] = &[
     "/usr/lib/systemd/system/releasectl-recover.service",
     "/usr/lib/tmpfiles.d/releasectl.conf",
     "/usr/lib/sysusers.d/releasectl.conf",
+    "/usr/share/polkit-1/rules.d/50-releasectl.rules",
     "/usr/share/man/man1/releasectl.1.gz",
     "/usr/share/man/man5/releasectl.toml.5.gz",
     "/usr/share/man/man8/deploy@.service.8.gz",
@@ -350,6 +351,11 @@ fn deb_install_upgrade_remove_purge() {
         "2775 root releasectl"
     );
     c.sh("test -d /etc/releasectl && man -w releasectl deploy@.service releasectl.toml");
+    assert_eq!(
+        c.sh("stat -c '%a %U %G' /var/lib/releasectl/results"),
+        "750 root releasectl"
+    );
+    c.sh("test -f /usr/share/polkit-1/rules.d/50-releasectl.rules");
 
     // An app, activated through the installed units: by systemctl, then by a
     // request file written by an unprivileged member of group releasectl.
@@ -377,6 +383,13 @@ fn deb_install_upgrade_remove_purge() {
         },
     );
     c.sh("journalctl --sync; journalctl -u deploy-watch@web.service -o cat | grep -q v2");
+    // The same through `releasectl request --wait`: the installed results
+    // directory lets the member read its outcome.
+    assert_eq!(
+        c.sh("runuser -u deployer -- releasectl request web:v1 --wait"),
+        "web: v1 activated (previous: v2)"
+    );
+    assert_eq!(c.sh("readlink /srv/web/current"), "releases/v1");
 
     // Upgrade keeps the operator's modified config.
     c.sh("echo '# tuned by the operator' >> /etc/releasectl/web.toml");

@@ -68,6 +68,11 @@ if out=$(systemd-tmpfiles --create --root="$root" "$root/releasectl.tmpfiles.con
 else
     echo "tmpfiles  releasectl.tmpfiles.conf: FAILED"; echo "$out" | sed 's/^/    /'; failed=1
 fi
+if [ "$(stat -c '%a %g %u' "$root/var/lib/releasectl/results")" = "750 $gid 0" ]; then
+    echo "tmpfiles  releasectl.tmpfiles.conf: results/ is 0750 root:releasectl"
+else
+    echo "tmpfiles  releasectl.tmpfiles.conf: FAILED"; echo "$out" | sed 's/^/    /'; failed=1
+fi
 
 for name in deploy@.service deploy-watch@.service releasectl-recover.service; do
     out=$(systemd-analyze security --offline=true --no-pager "$units/$name" 2>&1) || true

@@ -44,6 +44,9 @@ pub fn install(c: &Container) {
             c.write("/etc/tmpfiles.d/releasectl.conf", text);
         } else if name.ends_with(".sysusers.conf") {
             c.write("/etc/sysusers.d/releasectl.conf", text);
+        } else if name.ends_with(".rules") {
+            // Where the packages put it (polkitd reads it at its start).
+            c.write("/usr/share/polkit-1/rules.d/50-releasectl.rules", text);
         }
     }
 }

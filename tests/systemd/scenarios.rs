@@ -54,6 +54,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         "k_bus_restart_during_reload_commits",
         k_bus_restart_during_reload_commits,
     ),
+    (
+        "o_unprivileged_member_stages_requests_and_starts",
+        o_unprivileged_member_stages_requests_and_starts,
+    ),
     // Last: it reboots the container.
     (
         "j_power_cut_then_boot_recovers",
@@ -883,6 +887,162 @@ fn e_path_unit_activates_requests(c: &mut Container) {
         );
         assert_eq!(app.history().len(), events, "{bad:?} changed history");
     }
+}
+
+/// o. The unprivileged path, as README's recipe sets it up: ROOT is root's,
+/// `releases/` is root:releasectl 3775. A member of group `releasectl`
+/// stages releases, asks for them with `request --wait` (and gets the
+/// outcome and the exit status, which the journal would not give it), and
+/// starts and stops `deploy@` through the polkit rule; a user outside the
+/// group is refused at each of these steps, and changes nothing.
+fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
+    let app = App::create(
+        c,
+        "unpriv",
+        "[health]\ncommand = [\"/bin/sh\", \"-c\", \"case $RELEASECTL_RELEASE in bad) exit 1;; slow) sleep 60;; esac\"]\nretries = 1\ntimeout = 90\n",
+        &[("v1", &[("version", "v1")])],
+    );
+    app.start_at("v1");
+    let root = app.root();
+    c.sh(&format!(
+        "chown root:root {root} && chmod 0755 {root} && \
+         chown root:releasectl {root}/releases && chmod 3775 {root}/releases"
+    ));
+    c.sh("useradd --no-create-home --groups releasectl rctl-dev && useradd --no-create-home rctl-out");
+    c.sh("systemctl start deploy-watch@unpriv.path");
+    // A build tree each user may read.
+    let build = format!("{SCRATCH}/unpriv-build");
+    c.sh(&format!(
+        "mkdir -p {build} && echo built > {build}/version && chmod -R a+rX {build}"
+    ));
+    let as_user = |user: &str, cmd: &str| {
+        let out = c.run(&format!("runuser -u {user} -- {cmd}"));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+
+    // The member stages releases: no root needed.
+    for id in ["good", "bad", "slow"] {
+        let (code, _, err) = as_user(
+            "rctl-dev",
+            &format!("releasectl stage --app unpriv {build} --id {id}"),
+        );
+        assert_eq!(code, Some(0), "member stages {id}: {err}");
+    }
+    assert_eq!(
+        c.sh(&format!("stat -c %U {root}/releases/good")),
+        "rctl-dev"
+    );
+
+    // request --wait: the outcome and the activation's exit status.
+    let (code, out, err) = as_user("rctl-dev", "releasectl request unpriv:good --wait");
+    assert_eq!(code, Some(0), "request good: {out} {err}");
+    assert_eq!(out, "unpriv: good activated (previous: v1)");
+    assert_eq!(app.current().as_deref(), Some("good"));
+    let (code, out, err) = as_user(
+        "rctl-dev",
+        "releasectl --json request unpriv:bad --wait --timeout 120",
+    );
+    assert_eq!(code, Some(11), "request bad: {out} {err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["outcome"], "rolled_back", "{doc}");
+    assert_eq!(doc["exit_code"], 11);
+    assert_contains(&err, "health check failed", "the error line of request bad");
+    assert_eq!(app.current().as_deref(), Some("good"));
+    // The member reads the state root keeps, without root.
+    let (code, out, err) = as_user("rctl-dev", "releasectl status unpriv");
+    assert_eq!(code, Some(0), "status: {err}");
+    assert_contains(&out, "good", "status as a member");
+
+    // systemctl start/stop of deploy@ through the polkit rule.
+    let (code, _, err) = as_user("rctl-dev", "systemctl start deploy@unpriv:v1");
+    assert_eq!(code, Some(0), "member starts deploy@unpriv:v1: {err}");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    let (code, _, _) = as_user("rctl-dev", "systemctl start deploy@unpriv:bad");
+    assert_ne!(code, Some(0), "a failing activation fails systemctl start");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    // Stopping a running activation rolls it back.
+    let (code, _, err) = as_user("rctl-dev", "systemctl start --no-block deploy@unpriv:slow");
+    assert_eq!(code, Some(0), "member starts deploy@unpriv:slow: {err}");
+    c.wait_for(
+        "the slow release to be swapped in",
+        PATIENCE,
+        || match app.current().as_deref() {
+            Some("slow") => Ok(()),
+            other => Err(format!("current {other:?}")),
+        },
+    );
+    let (code, _, err) = as_user("rctl-dev", "systemctl stop deploy@unpriv:slow");
+    assert_eq!(code, Some(0), "member stops deploy@unpriv:slow: {err}");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert_eq!(
+        event(&app.last_event()),
+        ("rolled_back", "v1", "slow"),
+        "the stop rolled the activation back"
+    );
+    // Nothing else: other verbs and other units still need root.
+    for cmd in [
+        "systemctl restart deploy@unpriv:v1",
+        "systemctl start releasectl-recover.service",
+        "systemctl start deploy-watch@unpriv.service",
+        "systemctl stop deploy-watch@unpriv.path",
+    ] {
+        let (code, _, err) = as_user("rctl-dev", cmd);
+        assert_ne!(code, Some(0), "member may not `{cmd}`");
+        assert_contains(
+            &err.to_lowercase(),
+            "auth",
+            &format!("the refusal of `{cmd}`"),
+        );
+    }
+    assert_eq!(show(c, "deploy-watch@unpriv.path", "ActiveState"), "active");
+
+    // Outside the group: refused everywhere, nothing changes.
+    let history = app.history().len();
+    let releases = c.sh(&format!("ls {root}/releases"));
+    for (cmd, needle) in [
+        (
+            format!("releasectl stage --app unpriv {build} --id out"),
+            format!("{root}/releases"),
+        ),
+        (
+            "releasectl request unpriv:good".to_string(),
+            "/var/lib/releasectl/requests".to_string(),
+        ),
+        (
+            "releasectl request unpriv:good --wait".to_string(),
+            "/var/lib/releasectl/results".to_string(),
+        ),
+    ] {
+        let (code, out, err) = as_user("rctl-out", &cmd);
+        assert_eq!(code, Some(1), "non-member `{cmd}`: {out} {err}");
+        assert_contains(&err, &needle, &format!("the refusal of `{cmd}`"));
+        assert_contains(
+            &err,
+            "Permission denied",
+            &format!("the refusal of `{cmd}`"),
+        );
+    }
+    let (code, _, err) = as_user("rctl-out", "systemctl start deploy@unpriv:good");
+    assert_ne!(code, Some(0), "non-member starts deploy@: {err}");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert_eq!(c.sh(&format!("ls {root}/releases")), releases);
+    assert_eq!(app.history().len(), history);
+    c.sh("systemctl stop deploy-watch@unpriv.path");
+
+    // Control: without the rule, the member's start needs authentication
+    // too (polkitd notices the removal by itself).
+    let rule = "/usr/share/polkit-1/rules.d/50-releasectl.rules";
+    c.sh(&format!("mv {rule} {SCRATCH}/rule.off"));
+    let refused = c.wait_for("polkitd to drop the rule", PATIENCE, || {
+        match as_user("rctl-dev", "systemctl start deploy@unpriv:good") {
+            (Some(0), ..) => Err("still allowed".to_string()),
+            (_, _, err) => Ok(err),
+        }
+    });
+    c.sh(&format!("mv {SCRATCH}/rule.off {rule}"));
+    assert_contains(&refused, "authentication", "the refusal without the rule");
+    assert_eq!(app.current().as_deref(), Some("v1"));
 }
 
 /// f. Two instances started at the same instant: the flock serialises them
