@@ -105,6 +105,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The subcommand's name, as the JSON document's `command` says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Activate(_) => "activate",
+            Command::Stage(_) => "stage",
+            Command::Deploy(_) => "deploy",
+            Command::Rollback(_) => "rollback",
+            Command::Request(_) => "request",
+            Command::MarkBad(_) => "mark-bad",
+            Command::MarkGood(_) => "mark-good",
+            Command::Status(_) => "status",
+            Command::List(_) => "list",
+            Command::History(_) => "history",
+            Command::Prune(_) => "prune",
+            Command::Check(_) => "check",
+            Command::Verify(_) => "verify",
+            Command::Recover(_) => "recover",
+            Command::Completions { .. } => "completions",
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ActivateFlags {
     /// Do not act on the configured units

@@ -12,11 +12,12 @@ use crate::request::{self, Report};
 use crate::systemd::service_manager;
 use crate::{history, lock, log, pending, release_id, stage, store};
 use serde_json::json;
-use std::io::Write;
 use std::time::Duration;
 
-/// Run a parsed command line; the JSON or text result goes to stdout.
-pub fn run(cli: Cli) -> Result<()> {
+/// Run a parsed command line: its report on stdout (text, or exactly one
+/// JSON document, also on failure), the error line on stderr. Returns the
+/// exit status.
+pub fn main(cli: Cli) -> i32 {
     log::set_verbosity(if cli.quiet {
         -1
     } else if cli.verbose {
@@ -24,22 +25,39 @@ pub fn run(cli: Cli) -> Result<()> {
     } else {
         0
     });
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "releasectl",
+            &mut std::io::stdout(),
+        );
+        return 0;
+    }
+    let out = Output::new(cli.json, cli.command.name());
+    let outcome = run(cli, &out);
+    out.finish(outcome)
+}
+
+fn run(cli: Cli, out: &Output) -> Result<()> {
     let source = Source::from_options(cli.root.clone(), cli.config_dir.clone());
-    let out = Output::new(cli.json);
     let wait = Duration::from_secs(cli.lock_timeout);
     match cli.command {
-        Command::Activate(a) => activate(&source, &out, a, wait),
+        Command::Activate(a) => activate(&source, out, a, wait),
         Command::Stage(s) => {
             let app = source.open(s.app.as_deref())?;
+            out.about(&app, s.id.as_deref());
             let id = stage::stage(&app, &s.source, s.id.as_deref())?;
             out.print(json!({"app": app.name, "release": id}), || id.clone());
             Ok(())
         }
         Command::Deploy(d) => {
             let app = source.open(d.stage.app.as_deref())?;
+            out.about(&app, d.stage.id.as_deref());
             check_flags(&d.flags)?;
             if d.flags.dry_run {
-                return deploy_dry_run(&app, &d, &out);
+                return deploy_dry_run(&app, &d, out);
             }
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
@@ -50,12 +68,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 &d.flags,
                 wait,
                 Leaving::Keep,
-                &out,
+                out,
             )
             .map(drop)
         }
         Command::Rollback(r) => {
             let app = source.open(r.app.as_deref())?;
+            out.about(&app, r.to.as_deref());
             check_flags(&r.flags)?;
             let target = match r.to {
                 Some(id) => {
@@ -64,30 +83,29 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => Target::PreviousGood,
             };
-            run_activation(&app, &target, &r.flags, wait, Leaving::MarkBad, &out).map(drop)
+            run_activation(&app, &target, &r.flags, wait, Leaving::MarkBad, out).map(drop)
         }
-        Command::Request(r) => request(&source, &out, r),
-        Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, wait, &out),
-        Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, wait, &out),
-        Command::Status(a) => each_app(&source, a.app.as_deref(), &out, status),
-        Command::List(a) => each_app(&source, a.app.as_deref(), &out, list),
-        Command::History(h) => each_app(&source, h.app.as_deref(), &out, |app, out| {
+        Command::Request(r) => request(&source, out, r),
+        Command::MarkBad(m) => mark(&source, m, Event::MarkedBad, wait, out),
+        Command::MarkGood(m) => mark(&source, m, Event::MarkedGood, wait, out),
+        Command::Status(a) => each_app(&source, a.app.as_deref(), out, status),
+        Command::List(a) => each_app(&source, a.app.as_deref(), out, list),
+        Command::History(h) => each_app(&source, h.app.as_deref(), out, |app, out| {
             show_history(app, h.lines, out)
         }),
-        Command::Prune(p) => prune(&source.open(p.app.as_deref())?, p, wait, &out),
-        Command::Check(a) => crate::check::check(&source.open(a.app.as_deref())?, &out),
-        Command::Verify(v) => verify(&source, v, &out),
-        Command::Recover(r) => recover(&source, r, wait, &out),
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "releasectl",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+        Command::Prune(p) => {
+            let app = source.open(p.app.as_deref())?;
+            out.about(&app, None);
+            prune(&app, p, wait, out)
         }
+        Command::Check(a) => {
+            let app = source.open(a.app.as_deref())?;
+            out.about(&app, None);
+            crate::check::check(&app, out)
+        }
+        Command::Verify(v) => verify(&source, v, out),
+        Command::Recover(r) => recover(&source, r, wait, out),
+        Command::Completions { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -102,6 +120,7 @@ fn activate(source: &Source, out: &Output, a: cli::ActivateArgs, wait: Duration)
     let request = release_id::parse_request(raw, source.allows_app())?;
     check_flags(&a.flags)?;
     let app = source.open(request.app.as_deref())?;
+    out.about(&app, Some(&request.release));
     let target = Target::Release(request.release);
     run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out).map(drop)
 }
@@ -117,6 +136,7 @@ fn activate_requested(
     wait: Duration,
 ) -> Result<()> {
     let name = request::app_name(name)?;
+    out.many("activations");
     let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
     let mut done: Option<request::Request> = None;
     loop {
@@ -151,6 +171,7 @@ fn activate_requested(
         }
         let result = check_flags(&a.flags).and_then(|()| {
             let app = source.open(Some(&name))?;
+            out.about(&app, Some(&req.release));
             let target = Target::Release(req.release.clone());
             run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out)
         });
@@ -204,11 +225,9 @@ fn request(source: &Source, out: &Output, r: cli::RequestArgs) -> Result<()> {
         out.print(&report, || report.message.clone());
         return Ok(());
     }
-    // Text: main prints the message as the error line. JSON: the outcome
-    // is the document.
-    if out.json {
-        out.print(&report, String::new);
-    }
+    // Text: the message is the error line. JSON: the outcome is the
+    // result, the relayed status the error.
+    out.print(&report, String::new);
     Err(Error::Relayed {
         code: report.exit_code,
         message: report.message,
@@ -406,8 +425,12 @@ fn each_app(
         _ => Vec::new(),
     };
     if names.len() < 2 {
-        return show(&source.open(app)?, out);
+        let app = source.open(app)?;
+        out.about(&app, None);
+        return show(&app, out);
     }
+    // JSON: one report per app, listed under "apps". Text: sections.
+    out.many("apps");
     let mut parts = Vec::new();
     // Apps with an interrupted activation are shown like the others, then
     // named together in the one error line.
@@ -420,19 +443,11 @@ fn each_app(
             Err(Error::NeedsRecovery(why)) => attention.push(why),
             other => other?,
         }
-        parts.push(if out.json {
-            body
-        } else {
-            format!("== {name} ==\n{body}")
-        });
+        parts.push(format!("== {name} ==\n{body}"));
     }
-    let all = if out.json {
-        format!("[\n{}\n]", parts.join(",\n"))
-    } else {
-        parts.join("\n\n")
-    };
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{all}");
+    if !out.json {
+        out.print_joined(&parts.join("\n\n"));
+    }
     match attention.len() {
         0 => Ok(()),
         _ => Err(Error::NeedsRecovery(attention.join("; "))),
@@ -454,6 +469,7 @@ fn mark(
     }
     let app = source.open(request.app.as_deref())?;
     let id = request.release;
+    out.about(&app, Some(&id));
     store::mark(&app, &id, event, &reason, wait)?;
     let word = if event == Event::MarkedBad {
         "bad"
@@ -508,9 +524,20 @@ fn describe(e: &history::Entry) -> String {
     s
 }
 
+/// `list`'s report, serialized straight from the inventory.
+#[derive(serde::Serialize)]
+struct ListReport<'a> {
+    app: Option<&'a str>,
+    releases: &'a [store::Release],
+}
+
 fn list(app: &App, out: &Output) -> Result<()> {
     let inv = store::inventory(app)?;
-    out.print(&inv.releases, || {
+    let report = ListReport {
+        app: app.name.as_deref(),
+        releases: &inv.releases,
+    };
+    out.print(&report, || {
         let mut t = String::new();
         for r in &inv.releases {
             let mut marks = Vec::new();
@@ -537,7 +564,7 @@ fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
         Some(n) => history::tail(state.as_ref(), n)?,
         None => history::read(state.as_ref())?,
     };
-    out.print(json!(shown), || {
+    out.print(json!({"app": app.name, "entries": shown}), || {
         shown.iter().map(|e| describe(e) + "\n").collect()
     });
     Ok(())
@@ -607,7 +634,7 @@ fn recover(source: &Source, r: cli::RecoverArgs, wait: Duration, out: &Output) -
             }
         }
     }
-    out.print(json!(report), String::new);
+    out.print(json!({ "apps": report }), String::new);
     let total = report.len();
     match failed.len() {
         0 => Ok(()),
@@ -642,6 +669,7 @@ fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
             (app, id)
         }
     };
+    out.about(&app, Some(&id));
     let release = app.root.open_release(&id)?;
     let releases = app
         .root
@@ -665,8 +693,8 @@ fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
     if diffs.is_empty() {
         return Ok(());
     }
-    Err(Error::AfterReport(Box::new(Error::VerifyFailed(format!(
+    Err(Error::VerifyFailed(format!(
         "{label}: {id} does not match its manifest: {}",
         crate::manifest::summary(&diffs)
-    )))))
+    )))
 }

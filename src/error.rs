@@ -43,16 +43,12 @@ pub enum Error {
     /// activation waiting for `releasectl recover` (`status`).
     #[error("{0}")]
     NeedsRecovery(String),
-    /// `inner`, after a report that shows it was printed already (`verify`
-    /// lists the differences, then exits 14): no second JSON document.
-    #[error("{0}")]
-    AfterReport(Box<Error>),
     /// Anything else: I/O errors, D-Bus unreachable, ...
     #[error(transparent)]
     Operational(#[from] anyhow::Error),
     /// The outcome of an activation another process ran (`request --wait`),
-    /// passed on with that activation's exit status. Already printed under
-    /// `--json` (the outcome is the document).
+    /// passed on with that activation's exit status (the outcome itself is
+    /// the command's report).
     #[error("{message}")]
     Relayed { code: i32, message: String },
 }
@@ -66,26 +62,35 @@ impl Error {
             Error::RollbackFailed(_) => exit::ROLLBACK_FAILED,
             Error::NeedsRecovery(_) => exit::NEEDS_RECOVERY,
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
-            Error::AfterReport(inner) => inner.exit_code(),
             Error::Operational(_) => exit::OPERATIONAL,
             Error::Relayed { code, .. } => *code,
         }
     }
 
-    /// Whether the command already printed its report (which says what is
-    /// wrong): then `--json` prints no second document.
-    pub fn follows_a_report(&self) -> bool {
-        matches!(
-            self,
-            Error::NeedsRecovery(_) | Error::AfterReport(_) | Error::Relayed { .. }
-        )
+    /// The kind named in the JSON error document.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::LockBusy(_) => "lock_busy",
+            Error::ActivationFailed(_) => "activation_failed",
+            Error::RollbackFailed(_) => "rollback_failed",
+            Error::NeedsRecovery(_) => "needs_recovery",
+            Error::VerifyFailed(_) => "verify_failed",
+            Error::Operational(_) => "operational",
+            Error::Relayed { code, .. } => match *code {
+                exit::USAGE => "usage",
+                exit::LOCK_BUSY => "lock_busy",
+                exit::ACTIVATION_FAILED => "activation_failed",
+                exit::ROLLBACK_FAILED => "rollback_failed",
+                _ => "operational",
+            },
+        }
     }
 
     /// The one line printed to stderr: anyhow chains are joined with ": ".
     pub fn one_line(&self) -> String {
         let text = match self {
             Error::Operational(e) => format!("{e:#}"),
-            Error::AfterReport(inner) => inner.one_line(),
             other => other.to_string(),
         };
         text.replace('\n', " ")

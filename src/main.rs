@@ -1,24 +1,8 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use releasectl::{cli::Cli, commands, error::exit, log};
+use releasectl::{cli::Cli, commands};
 
 fn main() {
-    let cli = Cli::parse();
-    let json = cli.json;
-    let code = match commands::run(cli) {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            log::error(&format!("error: {}", e.one_line()));
-            // Some errors follow a report already printed: one document.
-            if json && !e.follows_a_report() {
-                println!(
-                    "{}",
-                    serde_json::json!({"error": e.one_line(), "exit_code": e.exit_code()})
-                );
-            }
-            e.exit_code()
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(commands::main(Cli::parse()));
 }

@@ -21,7 +21,7 @@ fn events(d: &Dir) -> Vec<String> {
 
 /// Ids that `list --json` marks bad.
 fn bad(d: &Dir) -> Vec<String> {
-    let list = d.cmd_config().args(["--json", "list"]).ok().json();
+    let list = d.cmd_config().args(["--json", "list"]).ok().json()["releases"].clone();
     list.as_array()
         .unwrap()
         .iter()
@@ -118,9 +118,9 @@ fn history_n_shows_the_last_entries() {
     for id in ["v1", "v2", "v1", "v2"] {
         d.cmd().args(["activate", id]).ok();
     }
-    let all = d.cmd().args(["--json", "history"]).ok().json();
+    let all = d.cmd().args(["--json", "history"]).ok().json()["entries"].clone();
     assert_eq!(all.as_array().unwrap().len(), 4);
-    let last2 = d.cmd().args(["--json", "history", "-n", "2"]).ok().json();
+    let last2 = d.cmd().args(["--json", "history", "-n", "2"]).ok().json()["entries"].clone();
     let last2 = last2.as_array().unwrap();
     assert_eq!(last2.len(), 2);
     assert_eq!(last2[0], all[2]);
@@ -337,7 +337,7 @@ fn views_without_an_app_show_every_app() {
     let list = d.cmd_config().args(["list"]).ok().stdout;
     assert!(list.contains("== api ==\na1 "), "{list}");
     assert!(list.contains("== web ==\nv1 "), "{list}");
-    let status = d.cmd_config().args(["--json", "status"]).ok().json();
+    let status = d.cmd_config().args(["--json", "status"]).ok().json()["apps"].clone();
     let apps: Vec<_> = status
         .as_array()
         .unwrap()
@@ -346,8 +346,8 @@ fn views_without_an_app_show_every_app() {
         .collect();
     assert_eq!(apps, ["api", "web"]);
     assert_eq!(status[1]["current"], "v1");
-    let history = d.cmd_config().args(["--json", "history"]).ok().json();
-    assert_eq!(history[0][0]["to"], "a1", "{history:#}");
+    let history = d.cmd_config().args(["--json", "history"]).ok().json()["apps"].clone();
+    assert_eq!(history[0]["entries"][0]["to"], "a1", "{history:#}");
     let r = d.cmd_config().args(["rollback"]).expect(2);
     assert!(
         r.one_line_error().contains("several apps configured"),
@@ -361,9 +361,11 @@ fn views_without_an_app_show_every_app() {
     )
     .unwrap();
     let r = d.cmd_config().args(["--json", "status"]).expect(13);
-    let doc = r.json();
+    let doc = r.json()["apps"].clone();
     assert_eq!(doc[0]["interrupted"], true, "{doc:#}");
     assert_eq!(doc[1]["interrupted"], false, "{doc:#}");
+    let error = &r.envelope()["error"];
+    assert_eq!(error["kind"], "needs_recovery", "{error:#}");
     assert!(r.one_line_error().contains(": api: the activation"), "{r}");
 }
 

@@ -1022,7 +1022,7 @@ fn symlinked_entries_in_releases_are_not_followed() {
         Ok(r) if r.code == Some(0) => {
             let ids: BTreeSet<String> = serde_json::from_str::<Value>(&r.stdout)
                 .ok()
-                .and_then(|v| v.as_array().cloned())
+                .and_then(|v| v["result"]["releases"].as_array().cloned())
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|e| e["id"].as_str().map(str::to_string))
@@ -1038,7 +1038,7 @@ fn symlinked_entries_in_releases_are_not_followed() {
         Ok(r) if r.code == Some(0) => {
             let n = serde_json::from_str::<Value>(&r.stdout)
                 .ok()
-                .map(|v| v["releases"].clone());
+                .map(|v| v["result"]["releases"].clone());
             f.check(n == Some(json!(4)), || {
                 format!("status counts {n:?} releases, not 4: {}", brief(r))
             });
@@ -1051,7 +1051,7 @@ fn symlinked_entries_in_releases_are_not_followed() {
         Ok(r) if r.code == Some(0) => {
             let v: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
             let names = |k: &str| -> Vec<String> {
-                v["plan"][k]
+                v["result"]["plan"][k]
                     .as_array()
                     .into_iter()
                     .flatten()

@@ -174,7 +174,7 @@ fn signal_during_health_check(sig: Signal, name: &str) {
     let reason = last["reason"].as_str().unwrap_or_default();
     assert!(reason.contains(name), "history does not say why: {last}");
 
-    let list = d.cmd_config().args(["--json", "list"]).ok().json();
+    let list = d.cmd_config().args(["--json", "list"]).ok().json()["releases"].clone();
     let v2 = list.as_array().unwrap().iter().find(|r| r["id"] == "v2");
     assert_eq!(v2.unwrap()["bad"], true, "{list:#}");
 }

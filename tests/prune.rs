@@ -22,7 +22,7 @@ fn age(d: &Dir, ids: &[&str]) {
 }
 
 fn list_ids(d: &Dir) -> Vec<String> {
-    let v = d.cmd().args(["--json", "list"]).ok().json();
+    let v = d.cmd().args(["--json", "list"]).ok().json()["releases"].clone();
     v.as_array()
         .unwrap()
         .iter()

@@ -218,7 +218,7 @@ fn concurrent_stagings_never_merge() {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        ids.push(v["release"].as_str().unwrap().to_string());
+        ids.push(v["result"]["release"].as_str().unwrap().to_string());
     }
     ids.sort();
     ids.dedup();
@@ -238,26 +238,31 @@ fn json_outputs_parse() {
     let status = d.cmd().args(["--json", "status"]).ok().json();
     assert_eq!(status["current"], "j1");
     assert_eq!(status["releases"], 2);
-    let list = d.cmd().args(["--json", "list"]).ok().json();
+    let list = d.cmd().args(["--json", "list"]).ok().json()["releases"].clone();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert!(list
         .iter()
         .any(|r| r["id"] == "j1" && r["current"] == true && r["bad"] == false));
-    let history = d.cmd().args(["--json", "history"]).ok().json();
+    let history = d.cmd().args(["--json", "history"]).ok().json()["entries"].clone();
     assert_eq!(history[0]["event"], "activated");
     assert_eq!(history[0]["to"], "j1");
     let prune = d.cmd().args(["--json", "prune", "--dry-run"]).ok().json();
     assert_eq!(prune["dry_run"], true);
-    let recover = d.cmd().args(["--json", "recover"]).ok().json();
+    let recover = d.cmd().args(["--json", "recover"]).ok().json()["apps"].clone();
     assert_eq!(recover[0]["recovered"], false);
-    // Errors are one JSON document too.
+    // Errors are one JSON document too: the kind, the app and release,
+    // and the state left behind.
     let err = d
         .cmd()
         .args(["--json", "activate", "nope"])
         .expect(2)
-        .json();
+        .envelope();
     assert_eq!(err["exit_code"], 2);
+    assert_eq!(err["error"]["kind"], "usage");
+    assert_eq!(err["error"]["release"], "nope");
+    assert_eq!(err["error"]["current"], "j1");
+    assert!(err["error"]["message"].as_str().unwrap().contains("nope"));
 }
 
 #[test]

@@ -339,9 +339,23 @@ pub struct Run {
 }
 
 impl Run {
+    /// The whole `--json` document, checked to be the envelope every run
+    /// prints: schema, command, `ok` and `exit_code` agreeing with the exit
+    /// status, an `error` exactly when it failed.
+    pub fn envelope(&self) -> serde_json::Value {
+        let doc: serde_json::Value = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{self}"));
+        assert_eq!(doc["schema"], "releasectl.v1", "{self}");
+        assert!(doc["command"].is_string(), "{self}");
+        assert_eq!(doc["exit_code"], self.code.unwrap_or(-1), "{self}");
+        assert_eq!(doc["ok"], self.code == Some(0), "{self}");
+        assert_eq!(doc["error"].is_object(), self.code != Some(0), "{self}");
+        doc
+    }
+
+    /// The command's report in the `--json` envelope (`null` if it made none).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{self}"))
+        self.envelope()["result"].clone()
     }
 
     /// The error line: stderr must be exactly one line.

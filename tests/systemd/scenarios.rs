@@ -945,8 +945,10 @@ fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
     );
     assert_eq!(code, Some(11), "request bad: {out} {err}");
     let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
-    assert_eq!(doc["outcome"], "rolled_back", "{doc}");
+    assert_eq!(doc["result"]["outcome"], "rolled_back", "{doc}");
+    assert_eq!(doc["result"]["exit_code"], 11);
     assert_eq!(doc["exit_code"], 11);
+    assert_eq!(doc["error"]["kind"], "activation_failed", "{doc}");
     assert_contains(&err, "health check failed", "the error line of request bad");
     assert_eq!(app.current().as_deref(), Some("good"));
     // The member reads the state root keeps, without root.
