@@ -105,6 +105,29 @@ pub enum Command {
     },
 }
 
+/// The subcommand called `word`, if it is one (for the JSON document of a
+/// command line that did not parse).
+pub fn command_name(word: &str) -> Option<&'static str> {
+    COMMAND_NAMES.into_iter().find(|n| *n == word)
+}
+
+const COMMAND_NAMES: [&str; 14] = [
+    "activate",
+    "stage",
+    "deploy",
+    "rollback",
+    "request",
+    "mark-bad",
+    "mark-good",
+    "status",
+    "list",
+    "history",
+    "prune",
+    "check",
+    "verify",
+    "recover",
+];
+
 impl Command {
     /// The subcommand's name, as the JSON document's `command` says it.
     pub fn name(&self) -> &'static str {

@@ -40,6 +40,30 @@ pub fn main(cli: Cli) -> i32 {
     out.finish(outcome)
 }
 
+/// The command line did not parse. `--help` and `--version` print as
+/// usual, and so does an error without `--json`; under `--json` the error
+/// is one line on stderr and the one document every run prints (kind
+/// usage, exit 2).
+pub fn bad_command_line(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || !std::env::args_os().any(|a| a == "--json")
+    {
+        e.exit();
+    }
+    let message = e
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or("bad command line")
+        .trim_start_matches("error: ")
+        .to_string();
+    let command = std::env::args()
+        .skip(1)
+        .find_map(|a| crate::cli::command_name(&a));
+    Output::for_parse_error(command).finish(Err(usage(message)))
+}
+
 fn run(cli: Cli, out: &Output) -> Result<()> {
     let source = Source::from_options(cli.root.clone(), cli.config_dir.clone());
     let wait = Duration::from_secs(cli.lock_timeout);

@@ -4,5 +4,9 @@ use clap::Parser;
 use releasectl::{cli::Cli, commands};
 
 fn main() {
-    std::process::exit(commands::main(Cli::parse()));
+    let code = match Cli::try_parse() {
+        Ok(cli) => commands::main(cli),
+        Err(e) => commands::bad_command_line(e),
+    };
+    std::process::exit(code);
 }

@@ -29,7 +29,8 @@ pub const SCHEMA: &str = "releasectl.v1";
 
 pub struct Output {
     pub json: bool,
-    command: &'static str,
+    /// `None` only when the command line did not parse into a command.
+    command: Option<&'static str>,
     /// Reports made so far (JSON mode): printed in the envelope at the end.
     results: RefCell<Vec<Box<RawValue>>>,
     /// Several reports form one list under this key (`activate --request`
@@ -52,12 +53,20 @@ impl Output {
     pub fn new(json: bool, command: &'static str) -> Output {
         Output {
             json,
-            command,
+            command: Some(command),
             results: RefCell::new(Vec::new()),
             many: Cell::new(None),
             collected: RefCell::new(None),
             about: RefCell::new(None),
         }
+    }
+
+    /// The output of a run whose command line did not parse: JSON, and the
+    /// command only if it could be told.
+    pub fn for_parse_error(command: Option<&'static str>) -> Output {
+        let mut out = Output::new(true, "");
+        out.command = command;
+        out
     }
 
     /// The command's report: kept for the envelope under `--json` (built
@@ -192,7 +201,7 @@ fn print_text(body: &str) {
 #[derive(Serialize)]
 struct Envelope<'a> {
     schema: &'static str,
-    command: &'static str,
+    command: Option<&'static str>,
     ok: bool,
     exit_code: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
