@@ -1,7 +1,7 @@
 //! The per-app flock: many activations at once run one at a time, and a busy
 //! lock with `--lock-timeout 0` exits 10 naming the holder.
 
-mod common;
+use crate::common;
 
 use common::{wait_for, Dir};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! fail; the unlink + symlink baseline, run by the same harness in the same
 //! test, must, or the harness could not see a gap at all.
 
-mod common;
+use crate::common;
 
 use common::Dir;
 use std::path::PathBuf;

@@ -18,10 +18,8 @@
 //! them [`Container::create_or_skip`] prints why and returns `None`, except
 //! under `CI=true`, where a skipped system test would prove nothing and so
 //! panics instead.
-#![allow(dead_code)] // each test target uses a different part of it
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,13 +106,7 @@ pub fn missing_prerequisites() -> Option<String> {
 pub fn prerequisites_met(what: &str) -> bool {
     match missing_prerequisites() {
         None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{what}: cannot run under CI=true: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {what}: {why}");
-            false
-        }
+        Some(why) => crate::common::skip(&format!("{what}: {why}")),
     }
 }
 
@@ -181,10 +173,6 @@ impl Container {
             c.mask(&unit);
         }
         c
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The host path of `inside` (an absolute path in the container). Writes
@@ -332,24 +320,6 @@ impl Container {
         self.command(&["/bin/sh", "-c", script])
             .output()
             .expect("run nsenter")
-    }
-
-    /// Run a shell command inside with `input` on its stdin.
-    pub fn run_with_input(&self, script: &str, input: &[u8]) -> Output {
-        let mut child = self
-            .command(&["/bin/sh", "-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nsenter");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("feed stdin");
-        child.wait_with_output().expect("wait nsenter")
     }
 
     /// Start a shell command inside without waiting for it; stdout and

@@ -3,7 +3,7 @@
 //! `activate --request APP` itself. (tests/systemd/scenarios.rs has the
 //! same path through the real units, polkit and a non-root user.)
 
-mod common;
+use crate::common;
 
 use common::{Dir, Run, TestCommand};
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! that an unprivileged deploy user owns; these tests are that user (uid
 //! 65534, through `setpriv`) planting symlinks, FIFOs, hardlinks and hostile
 //! content, and swapping what root is working on with `renameat2(...,
-//! RENAME_EXCHANGE)` in a loop (tests/attack/racer.py) while root runs.
+//! RENAME_EXCHANGE)` in a loop (tests/it/attack/racer.py) while root runs.
 //!
 //! They judge by the victim: a root-owned directory outside ROOT is listed
 //! (types, modes, owners, mtimes, sizes, content hashes) before and after,
@@ -13,9 +13,9 @@
 //! Most tests need root (setpriv, chown, mount); without it they say why and
 //! return, except under `CI=true`, where a missing prerequisite fails them.
 
-mod common;
+use crate::common;
 
-use common::{zstd, Run, Tree, BIN};
+use common::{have, is_root, skip, zstd, Run, Tree, BIN};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// The attacker: uid and gid `nobody`.
 const ATTACKER: u32 = 65534;
-/// tests/attack/racer.py, handed to python with `-c` so the attacker needs
+/// tests/it/attack/racer.py, handed to python with `-c` so the attacker needs
 /// no access to the checkout.
 const RACER: &str = include_str!("attack/racer.py");
 /// Bound on one releasectl call that should take milliseconds.
@@ -43,33 +43,6 @@ const SECRET: &str = "ROOT-ONLY-SECRET-4f1c9a2e";
 
 // ---------------------------------------------------------------------------
 // Prerequisites
-
-fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Say why the test does not run; under `CI=true` that is a failure.
-fn skip(why: &str) -> bool {
-    assert!(
-        !under_ci(),
-        "{why} (CI=true: a missing prerequisite fails the test)"
-    );
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// A python3 that uid 65534 can run (pyenv shims under /root are not).
 fn python() -> Option<&'static Path> {

@@ -3,8 +3,8 @@
 //! asserts on what systemd, nginx, the `current` link and history.jsonl say
 //! afterwards: never on the exit code alone.
 
-use crate::fixture::{journal, load_counts, show, wait_settled, App, LOAD_PY, PATIENCE};
-use crate::nspawn::Container;
+use super::fixture::{journal, load_counts, show, wait_settled, App, LOAD_PY, PATIENCE};
+use super::nspawn::Container;
 
 type Scenario = fn(&mut Container);
 

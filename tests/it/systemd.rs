@@ -11,11 +11,8 @@
 //! Needs root and systemd-nspawn: skipped with a message otherwise, and a
 //! failure under `CI=true`.
 
-#[path = "systemd/fixture.rs"]
 mod fixture;
-#[path = "systemd/nspawn.rs"]
-mod nspawn;
-#[path = "systemd/scenarios.rs"]
+pub mod nspawn;
 mod scenarios;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

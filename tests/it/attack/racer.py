@@ -1,4 +1,4 @@
-"""The attacker of tests/attack.rs: runs as the unprivileged owner of the
+"""The attacker of tests/it/attack.rs: runs as the unprivileged owner of the
 app root and swaps, as fast as it can, what root is working on.
 
 One JSON argument describes the attack:

@@ -2,7 +2,7 @@
 //! its guards (--expect-current, --dry-run, already active), and failures
 //! of hooks and health checks that must roll back and mark the release bad.
 
-mod common;
+use crate::common;
 
 use common::Dir;
 

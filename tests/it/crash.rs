@@ -2,7 +2,7 @@
 //! at a complete release and `pending.json` for the next run (or `recover`)
 //! to restore; SIGTERM/SIGINT/SIGHUP during the health check roll back.
 
-mod common;
+use crate::common;
 
 use common::{signal, wait_for, Dir};
 use rustix::process::Signal;

@@ -3,7 +3,7 @@
 //! since; activation with verification refuses a release that differs,
 //! before anything changes.
 
-mod common;
+use crate::common;
 
 use common::{make_tar, Dir, TarEntry};
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -9,7 +9,6 @@
 //!   etc/       the config dir (--config-dir), empty until a test writes a config
 //!   outside/   a place outside the root that hostile input aims at
 //! ```
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -287,11 +286,6 @@ impl TestCommand {
         self
     }
 
-    pub fn env(&mut self, k: &str, v: impl AsRef<OsStr>) -> &mut TestCommand {
-        self.cmd.env(k, v);
-        self
-    }
-
     pub fn shown(&self) -> String {
         self.shown.join(" ")
     }
@@ -379,22 +373,44 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// A tool the test needs from the machine. Missing: fail under `CI=true`,
-/// otherwise return false after saying why the test is skipped.
-pub fn have_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
+/// Under `CI=true` (as `.ci/run` sets it) no test may skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The one rule for a missing prerequisite: say why the test does not run
+/// and return `false`; under `CI=true`, where a skipped test would prove
+/// nothing, fail instead.
+pub fn skip(why: &str) -> bool {
+    assert!(
+        !under_ci(),
+        "{why} (CI=true: a missing prerequisite fails the test)"
+    );
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// Whether `tool` is on PATH (no skipping: see [`have_tool`]).
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required for this test (CI=true: not skipping)");
-        }
-        eprintln!("SKIPPED: {tool} not found");
-    }
-    found
+        .is_ok_and(|s| s.success())
+}
+
+/// A tool the test needs: present, or [`skip`].
+pub fn have_tool(tool: &str) -> bool {
+    have(tool) || skip(&format!("{tool} not found"))
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Root, or [`skip`] saying what needs it.
+pub fn need_root(what: &str) -> bool {
+    is_root() || skip(&format!("needs root: {what}"))
 }
 
 /// One entry of a crafted tar archive.

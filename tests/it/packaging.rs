@@ -9,8 +9,8 @@
 //! cargo lock this test run holds. Without them the tests skip with the
 //! command to run, except under `CI=true`, where they fail.
 
-#[path = "systemd/nspawn.rs"]
-mod nspawn;
+use crate::common::{have, skip};
+use crate::systemd::nspawn;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,23 +20,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_releasectl");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Skip (or fail under CI) with a reason.
-fn skip(why: &str) {
-    assert!(!under_ci(), "{why} (required under CI=true)");
-    eprintln!("skipped: {why}");
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// The one package in `dir` whose file name starts with `prefix`.
@@ -111,7 +94,8 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 #[test]
 fn lintian_and_rpmlint_are_clean() {
     if !have("lintian") || !have("rpmlint") {
-        return skip("lintian or rpmlint is not installed");
+        skip("lintian or rpmlint is not installed");
+        return;
     }
     let (Some(_), Some(_)) = (deb(), rpm()) else {
         return;
@@ -205,7 +189,8 @@ const RPM_FILES: &[&str] = &[
 #[test]
 fn rpm_lists_and_lays_out_its_files() {
     if !have("rpm") {
-        return skip("rpm is not installed");
+        skip("rpm is not installed");
+        return;
     }
     let Some(rpm) = rpm() else { return };
     let list = text(&run(Command::new("rpm").arg("-qlp").arg(&rpm)));

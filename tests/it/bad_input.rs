@@ -2,7 +2,7 @@
 //! and a full listing of the tree (root, .releasectl/, config dir and the
 //! place hostile input aims at) is the same before and after.
 
-mod common;
+use crate::common;
 
 use common::{make_tar, os_bytes, Dir, TarEntry, TestCommand};
 use std::ffi::OsString;

@@ -1,7 +1,7 @@
 //! Pruning never deletes a release anyone may need, and `rollback` never
 //! goes back to a release that failed.
 
-mod common;
+use crate::common;
 
 use common::Dir;
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,7 @@
 //! releasectl inside a booted container: the built binary, the units from
 //! `units/`, and apps with releases whose state the scenarios read back.
 
-use crate::nspawn::Container;
+use super::nspawn::Container;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

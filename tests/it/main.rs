@@ -1,0 +1,26 @@
+//! The integration tests, in one binary (`autotests = false`): each module
+//! drives the real `releasectl` binary (and, for `systemd` and
+//! `packaging`, a real systemd booted in a container) the way an operator
+//! or an attacker would. `common` holds the shared helpers and the one
+//! rule for a missing prerequisite: skip with the reason, except under
+//! `CI=true`, where the test fails.
+//!
+//! Run one module with `cargo test --test it MODULE::`, e.g.
+//! `cargo test --test it attack::`.
+
+mod common;
+
+mod activate;
+mod attack;
+mod bad_input;
+mod crash;
+mod json_schema;
+mod locking;
+mod man;
+mod packaging;
+mod prune;
+mod race;
+mod request;
+mod stage;
+mod systemd;
+mod verify;
