@@ -115,6 +115,17 @@ impl Fixture {
     }
 }
 
+/// The rollback's mark: the units acted for v2, then again for v1; v1 is
+/// live and no intent is left.
+fn assert_units_redone_and_v1_back(f: &Fixture, units: &FakeUnits) {
+    assert_eq!(
+        units.calls,
+        calls(&[("web.service", "v2"), ("web.service", "v1")])
+    );
+    assert_eq!(f.current(), "v1");
+    assert!(!f.pending());
+}
+
 fn calls(list: &[(&str, &str)]) -> Calls {
     list.iter()
         .map(|(u, r)| (u.to_string(), r.to_string()))
@@ -146,12 +157,7 @@ fn failed_unit_job_rolls_back_and_redoes_the_units() {
     units.fail_for = Some("v2");
     let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
     assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
-    assert_eq!(
-        units.calls,
-        calls(&[("web.service", "v2"), ("web.service", "v1")])
-    );
-    assert_eq!(f.current(), "v1");
-    assert!(!f.pending());
+    assert_units_redone_and_v1_back(&f, &units);
     assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
 }
 
@@ -209,12 +215,7 @@ fn a_signal_during_the_unit_job_rolls_back() {
     units.cancel_during = Some(cancel.clone());
     let e = f.activate(&mut units, &cancel).unwrap_err();
     assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
-    assert_eq!(
-        units.calls,
-        calls(&[("web.service", "v2"), ("web.service", "v1")])
-    );
-    assert_eq!(f.current(), "v1");
-    assert!(!f.pending());
+    assert_units_redone_and_v1_back(&f, &units);
 }
 
 #[test]
@@ -288,12 +289,7 @@ fn a_commit_that_cannot_be_recorded_is_undone() {
     crate::fault::arm(crate::fault::point::HISTORY_APPEND);
     let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
     assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
-    assert_eq!(
-        units.calls,
-        calls(&[("web.service", "v2"), ("web.service", "v1")])
-    );
-    assert_eq!(f.current(), "v1");
-    assert!(!f.pending());
+    assert_units_redone_and_v1_back(&f, &units);
     assert_eq!(f.events(), vec![(Event::RolledBack, Some("v1".into()))]);
     assert!(reasons(&f)[0].contains("recording the outcome failed"));
 }
@@ -322,9 +318,9 @@ fn a_rollback_that_cannot_be_recorded_keeps_the_intent() {
     assert_eq!(f.events(), vec![(Event::Recovered, Some("v1".into()))]);
 }
 
-#[test]
-fn recovery_of_a_kill_after_the_swap_moves_current_back() {
-    let f = fixture(false);
+/// What a kill of pid 999999 right after its swap to v2 leaves: the
+/// intent record and `current` on v2.
+fn killed_after_the_swap(f: &Fixture) -> (Dir, Pending) {
     let state = f.app.state_dir(true).unwrap().unwrap();
     let p = Pending {
         from: Some("v1".into()),
@@ -335,6 +331,13 @@ fn recovery_of_a_kill_after_the_swap_moves_current_back() {
     };
     pending::write(&state, &p).unwrap();
     f.app.root.swap_current("v2").unwrap();
+    (state, p)
+}
+
+#[test]
+fn recovery_of_a_kill_after_the_swap_moves_current_back() {
+    let f = fixture(false);
+    let (state, p) = killed_after_the_swap(&f);
     assert_eq!(
         recover_pending(&f.app, &state, &p).unwrap(),
         Recovery::Restored { moved: true }
@@ -348,16 +351,7 @@ fn recovery_of_a_kill_after_the_commit_record_keeps_the_outcome() {
     // Killed between appending "activated" and removing the intent: the
     // outcome stands, only the stale intent goes.
     let f = fixture(false);
-    let state = f.app.state_dir(true).unwrap().unwrap();
-    let p = Pending {
-        from: Some("v1".into()),
-        to: "v2".into(),
-        pid: 999_999,
-        started: "2026-01-01T00:00:00Z".into(),
-        history_offset: 0,
-    };
-    pending::write(&state, &p).unwrap();
-    f.app.root.swap_current("v2").unwrap();
+    let (state, p) = killed_after_the_swap(&f);
     let mut e = Entry::new(Event::Activated, None, Some("v1"), Some("v2"));
     e.pid = 999_999;
     history::append(&state, &e).unwrap();
@@ -407,12 +401,7 @@ fn a_signal_during_the_health_check_rolls_back() {
         started.elapsed() < Duration::from_secs(20),
         "the check was not stopped"
     );
-    assert_eq!(
-        units.calls,
-        calls(&[("web.service", "v2"), ("web.service", "v1")])
-    );
-    assert_eq!(f.current(), "v1");
-    assert!(!f.pending());
+    assert_units_redone_and_v1_back(&f, &units);
 }
 
 #[test]

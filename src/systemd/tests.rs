@@ -11,6 +11,16 @@ fn done(job: &str, result: &str) -> FinishedJob {
     }
 }
 
+/// `action` on web.service within 30 s, as the transaction asks for it.
+fn act(sd: &mut Systemd, action: Action) -> anyhow::Result<()> {
+    sd.apply(
+        "web.service",
+        action,
+        Duration::from_secs(30),
+        &Cancel::never(),
+    )
+}
+
 #[test]
 fn waits_for_its_own_job_and_skips_others() {
     let (tx, rx) = mpsc::channel();
@@ -351,13 +361,7 @@ mod fake {
 fn a_reload_that_ends_before_its_reply_is_not_missed() {
     let (mut sd, state, _server) = fake::systemd("done", "active");
     for _ in 0..3 {
-        sd.apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap();
+        act(&mut sd, Action::Reload).unwrap();
     }
     assert_eq!(state.lock().unwrap().jobs, 3);
 }
@@ -365,15 +369,7 @@ fn a_reload_that_ends_before_its_reply_is_not_missed() {
 #[test]
 fn a_failed_job_fails_the_apply() {
     let (mut sd, _state, _server) = fake::systemd("failed", "active");
-    let err = sd
-        .apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert_eq!(
         err,
         "reload of web.service failed; see `journalctl -u web.service`"
@@ -413,15 +409,7 @@ fn a_unit_still_reloading_after_our_job_is_waited_for() {
 #[test]
 fn done_but_not_active_is_a_failure() {
     let (mut sd, _state, _server) = fake::systemd("done", "failed");
-    let err = sd
-        .apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert!(
         err.contains("web.service is failed (running) after reload"),
         "{err}"
@@ -431,13 +419,7 @@ fn done_but_not_active_is_a_failure() {
 #[test]
 fn a_restart_needs_a_new_invocation() {
     let (mut sd, state, _server) = fake::systemd("done", "active");
-    sd.apply(
-        "web.service",
-        Action::Restart,
-        Duration::from_secs(30),
-        &Cancel::never(),
-    )
-    .unwrap();
+    act(&mut sd, Action::Restart).unwrap();
     assert_eq!(state.lock().unwrap().invocation, 1);
 }
 
@@ -454,15 +436,7 @@ fn a_dead_connection_is_a_connection_fault() {
     // Made by `on`, it cannot reconnect: the fault is reported at once,
     // not waited out.
     let started = Instant::now();
-    let err = sd
-        .apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert!(err.contains("D-Bus I/O error"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "waited anyway");
     assert_eq!(state.lock().unwrap().jobs, 0);
@@ -502,13 +476,7 @@ fn a_job_lost_with_its_connection_is_enqueued_again_on_a_new_one() {
     );
     let closer = close_after_first_job(&first, server);
 
-    sd.apply(
-        "web.service",
-        Action::Reload,
-        Duration::from_secs(30),
-        &Cancel::never(),
-    )
-    .unwrap();
+    act(&mut sd, Action::Reload).unwrap();
     closer.join().unwrap();
     assert_eq!(first.lock().unwrap().jobs, 1);
     // The new connection subscribed again (the fake refuses jobs otherwise)
@@ -526,15 +494,7 @@ fn without_a_reconnector_a_lost_job_is_reported() {
     let mut sd = Systemd::on(client);
     let closer = close_after_first_job(&state, server);
     let started = Instant::now();
-    let err = sd
-        .apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     closer.join().unwrap();
     assert_eq!(
         err,
@@ -574,15 +534,7 @@ fn systemds_answers_are_not_retried() {
         .to_string();
     assert_eq!(err, "unit nope.service not found");
     state.lock().unwrap().result = "failed".into();
-    let err = sd
-        .apply(
-            "web.service",
-            Action::Reload,
-            Duration::from_secs(30),
-            &Cancel::never(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert!(err.starts_with("reload of web.service failed"), "{err}");
     assert_eq!(calls.get(), 0, "reconnected for an answer");
 }
