@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::error::{usage, Error, Result};
 use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Dir, DIR_FLAGS};
+use crate::shared::SharedPath;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::cell::Cell;
@@ -45,9 +46,10 @@ enum Compression {
     Zstd,
 }
 
-/// Stage `source` as a release of `app`; returns the new release id.
-pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
-    let src = preflight(app, source, id)?;
+/// Stage `source` as a release of `app`, its `shared` paths linked into
+/// `ROOT/shared/` (see [`crate::shared`]); returns the new release id.
+pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<String> {
+    let src = preflight(app, source, id, shared)?;
     let releases = app.root.releases_dir(true)?.expect("created");
     let tmp = TempTree::create(&releases)?;
     // What is written, path by path, with each file's hash taken on the way.
@@ -85,6 +87,9 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
             0o755
         }
     };
+    // Before the flush and the publishing rename: the release is published
+    // with its links, and the manifest describes it so.
+    crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
     rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
         .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
     // One flush for the whole tree, before the rename that publishes it:
@@ -136,12 +141,15 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
 
 /// What `stage` would refuse before creating anything; `deploy --dry-run`
 /// runs only this, since staging itself changes the disk.
-pub fn check(app: &App, source: &Path, id: Option<&str>) -> Result<()> {
-    preflight(app, source, id).map(drop)
+pub fn check(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<()> {
+    preflight(app, source, id, shared).map(drop)
 }
 
-/// Everything that can be refused is refused before anything is created.
-fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Source> {
+/// Everything that can be refused is refused before anything is created
+/// (what the shared paths need of the release itself is judged once it is
+/// written, before `shared/` is touched).
+fn preflight(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<Source> {
+    crate::shared::check(&app.root, shared)?;
     if let Some(id) = id {
         crate::release_id::validate(id)?;
         if let Some(releases) = app.root.releases_dir(false)? {
@@ -256,7 +264,7 @@ const MAX_DEPTH: usize = crate::root::MAX_DEPTH / 2;
 
 /// Copy the directory `src` into the empty directory `dst`, both handles.
 /// Symlinks are copied as symlinks, never followed.
-fn copy_tree(
+pub(crate) fn copy_tree(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     shown: &Path,
