@@ -362,6 +362,14 @@ impl Dir {
         }
     }
 
+    /// Remove the directory `name` if it is empty (best effort: a
+    /// non-empty directory or anything else is left as it is).
+    pub fn remove_empty_dir(&self, name: &str) {
+        if rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).is_ok() {
+            let _ = self.sync();
+        }
+    }
+
     /// Delete `name` and everything below it, through handles only: each
     /// directory is opened with `O_NOFOLLOW` from its parent's handle and
     /// emptied by `unlinkat`, so a symlink or a directory exchanged into the

@@ -50,8 +50,27 @@ enum Compression {
 /// `ROOT/shared/` (see [`crate::shared`]); returns the new release id.
 pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<String> {
     let src = preflight(app, source, id, shared)?;
+    let fresh = app.root.releases_dir(false)?.is_none();
     let releases = app.root.releases_dir(true)?.expect("created");
-    let tmp = TempTree::create(&releases)?;
+    let staged = build(app, &releases, src, source, id, shared);
+    if staged.is_err() && fresh {
+        // A refused first stage leaves the root as it found it (removed
+        // only while empty: never another stage's tree).
+        app.root.dir().remove_empty_dir(crate::root::RELEASES);
+    }
+    staged
+}
+
+/// Write, link, flush and publish the release into `releases`.
+fn build(
+    app: &App,
+    releases: &Dir,
+    src: Source,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+) -> Result<String> {
+    let tmp = TempTree::create(releases)?;
     // What is written, path by path, with each file's hash taken on the way.
     let mut m = Manifest::default();
 
@@ -98,7 +117,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) 
 
     let final_id = match id {
         Some(id) => {
-            tmp.publish(&releases, id).map_err(|e| match e {
+            tmp.publish(releases, id).map_err(|e| match e {
                 Errno::EXIST | Errno::NOTEMPTY => usage(format!("release {id} already exists")),
                 e => io_error(e, "renaming the staged tree".into()),
             })?;
@@ -113,7 +132,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) 
                 } else {
                     format!("{base}-{n}")
                 };
-                match tmp.publish(&releases, &candidate) {
+                match tmp.publish(releases, &candidate) {
                     Ok(()) => break candidate,
                     // Another stage took this id in the same second: try the next suffix.
                     Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => n += 1,
@@ -134,7 +153,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) 
     }
     tmp.disarm();
     releases.sync()?;
-    crate::staged::record(&releases, &final_id, SystemTime::now(), Some(&m));
+    crate::staged::record(releases, &final_id, SystemTime::now(), Some(&m));
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }
