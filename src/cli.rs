@@ -227,6 +227,12 @@ pub struct StageArgs {
     /// Release id (default: UTC time YYYYmmddTHHMMSSZ, with -2, -3... if taken)
     #[arg(long)]
     pub id: Option<String>,
+    /// Link the directory PATH of the release into ROOT/shared/PATH (repeatable; adds to the config's [shared] dirs)
+    #[arg(long = "shared-dir", value_name = "PATH")]
+    pub shared_dirs: Vec<String>,
+    /// Link the file PATH of the release into ROOT/shared/PATH (repeatable; adds to the config's [shared] files)
+    #[arg(long = "shared-file", value_name = "PATH")]
+    pub shared_files: Vec<String>,
 }
 
 #[derive(Debug, Args)]

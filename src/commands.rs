@@ -10,7 +10,7 @@ use crate::history::Event;
 use crate::output::Output;
 use crate::request::{self, Report};
 use crate::systemd::service_manager;
-use crate::{history, lock, log, pending, release_id, stage, store};
+use crate::{history, lock, log, pending, release_id, shared, stage, store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -72,7 +72,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Stage(s) => {
             let app = source.open(s.app.as_deref())?;
             out.about(&app, s.id.as_deref());
-            let id = stage::stage(&app, &s.source, s.id.as_deref())?;
+            let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
+            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared)?;
             out.print(json!({"app": app.name, "release": id}), || id.clone());
             Ok(())
         }
@@ -80,12 +81,17 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             let app = source.open(d.stage.app.as_deref())?;
             out.about(&app, d.stage.id.as_deref());
             check_flags(&d.flags)?;
+            let shared = shared::combine(
+                &app.config.shared,
+                &d.stage.shared_dirs,
+                &d.stage.shared_files,
+            )?;
             if d.flags.dry_run {
-                return deploy_dry_run(&app, &d, out);
+                return deploy_dry_run(&app, &d, &shared, out);
             }
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
-            let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref())?;
+            let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref(), &shared)?;
             run_activation(
                 &app,
                 &Target::Release(id),
@@ -260,9 +266,14 @@ fn request(source: &Source, out: &Output, r: cli::RequestArgs) -> Result<()> {
 
 /// `deploy --dry-run` must change nothing, so it checks what staging and
 /// activation would refuse without staging anything.
-fn deploy_dry_run(app: &App, d: &cli::DeployArgs, out: &Output) -> Result<()> {
+fn deploy_dry_run(
+    app: &App,
+    d: &cli::DeployArgs,
+    shared: &[shared::SharedPath],
+    out: &Output,
+) -> Result<()> {
     let (source, id) = (&d.stage.source, d.stage.id.as_deref());
-    stage::check(app, source, id)?;
+    stage::check(app, source, id, shared)?;
     let current = expect_current(app, &d.flags)?;
     let label = app.label();
     out.print(

@@ -3,6 +3,7 @@
 //! turned into a validated [`Config`] with every default filled in.
 
 use crate::error::{usage, Error, Result};
+use crate::shared::{self, SharedPath};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +98,8 @@ pub struct Config {
     pub services: Services,
     pub health: Health,
     pub hooks: Hooks,
+    /// Paths every release links into `ROOT/shared/` (`[shared]`).
+    pub shared: Vec<SharedPath>,
 }
 
 impl Config {
@@ -122,6 +125,7 @@ impl Config {
                 start_period: Duration::ZERO,
             },
             hooks: Hooks::default(),
+            shared: Vec::new(),
         }
     }
 
@@ -195,6 +199,14 @@ struct RawConfig {
     services: Option<RawServices>,
     health: Option<RawHealth>,
     hooks: Option<RawHooks>,
+    shared: Option<RawShared>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    dirs: Option<Vec<Spanned<String>>>,
+    files: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +353,33 @@ impl RawConfig {
                     check_argv(&argv, key, &err)?;
                     out.push(argv.into_inner());
                 }
+            }
+        }
+        if let Some(sh) = self.shared {
+            let mut spans = Vec::new();
+            for (list, kind, key) in [
+                (sh.dirs, shared::Kind::Dir, "shared.dirs"),
+                (sh.files, shared::Kind::File, "shared.files"),
+            ] {
+                for p in list.unwrap_or_default() {
+                    let sp = SharedPath::new(p.get_ref(), kind, key).map_err(|why| {
+                        err(
+                            p.span(),
+                            key,
+                            &format!("\"{}\" {why}", p.get_ref().escape_debug()),
+                        )
+                    })?;
+                    cfg.shared.push(sp);
+                    spans.push(p.span());
+                }
+            }
+            if let Some((i, why)) = shared::conflict(&cfg.shared) {
+                let p = &cfg.shared[i];
+                return Err(err(
+                    spans[i].clone(),
+                    &p.origin,
+                    &format!("\"{}\" {why}", p.path.escape_debug()),
+                ));
             }
         }
         Ok(cfg)
@@ -536,6 +575,42 @@ post_activate = []
             .unwrap_err()
             .to_string();
         assert!(e.contains(":3: key `hooks.pre_activate`"), "{e}");
+    }
+
+    #[test]
+    fn shared_paths_are_validated_with_their_line() {
+        let c = parse("root = \"/srv\"\n[shared]\ndirs = [\"storage\", \"public/uploads\"]\nfiles = [\".env\"]\n")
+            .unwrap();
+        let paths: Vec<&str> = c.shared.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["storage", "public/uploads", ".env"]);
+        for (body, needle) in [
+            (
+                "dirs = [\"../x\"]",
+                ":3: key `shared.dirs`: \"../x\" contains `..`",
+            ),
+            (
+                "files = [\"/etc/passwd\"]",
+                ":3: key `shared.files`: \"/etc/passwd\" is absolute",
+            ),
+            (
+                "dirs = [\".releasectl\"]",
+                ":3: key `shared.dirs`: \".releasectl\" lies in",
+            ),
+            (
+                "dirs = [\"a\"]\nfiles = [\"a/b\"]",
+                ":4: key `shared.files`: \"a/b\" nests with",
+            ),
+            (
+                "dirs = [\"a\", \"a\"]",
+                ":3: key `shared.dirs`: \"a\" is already a shared path",
+            ),
+            ("links = []", ":3: key `shared.links`"),
+        ] {
+            let e = parse(&format!("root = \"/srv\"\n[shared]\n{body}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
     }
 
     #[test]

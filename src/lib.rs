@@ -28,6 +28,7 @@ mod release_id;
 mod request;
 mod root;
 mod services;
+mod shared;
 mod stage;
 mod staged;
 mod store;

@@ -65,6 +65,15 @@ impl Manifest {
         self.items.insert(encode(path), item);
     }
 
+    /// Forget `path` and everything below it (a shared path: the release
+    /// holds a link there, and nothing under it).
+    pub fn remove(&mut self, path: &[&[u8]]) {
+        let key = encode(path);
+        let below = format!("{key}/");
+        self.items
+            .retain(|k, _| k != &key && !k.starts_with(&below));
+    }
+
     /// The item recorded for `path`, if any (a hard link copies it).
     pub fn get(&self, path: &[&[u8]]) -> Option<&Item> {
         self.items.get(&encode(path))
@@ -393,4 +402,27 @@ pub fn summary(diffs: &[Difference]) -> String {
         String::new()
     };
     format!("{} path(s) differ: {}{tail}", diffs.len(), named.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_drops_a_path_and_everything_below_it() {
+        let mut m = Manifest::default();
+        for p in [
+            "storage",
+            "storage/logs",
+            "storage/logs/a",
+            "storage2",
+            "public",
+        ] {
+            let parts: Vec<&[u8]> = p.split('/').map(str::as_bytes).collect();
+            m.put(&parts, Item::Dir { mode: 0o755 });
+        }
+        m.remove(&[b"storage"]);
+        let left: Vec<&str> = m.items.keys().map(String::as_str).collect();
+        assert_eq!(left, ["public", "storage2"]);
+    }
 }

@@ -278,6 +278,73 @@ impl Dir {
         })
     }
 
+    /// Another handle on this directory.
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = self.fd.try_clone().map_err(|e| {
+            io_error(
+                Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                format!("dup {}", self.shown.display()),
+            )
+        })?;
+        Ok(Dir {
+            fd,
+            shown: self.shown.clone(),
+            trust: self.trust,
+        })
+    }
+
+    /// Create the new subdirectory `name` with exactly `mode` (not what
+    /// the umask leaves of it) and open it.
+    pub fn create_dir(&self, name: &str, mode: u32) -> Result<Dir> {
+        let shown = self.shown(name);
+        rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
+        let dir = self.open_dir(name)?.ok_or_else(|| {
+            io_error(
+                Errno::NOENT,
+                format!("{} vanished after creation", shown.display()),
+            )
+        })?;
+        rfs::fchmod(&dir.fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_error(e, format!("chmod of {}", shown.display())))?;
+        Ok(dir)
+    }
+
+    /// Create the symlink `name` -> `target` (a new name).
+    pub fn symlink(&self, target: &str, name: &str) -> Result<()> {
+        rfs::symlinkat(target, &self.fd, name).map_err(|e| {
+            io_error(
+                e,
+                format!("creating symlink {}", self.shown(name).display()),
+            )
+        })
+    }
+
+    /// `renameat2(RENAME_NOREPLACE)` of `from` here to `to` in `dest`,
+    /// both named from their handles: the raw errno, so callers can tell
+    /// "taken" (EEXIST) and "another file system" (EXDEV) from a failure.
+    pub fn move_to(&self, from: &str, dest: &Dir, to: &str) -> std::result::Result<(), Errno> {
+        rfs::renameat_with(&self.fd, from, &dest.fd, to, RenameFlags::NOREPLACE)
+    }
+
+    /// Open the regular file `name` for reading, without following a
+    /// symlink or blocking on a FIFO, judged by what was opened.
+    pub fn open_read(&self, name: &str) -> Result<File> {
+        let shown = self.shown(name);
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = rfs::openat(&self.fd, name, flags, Mode::empty())
+            .map_err(|e| io_error(e, format!("opening {}", shown.display())))?;
+        let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(Error::Operational(anyhow::anyhow!(
+                "{} is not a regular file",
+                shown.display()
+            )));
+        }
+        Ok(File::from(fd))
+    }
+
     /// `renameat2(RENAME_NOREPLACE)` within this directory: the raw errno,
     /// so callers can tell "taken" (EEXIST) from a failure.
     pub fn rename_noreplace(&self, from: &str, to: &str) -> std::result::Result<(), Errno> {
@@ -292,6 +359,14 @@ impl Dir {
                 e,
                 format!("removing {}", self.shown(name).display()),
             )),
+        }
+    }
+
+    /// Remove the directory `name` if it is empty (best effort: a
+    /// non-empty directory or anything else is left as it is).
+    pub fn remove_empty_dir(&self, name: &str) {
+        if rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).is_ok() {
+            let _ = self.sync();
         }
     }
 

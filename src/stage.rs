@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::error::{usage, Error, Result};
 use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Dir, DIR_FLAGS};
+use crate::shared::SharedPath;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::cell::Cell;
@@ -45,11 +46,31 @@ enum Compression {
     Zstd,
 }
 
-/// Stage `source` as a release of `app`; returns the new release id.
-pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
-    let src = preflight(app, source, id)?;
+/// Stage `source` as a release of `app`, its `shared` paths linked into
+/// `ROOT/shared/` (see [`crate::shared`]); returns the new release id.
+pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<String> {
+    let src = preflight(app, source, id, shared)?;
+    let fresh = app.root.releases_dir(false)?.is_none();
     let releases = app.root.releases_dir(true)?.expect("created");
-    let tmp = TempTree::create(&releases)?;
+    let staged = build(app, &releases, src, source, id, shared);
+    if staged.is_err() && fresh {
+        // A refused first stage leaves the root as it found it (removed
+        // only while empty: never another stage's tree).
+        app.root.dir().remove_empty_dir(crate::root::RELEASES);
+    }
+    staged
+}
+
+/// Write, link, flush and publish the release into `releases`.
+fn build(
+    app: &App,
+    releases: &Dir,
+    src: Source,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+) -> Result<String> {
+    let tmp = TempTree::create(releases)?;
     // What is written, path by path, with each file's hash taken on the way.
     let mut m = Manifest::default();
 
@@ -85,6 +106,9 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
             0o755
         }
     };
+    // Before the flush and the publishing rename: the release is published
+    // with its links, and the manifest describes it so.
+    crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
     rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
         .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
     // One flush for the whole tree, before the rename that publishes it:
@@ -93,7 +117,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
 
     let final_id = match id {
         Some(id) => {
-            tmp.publish(&releases, id).map_err(|e| match e {
+            tmp.publish(releases, id).map_err(|e| match e {
                 Errno::EXIST | Errno::NOTEMPTY => usage(format!("release {id} already exists")),
                 e => io_error(e, "renaming the staged tree".into()),
             })?;
@@ -108,7 +132,7 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
                 } else {
                     format!("{base}-{n}")
                 };
-                match tmp.publish(&releases, &candidate) {
+                match tmp.publish(releases, &candidate) {
                     Ok(()) => break candidate,
                     // Another stage took this id in the same second: try the next suffix.
                     Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => n += 1,
@@ -129,19 +153,22 @@ pub fn stage(app: &App, source: &Path, id: Option<&str>) -> Result<String> {
     }
     tmp.disarm();
     releases.sync()?;
-    crate::staged::record(&releases, &final_id, SystemTime::now(), Some(&m));
+    crate::staged::record(releases, &final_id, SystemTime::now(), Some(&m));
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }
 
 /// What `stage` would refuse before creating anything; `deploy --dry-run`
 /// runs only this, since staging itself changes the disk.
-pub fn check(app: &App, source: &Path, id: Option<&str>) -> Result<()> {
-    preflight(app, source, id).map(drop)
+pub fn check(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<()> {
+    preflight(app, source, id, shared).map(drop)
 }
 
-/// Everything that can be refused is refused before anything is created.
-fn preflight(app: &App, source: &Path, id: Option<&str>) -> Result<Source> {
+/// Everything that can be refused is refused before anything is created
+/// (what the shared paths need of the release itself is judged once it is
+/// written, before `shared/` is touched).
+fn preflight(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<Source> {
+    crate::shared::check(&app.root, shared)?;
     if let Some(id) = id {
         crate::release_id::validate(id)?;
         if let Some(releases) = app.root.releases_dir(false)? {
@@ -256,7 +283,7 @@ const MAX_DEPTH: usize = crate::root::MAX_DEPTH / 2;
 
 /// Copy the directory `src` into the empty directory `dst`, both handles.
 /// Symlinks are copied as symlinks, never followed.
-fn copy_tree(
+pub(crate) fn copy_tree(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     shown: &Path,
