@@ -21,6 +21,7 @@ mod packaging;
 mod prune;
 mod race;
 mod request;
+mod shared;
 mod stage;
 mod systemd;
 mod verify;

@@ -3,7 +3,7 @@
 //! deploy; data written there outlives releases, rollback and prune never
 //! touch it, and `verify` judges the link, not what is behind it.
 
-mod common;
+use crate::common;
 
 use common::{make_tar, Dir, TarEntry, Tree};
 use std::path::{Path, PathBuf};
