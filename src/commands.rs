@@ -35,6 +35,16 @@ pub fn main(cli: Cli) -> i32 {
         );
         return 0;
     }
+    // The page is roff for man(1), not a document: no JSON envelope.
+    if let Command::Man { date } = cli.command {
+        use clap::CommandFactory;
+        let date = date.unwrap_or_else(|| {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
+                .to_string()
+        });
+        print!("{}", crate::manpage::render(&Cli::command(), &date));
+        return 0;
+    }
     let out = Output::new(cli.json, cli.command.name());
     let outcome = run(cli, &out);
     out.finish(outcome)
@@ -135,7 +145,7 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Verify(v) => verify(&source, v, out),
         Command::Recover(r) => recover(&source, r, wait, out),
-        Command::Completions { .. } => unreachable!("handled in main"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }
 

@@ -20,6 +20,7 @@ mod journal;
 mod lock;
 pub mod log;
 mod manifest;
+mod manpage;
 mod notify;
 mod output;
 mod pending;
