@@ -97,11 +97,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Finish an interrupted activation: restore the previous target
     Recover(RecoverArgs),
-    /// Print a shell completion script
+    /// Print the completion script for SHELL (it asks releasectl for candidates)
     #[command(hide = true)]
     Completions {
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Shell,
     },
     /// Print the man page releasectl(1) as roff
     #[command(hide = true)]
@@ -110,6 +110,14 @@ pub enum Command {
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
         date: Option<String>,
     },
+}
+
+/// The shells whose completion scripts releasectl writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// A `YYYY-MM-DD` date, as a man page's `.TH` line carries it.

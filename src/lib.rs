@@ -11,6 +11,7 @@ mod check;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod completion;
 mod config;
 pub mod error;
 mod fault;
