@@ -299,6 +299,21 @@ configured app. With several apps configured,
 \fBstatus\fR, \fBlist\fR and \fBhistory\fR show every app (text sections headed
 \fB== APP ==\fR, or one JSON array of the per\-app documents), and the other
 commands fail with exit status 2 and list the apps.
+.SS "Shell completion"
+The completions for bash, zsh and fish complete what is on this machine:
+after \fBactivate web:\fR the release ids of app \fBweb\fR (newest first),
+after \fBrollback \-\-to\fR the releases other than \fIcurrent\fR, after
+\fB\-\-expect\-current\fR the current one, and for an \fIAPP\fR argument the
+configured apps (from the configuration directory, or \fB\-\-config\-dir\fR);
+with \fB\-\-root\fR, the releases under that root.
+The scripts ask the binary on each TAB
+(\fBRELEASECTL_COMPLETE=\fR\fISHELL\fR \fBreleasectl \-\-\fR \fIWORDS\fR), so
+they never go stale.
+Completing only reads: it takes no lock, writes nothing, and offers nothing
+rather than an error.
+The packages install the scripts; by hand,
+\fBreleasectl completions\fR \fBbash\fR|\fBzsh\fR|\fBfish\fR prints the one for a
+shell (for example \fBsource <(releasectl completions bash)\fR).
 "#;
 
 /// Hand-written: files, examples, related pages.
@@ -320,6 +335,14 @@ message), written by root and readable by group \fBreleasectl\fR; what
 .I /usr/share/polkit\-1/rules.d/50\-releasectl.rules
 Lets members of group \fBreleasectl\fR start and stop \fBdeploy@*.service\fR
 (and nothing else) without authentication.
+.TP
+.I /usr/share/bash\-completion/completions/releasectl
+.TQ
+.I /usr/share/zsh/vendor\-completions/_releasectl
+.TQ
+.I /usr/share/fish/vendor_completions.d/releasectl.fish
+Shell completion scripts (zsh's is in \fI/usr/share/zsh/site\-functions\fR on
+RPM systems).
 .SH EXAMPLES
 Stage a build and activate it:
 .PP
