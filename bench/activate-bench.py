@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-# Targets from issue 2 ("Speed").
+# Targets: the "target" column of the README's Performance table.
 ACTIVATE_VS_LN_MV = 1.0  # releasectl activate / (ln -s + mv -T)
 MANY_VS_TWO = 1.2  # activate with 10 000 releases / with 2
 LIST_MS = 100.0  # list of 10 000 releases
@@ -103,9 +103,9 @@ def make_root(parent, name, ids):
 
 
 def write_history(root, ids):
-    """A history as 10 000 real activations would leave it (DESIGN.md's
-    history.jsonl: one JSON object per line), so list/prune/activate read a
-    realistic amount of state, not an empty file."""
+    """A history as 10 000 real activations would leave it (history.jsonl:
+    one JSON object per line, as in the README's layout), so list, prune and
+    activate read a realistic amount of state, not an empty file."""
     state = os.path.join(root, ".releasectl")
     os.makedirs(state, exist_ok=True)
     t = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)

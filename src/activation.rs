@@ -1,4 +1,6 @@
-//! The activation transaction, in the order of DESIGN.md's numbered steps.
+//! The activation transaction, in the order of the README's numbered steps
+//! (validate, lock, recover, check, pre_activate hooks, intent, swap and
+//! post_swap hooks, units, health, post_activate hooks, commit).
 //! It ends committed or rolled back, never half-done; a SIGKILL at any
 //! instant leaves `pending.json` for the next run to finish.
 

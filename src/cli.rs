@@ -97,12 +97,44 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Finish an interrupted activation: restore the previous target
     Recover(RecoverArgs),
-    /// Print a shell completion script
+    /// Print the completion script for SHELL (it asks releasectl for candidates)
     #[command(hide = true)]
     Completions {
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Shell,
     },
+    /// Print the man page releasectl(1) as roff
+    #[command(hide = true)]
+    Man {
+        /// The date on the page (default: today, UTC)
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
+        date: Option<String>,
+    },
+}
+
+/// The shells whose completion scripts releasectl writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// A `YYYY-MM-DD` date, as a man page's `.TH` line carries it.
+fn date(s: &str) -> Result<String, String> {
+    let shape = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if shape {
+        Ok(s.to_string())
+    } else {
+        Err("expected YYYY-MM-DD".into())
+    }
 }
 
 /// The subcommand called `word`, if it is one (for the JSON document of a
@@ -147,6 +179,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Recover(_) => "recover",
             Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::activation::{self, Options, Outcome, Target};
 use crate::app::{App, Source};
 use crate::cancel::Cancel;
 use crate::cli::{self, Cli, Command};
-use crate::error::{usage, Error, Result};
+use crate::error::{exit, usage, Error, Result};
 use crate::history::Event;
 use crate::output::Output;
 use crate::request::{self, Report};
@@ -25,14 +25,24 @@ pub fn main(cli: Cli) -> i32 {
     } else {
         0
     });
+    // A script for the shell, not a document: no JSON envelope.
     if let Command::Completions { shell } = cli.command {
+        return match crate::completion::write_script(shell, &mut std::io::stdout().lock()) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                log::error(&format!("error: writing the completion script: {e}"));
+                exit::OPERATIONAL
+            }
+        };
+    }
+    // The page is roff for man(1), not a document: no JSON envelope.
+    if let Command::Man { date } = cli.command {
         use clap::CommandFactory;
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "releasectl",
-            &mut std::io::stdout(),
-        );
+        let date = date.unwrap_or_else(|| {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
+                .to_string()
+        });
+        print!("{}", crate::manpage::render(&Cli::command(), &date));
         return 0;
     }
     let out = Output::new(cli.json, cli.command.name());
@@ -135,7 +145,7 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Verify(v) => verify(&source, v, out),
         Command::Recover(r) => recover(&source, r, wait, out),
-        Command::Completions { .. } => unreachable!("handled in main"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }
 

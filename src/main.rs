@@ -4,6 +4,8 @@ use clap::Parser;
 use releasectl::{cli::Cli, commands};
 
 fn main() {
+    // A shell asking for completions gets them, and nothing else runs.
+    releasectl::completion::complete_if_asked();
     let code = match Cli::try_parse() {
         Ok(cli) => commands::main(cli),
         Err(e) => commands::bad_command_line(e),

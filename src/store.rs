@@ -24,8 +24,6 @@ pub struct Release {
     pub current: bool,
     pub previous: bool,
     pub bad: bool,
-    #[serde(skip)]
-    staged: Option<SystemTime>,
 }
 
 /// Everything `list`, `status` and `prune` need, read once.
@@ -44,6 +42,33 @@ pub fn inventory(app: &App) -> Result<Inventory> {
     let summary = history::summary(state.as_ref())?;
     let pending = pending::read(state.as_ref())?;
     let current = app.root.current()?;
+    let releases = on_disk(app)?
+        .into_iter()
+        .map(|(id, time)| Release {
+            current: current.as_deref() == Some(id.as_str()),
+            previous: summary.previous.as_deref() == Some(id.as_str()),
+            bad: summary.bad.contains(&id),
+            created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            id,
+        })
+        .collect();
+    Ok(Inventory {
+        releases,
+        current,
+        summary,
+        pending,
+    })
+}
+
+/// The release ids, newest first, as `list` orders them. Reads only
+/// `releases/` (no history, no intent record, no lock): what shell
+/// completion offers.
+pub fn release_ids(app: &App) -> Result<Vec<String>> {
+    Ok(on_disk(app)?.into_iter().map(|(id, _)| id).collect())
+}
+
+/// The releases under `releases/` with their staging times, newest first.
+fn on_disk(app: &App) -> Result<Vec<(String, Option<SystemTime>)>> {
     let mut releases = Vec::new();
     // A symlinked releases/ is refused here, not followed.
     if let Some(dir) = app.root.releases_dir(false)? {
@@ -66,28 +91,12 @@ pub fn inventory(app: &App) -> Result<Inventory> {
                 .get(&id)
                 .copied()
                 .or_else(|| staged::birth_time(&dir, &id));
-            releases.push(Release {
-                current: current.as_deref() == Some(id.as_str()),
-                previous: summary.previous.as_deref() == Some(id.as_str()),
-                bad: summary.bad.contains(&id),
-                created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                staged: time,
-                id,
-            });
+            releases.push((id, time));
         }
     }
     // `Option`'s order puts `None` first; reversed, undated releases go last.
-    releases.sort_by(|a, b| {
-        b.staged
-            .cmp(&a.staged)
-            .then_with(|| version_cmp(&b.id, &a.id))
-    });
-    Ok(Inventory {
-        releases,
-        current,
-        summary,
-        pending,
-    })
+    releases.sort_by(|(a, a_time), (b, b_time)| b_time.cmp(a_time).then_with(|| version_cmp(b, a)));
+    Ok(releases)
 }
 
 /// What `prune` did: the plan it carried out and the temp trees of killed
@@ -289,7 +298,6 @@ mod tests {
                     current: *id == current,
                     previous: false,
                     bad: false,
-                    staged: None,
                 })
                 .collect(),
             current: Some(current.to_string()),

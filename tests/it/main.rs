@@ -13,6 +13,7 @@ mod common;
 mod activate;
 mod attack;
 mod bad_input;
+mod completion;
 mod crash;
 mod json_schema;
 mod locking;

@@ -149,8 +149,8 @@ fn deb_contents_match_the_sources() {
     ] {
         let fresh = run(Command::new(BIN).args(["completions", shell])).stdout;
         assert!(
-            String::from_utf8_lossy(&fresh).contains("rollback"),
-            "{shell} completion lacks the subcommands"
+            String::from_utf8_lossy(&fresh).contains("RELEASECTL_COMPLETE="),
+            "{shell} completion does not ask releasectl for candidates"
         );
         assert_eq!(
             deb_file(&deb, path),
@@ -352,6 +352,26 @@ fn deb_install_upgrade_remove_purge() {
     c.sh("systemctl start deploy@web:v1");
     assert_eq!(c.sh("cat /srv/web/current/version"), "v1");
     assert_eq!(c.sh("readlink /srv/web/current"), "releases/v1");
+
+    // The shipped completions ask the installed binary, which knows the
+    // configured app and its releases; fish finds its script where the
+    // package put it.
+    c.write(
+        "/root/complete.sh",
+        r#"source /usr/share/bash-completion/completions/releasectl
+COMP_LINE="releasectl activate web:"
+COMP_POINT=${#COMP_LINE}
+_releasectl releasectl "" ""
+printf '%s\n' "${COMPREPLY[@]}"
+"#,
+    );
+    assert_eq!(c.sh("bash /root/complete.sh"), "v2\nv1");
+    if have("fish") {
+        assert_eq!(
+            c.sh("fish -c 'complete --do-complete \"releasectl activate web:\"'"),
+            "web:v2\nweb:v1\tcurrent"
+        );
+    }
     c.sh("useradd --system --groups releasectl deployer");
     c.sh("systemctl enable --now deploy-watch@web.path");
     c.sh("runuser -u deployer -- sh -c 'echo v2 > /var/lib/releasectl/requests/.web.tmp && mv /var/lib/releasectl/requests/.web.tmp /var/lib/releasectl/requests/web'");

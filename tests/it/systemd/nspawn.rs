@@ -1,7 +1,8 @@
 //! A throwaway systemd host for tests: systemd as PID 1 in `systemd-nspawn`,
 //! booted over a tmpfs-backed overlay of this machine's own root, so every
 //! package installed here (nginx, python3, …) is there too and nothing written
-//! inside ever reaches the real disk. The recipe is ../../shared/TESTING.md's.
+//! inside ever reaches the real disk: the overlay is what makes the container
+//! cheap (no image to build) and what keeps a test from leaving anything behind.
 //!
 //! Self-contained (std only) so other test targets can pull it in with
 //! `#[path = "systemd/nspawn.rs"] mod nspawn;`.

@@ -1,5 +1,6 @@
-//! The scenarios of the real-systemd suite (issue 3, a–i). Each one sets up
-//! its own app under /srv/APP, its own units and its own nginx port, and
+//! The scenarios of the real-systemd suite: what the README claims about
+//! running under systemd, lettered in the order they were added. Each one
+//! sets up its own app under /srv/APP, its own units and its own nginx port, and
 //! asserts on what systemd, nginx, the `current` link and history.jsonl say
 //! afterwards: never on the exit code alone.
 
@@ -190,7 +191,8 @@ fn a_nginx_switches_release(c: &mut Container) {
     assert_contains(&story, "committed", "the journal of deploy@static:v2");
 }
 
-/// An app's activations are in the journal by field (issue 3, item 3):
+/// An app's activations are in the journal by field (the README's
+/// "outcomes in the journal"):
 /// `journalctl RELEASECTL_APP=APP` lists them with release, previous and
 /// outcome fields.
 fn a2_journal_fields(c: &mut Container) {
@@ -331,10 +333,11 @@ fn nginx_release_site(v: &str) -> String {
     format!("location / {{ default_type text/plain; return 200 \"release {v}\\n\"; }}\n")
 }
 
-/// l. The sharing storm of issue 8: 16 apps behind one real nginx, each
-/// with its own server block including its `current`, configured with the
-/// README's nginx recipe (reload of nginx.service, the health gate, the
-/// `nginx -t` post_swap hook). All are activated 20 times in parallel, half
+/// l. A storm of apps sharing one unit (the README's "units shared by
+/// several apps"): 16 apps behind one real nginx, each with its own server
+/// block including its `current`, configured with the README's nginx
+/// recipe (reload of nginx.service, the health gate, the `nginx -t`
+/// post_swap hook). All are activated 20 times in parallel, half
 /// through `systemctl start deploy@APP:vN`, half through the CLI: all 320
 /// activations commit, three storms in a row. Every reload of one app's
 /// activation lands on a unit that other apps' reloads keep busy (and
@@ -344,8 +347,8 @@ fn nginx_release_site(v: &str) -> String {
 ///
 /// The storm can fail: with the wait for a shared unit to settle taken out
 /// of `src/systemd`, 6 and 8 of 320 activations were rolled back in two of
-/// three storms ("nginx.service is reloading after reload, not active"), as
-/// issue 8 reported. Each storm's wall time is printed.
+/// three storms ("nginx.service is reloading after reload, not active").
+/// Each storm's wall time is printed.
 fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
     const APPS: u16 = 16;
     const ROUNDS: usize = 20;
@@ -581,7 +584,7 @@ fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
     c.sh("systemctl reload nginx.service");
 }
 
-/// m. The reload race of issue 8, with the README's nginx recipe as it
+/// m. The reload race (the README's "Behind nginx"), with its recipe as it
 /// stands (reload of nginx.service, the health gate, `nginx -t` after the
 /// swap): each release ships its nginx configuration (included from
 /// `current`), and v2's answers 500 on `/`. After `systemctl reload nginx`

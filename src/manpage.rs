@@ -1,0 +1,415 @@
+//! The man page releasectl(1), written as roff straight from the clap
+//! definitions in [`crate::cli`] plus the hand-written sections below, so
+//! the help texts stay the one reference for commands and options.
+//! `releasectl man > man/releasectl.1` regenerates the committed page;
+//! `tests/man.rs` fails when it is stale.
+//!
+//! Help texts are plain sentences with Markdown code spans (`` `current` ``);
+//! here those become bold, and everything else is escaped for roff: `\`,
+//! `-` (a hyphen in roff is not the minus of an option), quotes, and a `.`
+//! or `'` that would start a request at the beginning of a line. Text lines
+//! are wrapped at 80 columns, which `mandoc -T lint -W style` checks.
+
+use clap::{Arg, Command};
+use std::fmt::Write as _;
+
+/// The widest text line mandoc's style check accepts.
+const WIDTH: usize = 80;
+
+/// The page, dated `date` (YYYY-MM-DD) on its `.TH` line.
+pub fn render(cmd: &Command, date: &str) -> String {
+    let mut cmd = cmd.clone().disable_help_subcommand(true);
+    cmd.build();
+    let name = cmd.get_name().to_string();
+    let version = cmd.get_version().unwrap_or_default();
+    let subcommands: Vec<&Command> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+
+    let mut page = format!(
+        ".TH {} 1 {date} \"{name} {version}\" \"User Commands\"\n",
+        name.to_uppercase()
+    );
+
+    page += ".SH NAME\n";
+    let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+    text(
+        &mut page,
+        &format!("{name} - {}", about.trim_end_matches('.')),
+    );
+
+    page += ".SH SYNOPSIS\n";
+    let _ = writeln!(page, ".B {name}\n[\\fIOPTIONS\\fR] \\fICOMMAND\\fR");
+    for sub in &subcommands {
+        page += ".br\n";
+        synopsis(&mut page, &name, sub);
+    }
+
+    page += ".SH DESCRIPTION\n";
+    let long_about = cmd
+        .get_long_about()
+        .or(cmd.get_about())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // The first paragraph follows `.SH` directly (a `.PP` there is redundant).
+    for (i, para) in split_paragraphs(&long_about).iter().enumerate() {
+        if i > 0 {
+            page += ".PP\n";
+        }
+        text(&mut page, para);
+    }
+    page += DESCRIPTION;
+
+    page += ".SH OPTIONS\n";
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        item(&mut page, arg);
+    }
+
+    page += ".SH COMMANDS\n";
+    for sub in &subcommands {
+        let _ = writeln!(page, ".SS {}", sub.get_name());
+        synopsis(&mut page, &name, sub);
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        paragraphs(&mut page, &about);
+        // The global options were described once, above; clap has copied
+        // them (and --help) into every subcommand.
+        let own: Vec<&Arg> = sub
+            .get_positionals()
+            .chain(sub.get_arguments().filter(|a| !a.is_positional()))
+            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
+            .collect();
+        if !own.is_empty() {
+            page += ".RS\n";
+            for arg in own {
+                item(&mut page, arg);
+            }
+            page += ".RE\n";
+        }
+    }
+
+    // The same text `--help` ends with: "Exit status:" and one line per code.
+    page += ".SH \"EXIT STATUS\"\n";
+    let after = cmd
+        .get_after_help()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    for line in after.lines().skip(1) {
+        if let Some((code, what)) = line.trim().split_once(char::is_whitespace) {
+            let _ = writeln!(page, ".TP\n.B {code}");
+            text(&mut page, what.trim());
+        }
+    }
+
+    page += TAIL;
+    page
+}
+
+/// `.B releasectl SUB` and its positionals; options are `[OPTIONS]`, since
+/// the global ones apply to every command.
+fn synopsis(page: &mut String, name: &str, sub: &Command) {
+    let mut line = String::from("[\\fIOPTIONS\\fR]");
+    for arg in sub.get_positionals().filter(|a| !a.is_hide_set()) {
+        let value = format!("\\fI{}\\fR", escape(&value_name(arg)));
+        if arg.is_required_set() {
+            line += &format!(" {value}");
+        } else {
+            line += &format!(" [{value}]");
+        }
+    }
+    let _ = writeln!(page, ".B {name} {}", sub.get_name());
+    wrap(page, &line);
+}
+
+/// One `.TP` entry: the option as it is typed, then its help.
+fn item(page: &mut String, arg: &Arg) {
+    let mut tag = Vec::new();
+    if arg.is_positional() {
+        tag.push(format!("\\fI{}\\fR", escape(&value_name(arg))));
+    } else {
+        if let Some(short) = arg.get_short() {
+            tag.push(format!("\\fB\\-{}\\fR", escape(&short.to_string())));
+        }
+        if let Some(long) = arg.get_long() {
+            tag.push(format!("\\fB\\-\\-{}\\fR", escape(long)));
+        }
+    }
+    let mut tag = tag.join(", ");
+    if !arg.is_positional() && arg.get_action().takes_values() {
+        let _ = write!(tag, " \\fI{}\\fR", escape(&value_name(arg)));
+    }
+    page.push_str(".TP\n");
+    wrap(page, &tag);
+
+    let mut help = arg
+        .get_long_help()
+        .or(arg.get_help())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| format!("`{}`", v.get_name()))
+        .collect();
+    if !values.is_empty() {
+        let _ = write!(help, "\n\nOne of {}.", values.join(", "));
+    }
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| format!("`{}`", v.to_string_lossy()))
+        .collect();
+    if !defaults.is_empty() && arg.get_action().takes_values() {
+        let _ = write!(help, "\n\nDefault: {}.", defaults.join(", "));
+    }
+    // A `.TP` body is one paragraph; further ones are `.IP`, indented alike.
+    for (i, para) in split_paragraphs(&help).iter().enumerate() {
+        if i > 0 {
+            page.push_str(".IP\n");
+        }
+        text(page, para);
+    }
+}
+
+/// What an argument's value is called on the page: its value name, or its
+/// id in capitals.
+fn value_name(arg: &Arg) -> String {
+    arg.get_value_names()
+        .and_then(|v| v.first())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| arg.get_id().to_string().to_uppercase())
+}
+
+/// Help text paragraphs (separated by blank lines), each a `.PP`.
+fn paragraphs(page: &mut String, help: &str) {
+    for para in split_paragraphs(help) {
+        page.push_str(".PP\n");
+        text(page, &para);
+    }
+}
+
+/// Blank-line separated paragraphs, each joined onto one line.
+fn split_paragraphs(help: &str) -> Vec<String> {
+    help.split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Help text as roff text lines: code spans in bold, escaped, wrapped.
+fn text(page: &mut String, help: &str) {
+    wrap(page, &inline(help));
+}
+
+/// `` `code` `` spans in bold; everything escaped. An unpaired backtick is
+/// kept as a character.
+fn inline(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let paired = if parts.len().is_multiple_of(2) {
+        parts.len() - 1
+    } else {
+        parts.len()
+    };
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i >= paired {
+            out += "\\(ga";
+            out += &escape(part);
+        } else if i % 2 == 1 {
+            let _ = write!(out, "\\fB{}\\fR", escape(part));
+        } else {
+            out += &escape(part);
+        }
+    }
+    out
+}
+
+/// Characters roff would otherwise interpret: the escape character, the
+/// hyphen (roff's `-` may become a hyphen glyph; options need the minus),
+/// and the quotes that groff would curl.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\e"),
+            '-' => out.push_str("\\-"),
+            '\'' => out.push_str("\\(aq"),
+            '`' => out.push_str("\\(ga"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Lines of at most [`WIDTH`] bytes, broken at spaces. A line that would
+/// start with `.` or `'` (a request) starts with the zero-width `\&`.
+fn wrap(page: &mut String, roff: &str) {
+    let mut line = String::new();
+    for word in roff.split(' ').filter(|w| !w.is_empty()) {
+        let guard = if word.starts_with('.') || word.starts_with('\'') {
+            "\\&"
+        } else {
+            ""
+        };
+        if !line.is_empty() && line.len() + 1 + word.len() > WIDTH {
+            page.push_str(&line);
+            page.push('\n');
+            line.clear();
+        }
+        if line.is_empty() {
+            line.push_str(guard);
+        } else {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        page.push_str(&line);
+        page.push('\n');
+    }
+}
+
+/// Hand-written: what an app, its root and a release id are.
+const DESCRIPTION: &str = r#".PP
+An \fIapp\fR is configured in \fI/etc/releasectl/APP.toml\fR (see
+\fBreleasectl.toml\fR(5)), or given ad hoc with \fB\-\-root\fR \fIDIR\fR.
+Its root holds the release trees, the \fIcurrent\fR link and the state
+directory:
+.PP
+.nf
+.RS
+ROOT/
+  releases/ID/        release trees (real directories)
+  current \-> releases/ID   relative symlink, replaced only by rename(2)
+  .releasectl/lock    flock(2) target; names the holder
+  .releasectl/history.jsonl   activation log, append only
+  .releasectl/pending.json    intent record of an activation in flight
+.RE
+.fi
+.PP
+A release \fIID\fR is 1 to 128 bytes of \fB[A\-Za\-z0\-9._+~\-]\fR, not
+starting with \fB.\fR or \fB\-\fR. \fB[APP:]RELEASE\fR is also the instance
+string of \fBdeploy@APP:RELEASE.service\fR; systemd's \fB\exNN\fR escapes are
+accepted in it.
+.PP
+Without \fIAPP\fR and without \fB\-\-root\fR, a command acts on the single
+configured app. With several apps configured,
+\fBstatus\fR, \fBlist\fR and \fBhistory\fR show every app (text sections headed
+\fB== APP ==\fR, or one JSON array of the per\-app documents), and the other
+commands fail with exit status 2 and list the apps.
+.SS "Shell completion"
+The completions for bash, zsh and fish complete what is on this machine:
+after \fBactivate web:\fR the release ids of app \fBweb\fR (newest first),
+after \fBrollback \-\-to\fR the releases other than \fIcurrent\fR, after
+\fB\-\-expect\-current\fR the current one, and for an \fIAPP\fR argument the
+configured apps (from the configuration directory, or \fB\-\-config\-dir\fR);
+with \fB\-\-root\fR, the releases under that root.
+The scripts ask the binary on each TAB
+(\fBRELEASECTL_COMPLETE=\fR\fISHELL\fR \fBreleasectl \-\-\fR \fIWORDS\fR), so
+they never go stale.
+Completing only reads: it takes no lock, writes nothing, and offers nothing
+rather than an error.
+The packages install the scripts; by hand,
+\fBreleasectl completions\fR \fBbash\fR|\fBzsh\fR|\fBfish\fR prints the one for a
+shell (for example \fBsource <(releasectl completions bash)\fR).
+"#;
+
+/// Hand-written: files, examples, related pages.
+const TAIL: &str = r#".SH FILES
+.TP
+.I /etc/releasectl/APP.toml
+Configuration of each app; see \fBreleasectl.toml\fR(5).
+.TP
+.I /var/lib/releasectl/requests/APP
+Request file watched by \fBdeploy\-watch@APP.path\fR; see
+\fBdeploy@.service\fR(8).
+Members of group \fBreleasectl\fR may write it (\fBreleasectl request\fR).
+.TP
+.I /var/lib/releasectl/results/APP
+The outcomes of the latest requests (JSON: release, outcome, exit status,
+message), written by root and readable by group \fBreleasectl\fR; what
+\fBrequest \-\-wait\fR reads.
+.TP
+.I /usr/share/polkit\-1/rules.d/50\-releasectl.rules
+Lets members of group \fBreleasectl\fR start and stop \fBdeploy@*.service\fR
+(and nothing else) without authentication.
+.TP
+.I /usr/share/bash\-completion/completions/releasectl
+.TQ
+.I /usr/share/zsh/vendor\-completions/_releasectl
+.TQ
+.I /usr/share/fish/vendor_completions.d/releasectl.fish
+Shell completion scripts (zsh's is in \fI/usr/share/zsh/site\-functions\fR on
+RPM systems).
+.SH EXAMPLES
+Stage a build and activate it:
+.PP
+.nf
+.RS
+releasectl deploy \-\-app web ./build.tar.zst
+.RE
+.fi
+.PP
+Activate a release that is already on disk, through systemd so the journal
+tells the story:
+.PP
+.nf
+.RS
+systemctl start deploy@web:v2
+journalctl \-u deploy@web:v2
+.RE
+.fi
+.PP
+As a member of group \fBreleasectl\fR, without root: ask for v2 and wait for
+the outcome (the exit status is the activation's):
+.PP
+.nf
+.RS
+releasectl request web:v2 \-\-wait
+.RE
+.fi
+.PP
+Go back to the previous good release:
+.PP
+.nf
+.RS
+releasectl rollback web
+.RE
+.fi
+.SH "SEE ALSO"
+\fBreleasectl.toml\fR(5), \fBdeploy@.service\fR(8), \fBsystemctl\fR(1),
+\fBsystemd.path\fR(5), \fBrename\fR(2), \fBflock\fR(2)
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_become_bold_and_text_is_escaped() {
+        assert_eq!(
+            inline("point `current` at it; see --json's `-q`"),
+            "point \\fBcurrent\\fR at it; see \\-\\-json\\(aqs \\fB\\-q\\fR"
+        );
+        assert_eq!(inline("a \\ b `odd"), "a \\e b \\(gaodd");
+    }
+
+    #[test]
+    fn lines_are_wrapped_and_never_start_a_request() {
+        let mut page = String::new();
+        let long = format!("{} .hidden 'quoted", "word ".repeat(15).trim_end());
+        wrap(&mut page, &long);
+        let lines: Vec<&str> = page.lines().collect();
+        assert!(lines.iter().all(|l| l.len() <= WIDTH), "{page}");
+        assert_eq!(lines[1], "\\&.hidden 'quoted", "{page}");
+        assert_eq!(wrap_one(".x"), "\\&.x\n");
+    }
+
+    fn wrap_one(s: &str) -> String {
+        let mut page = String::new();
+        wrap(&mut page, s);
+        page
+    }
+}
