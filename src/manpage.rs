@@ -102,6 +102,7 @@ pub fn render(cmd: &Command, date: &str) -> String {
         }
     }
 
+    page += JSON_OUTPUT;
     page += TAIL;
     page
 }
@@ -317,6 +318,36 @@ shell (for example \fBsource <(releasectl completions bash)\fR).
 "#;
 
 /// Hand-written: files, examples, related pages.
+const JSON_OUTPUT: &str = r#".SH "JSON OUTPUT"
+With \fB\-\-json\fR every run prints exactly one JSON object on standard
+output, success or failure, also when the command line does not parse;
+messages stay on standard error.
+The object has the members
+\fBschema\fR (\fB"releasectl.v1"\fR),
+\fBcommand\fR (the subcommand, or null),
+\fBok\fR,
+\fBexit_code\fR,
+\fBresult\fR (the command's report, whenever it made one) and, exactly when
+\fBok\fR is false,
+\fBerror\fR with \fBkind\fR (usage, lock_busy, activation_failed,
+rollback_failed, needs_recovery, verify_failed, operational), \fBmessage\fR
+(the line also printed on standard error), \fBapp\fR, \fBrelease\fR, and
+the state the failure left: \fBcurrent\fR and the intent record
+\fBpending\fR.
+.PP
+\fBstatus\fR, \fBlist\fR and \fBhistory\fR of several apps list the
+per\-app reports under \fBapps\fR; \fBactivate \-\-request\fR lists what it
+activated under \fBactivations\fR.
+Every document is described by the JSON Schema
+\fIschema/releasectl.v1.json\fR in the source tree, against which the test
+suite checks the real output of every command.
+.PP
+Stability: within \fBreleasectl.v1\fR members are only added, never removed
+or given another meaning; anything else changes the schema name.
+Consumers should ignore members they do not know.
+The text output is for people and may change.
+"#;
+
 const TAIL: &str = r#".SH FILES
 .TP
 .I /etc/releasectl/APP.toml
