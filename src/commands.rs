@@ -10,7 +10,7 @@ use crate::history::Event;
 use crate::output::Output;
 use crate::request::{self, Report};
 use crate::systemd::service_manager;
-use crate::{history, lock, log, pending, release_id, shared, stage, store};
+use crate::{history, input, lock, log, pending, release_id, shared, stage, store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -73,7 +73,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             let app = source.open(s.app.as_deref())?;
             out.about(&app, s.id.as_deref());
             let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
-            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared)?;
+            let inputs = inputs(&app, &s)?;
+            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared, &inputs)?;
             out.print(json!({"app": app.name, "release": id}), || id.clone());
             Ok(())
         }
@@ -86,12 +87,19 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
                 &d.stage.shared_dirs,
                 &d.stage.shared_files,
             )?;
+            let inputs = inputs(&app, &d.stage)?;
             if d.flags.dry_run {
-                return deploy_dry_run(&app, &d, &shared, out);
+                return deploy_dry_run(&app, &d, &shared, &inputs, out);
             }
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
-            let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref(), &shared)?;
+            let id = stage::stage(
+                &app,
+                &d.stage.source,
+                d.stage.id.as_deref(),
+                &shared,
+                &inputs,
+            )?;
             run_activation(
                 &app,
                 &Target::Release(id),
@@ -270,10 +278,11 @@ fn deploy_dry_run(
     app: &App,
     d: &cli::DeployArgs,
     shared: &[shared::SharedPath],
+    inputs: &input::Inputs,
     out: &Output,
 ) -> Result<()> {
     let (source, id) = (&d.stage.source, d.stage.id.as_deref());
-    stage::check(app, source, id, shared)?;
+    stage::check(app, source, id, shared, inputs)?;
     let current = expect_current(app, &d.flags)?;
     let label = app.label();
     out.print(
@@ -289,6 +298,23 @@ fn deploy_dry_run(
         },
     );
     Ok(())
+}
+
+/// `stage`'s and `deploy`'s input flags, validated with the app's
+/// signing policy.
+fn inputs(app: &App, s: &cli::StageArgs) -> Result<input::Inputs> {
+    input::Inputs::new(
+        input::Flags {
+            sha256: s.sha256.as_deref(),
+            checksums: s.checksums.as_deref(),
+            signature: s.signature.as_deref(),
+            allowed_signers: s.allowed_signers.as_deref(),
+            signer_identity: s.signer_identity.as_deref(),
+            strip_components: s.strip_components,
+            meta: &s.meta,
+        },
+        &app.config.signing,
+    )
 }
 
 /// The current release, or exit 2 if `--expect-current` names another.

@@ -74,6 +74,18 @@ impl Manifest {
             .retain(|k, _| k != &key && !k.starts_with(&below));
     }
 
+    /// The sum of the sizes of the files (a file with several names
+    /// counts once per name).
+    pub fn size(&self) -> u64 {
+        self.items
+            .values()
+            .map(|i| match i {
+                Item::File { size, .. } => *size,
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// The item recorded for `path`, if any (a hard link copies it).
     pub fn get(&self, path: &[&[u8]]) -> Option<&Item> {
         self.items.get(&encode(path))
@@ -141,6 +153,13 @@ pub struct Header {
     /// Absent in records written before manifests existed.
     #[serde(default)]
     pub manifest: bool,
+    /// The sum of the file sizes in the manifest (absent in records
+    /// written before it was kept here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `stage --meta` pairs (see [`crate::input::parse_meta`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// One line of a record after the header.
