@@ -422,18 +422,30 @@ fn status(app: &App, out: &Output) -> Result<()> {
         None => (None, None),
     };
     let s = &inv.summary;
+    // The current release's --meta pairs (null without a current release).
+    let meta = inv.current.as_ref().map(|c| {
+        inv.releases
+            .iter()
+            .find(|r| &r.id == c)
+            .map(|r| r.meta.clone())
+            .unwrap_or_default()
+    });
     out.print(
         json!({
             "app": app.name, "root": app.root.path(), "current": inv.current,
             "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
             "interrupted": interrupted.is_some(),
             "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
+            "meta": meta,
         }),
         || {
             let none = || "none".to_string();
             let mut t = format!("app:       {}\n", app.label());
             t += &format!("root:      {}\n", app.root.path().display());
             t += &format!("current:   {}\n", inv.current.clone().unwrap_or_else(none));
+            if let Some(m) = meta.as_ref().filter(|m| !m.is_empty()) {
+                t += &format!("meta:      {}\n", show_meta(m));
+            }
             t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
             t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
             t += &format!("releases:  {}\n", inv.releases.len());
@@ -612,11 +624,48 @@ fn list(app: &App, out: &Output) -> Result<()> {
                 marks.push("bad");
             }
             let created = r.created.as_deref().unwrap_or("-");
-            t += &format!("{:<32} {created:<20}  {}\n", r.id, marks.join(","));
+            let size = r.size.map_or("-".into(), human_size);
+            let line = format!(
+                "{:<32} {created:<20}  {size:>9}  {:<16} {}",
+                r.id,
+                marks.join(","),
+                show_meta(&r.meta)
+            );
+            t += line.trim_end();
+            t.push('\n');
         }
         t
     });
     Ok(())
+}
+
+/// A size for people: bytes, KiB, MiB, GiB (powers of 1024).
+fn human_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// `--meta` pairs as `key=value` words (values with blanks or quotes
+/// quoted), escaped for the terminal.
+fn show_meta(meta: &std::collections::BTreeMap<String, String>) -> String {
+    meta.iter()
+        .map(|(k, v)| {
+            let plain = !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '"');
+            let v = if plain { v.clone() } else { format!("{v:?}") };
+            log::clean(&format!("{k}={v}")).into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
