@@ -59,7 +59,7 @@ pub struct Cli {
 pub enum Command {
     /// Point `current` at a release: lock, swap, reload, health check, commit or roll back
     Activate(ActivateArgs),
-    /// Copy a directory or unpack a .tar/.tar.gz/.tar.zst into a new release
+    /// Copy a directory or unpack a tar, tar.gz or tar.zst archive (a file, or - for stdin) into a new release
     Stage(StageArgs),
     /// Stage SOURCE, then activate it
     Deploy(DeployArgs),
@@ -255,11 +255,41 @@ pub struct StageArgs {
     /// The app (default: the single configured app)
     #[arg(long)]
     pub app: Option<String>,
-    /// A directory, or a .tar, .tar.gz or .tar.zst archive
+    /// A directory, a tar archive (plain, gzip or zstd; told by its first bytes), or - to read
+    /// the archive from stdin
     pub source: PathBuf,
     /// Release id (default: UTC time YYYYmmddTHHMMSSZ, with -2, -3... if taken)
     #[arg(long)]
     pub id: Option<String>,
+    /// Refuse the archive unless its SHA-256 is HEX (checked on the bytes as they are unpacked;
+    /// a mismatch leaves nothing behind)
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Refuse the archive unless its SHA-256 is the one FILE lists for its file name
+    /// (SHA256SUMS format: `HEX  NAME` or `HEX *NAME` lines; not for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub checksums: Option<PathBuf>,
+    /// Refuse the archive unless FILE is a good OpenSSH signature of it in namespace
+    /// "releasectl" (ssh-keygen -Y sign -f KEY -n releasectl ARCHIVE) by a key in the allowed
+    /// signers file
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// The allowed signers file (ssh-keygen(1)) for --signature [default: the config's
+    /// stage.allowed_signers]
+    #[arg(long, value_name = "FILE", requires = "signature")]
+    pub allowed_signers: Option<PathBuf>,
+    /// The principal the signature must be from [default: the config's stage.signer_identity,
+    /// else whoever the allowed signers file names for the signing key]
+    #[arg(long, value_name = "ID", requires = "signature")]
+    pub signer_identity: Option<String>,
+    /// Drop the first N components of every entry name (and hard link target), as tar does;
+    /// entries with no more than N are skipped
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub strip_components: usize,
+    /// Record KEY=VALUE with the release (repeatable; shown by list and status): keys 1-64 of
+    /// [a-z0-9_.-], values at most 1024 bytes without control characters
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
     /// Link the directory PATH of the release into ROOT/shared/PATH (repeatable; adds to the config's [shared] dirs)
     #[arg(long = "shared-dir", value_name = "PATH")]
     pub shared_dirs: Vec<String>,

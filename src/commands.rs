@@ -10,7 +10,7 @@ use crate::history::Event;
 use crate::output::Output;
 use crate::request::{self, Report};
 use crate::systemd::service_manager;
-use crate::{history, lock, log, pending, release_id, shared, stage, store};
+use crate::{history, input, lock, log, pending, release_id, shared, stage, store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -83,7 +83,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             let app = source.open(s.app.as_deref())?;
             out.about(&app, s.id.as_deref());
             let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
-            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared)?;
+            let inputs = inputs(&app, &s)?;
+            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared, &inputs)?;
             out.print(json!({"app": app.name, "release": id}), || id.clone());
             Ok(())
         }
@@ -96,12 +97,19 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
                 &d.stage.shared_dirs,
                 &d.stage.shared_files,
             )?;
+            let inputs = inputs(&app, &d.stage)?;
             if d.flags.dry_run {
-                return deploy_dry_run(&app, &d, &shared, out);
+                return deploy_dry_run(&app, &d, &shared, &inputs, out);
             }
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
-            let id = stage::stage(&app, &d.stage.source, d.stage.id.as_deref(), &shared)?;
+            let id = stage::stage(
+                &app,
+                &d.stage.source,
+                d.stage.id.as_deref(),
+                &shared,
+                &inputs,
+            )?;
             run_activation(
                 &app,
                 &Target::Release(id),
@@ -280,10 +288,11 @@ fn deploy_dry_run(
     app: &App,
     d: &cli::DeployArgs,
     shared: &[shared::SharedPath],
+    inputs: &input::Inputs,
     out: &Output,
 ) -> Result<()> {
     let (source, id) = (&d.stage.source, d.stage.id.as_deref());
-    stage::check(app, source, id, shared)?;
+    stage::check(app, source, id, shared, inputs)?;
     let current = expect_current(app, &d.flags)?;
     let label = app.label();
     out.print(
@@ -299,6 +308,23 @@ fn deploy_dry_run(
         },
     );
     Ok(())
+}
+
+/// `stage`'s and `deploy`'s input flags, validated with the app's
+/// signing policy.
+fn inputs(app: &App, s: &cli::StageArgs) -> Result<input::Inputs> {
+    input::Inputs::new(
+        input::Flags {
+            sha256: s.sha256.as_deref(),
+            checksums: s.checksums.as_deref(),
+            signature: s.signature.as_deref(),
+            allowed_signers: s.allowed_signers.as_deref(),
+            signer_identity: s.signer_identity.as_deref(),
+            strip_components: s.strip_components,
+            meta: &s.meta,
+        },
+        &app.config.signing,
+    )
 }
 
 /// The current release, or exit 2 if `--expect-current` names another.
@@ -406,18 +432,30 @@ fn status(app: &App, out: &Output) -> Result<()> {
         None => (None, None),
     };
     let s = &inv.summary;
+    // The current release's --meta pairs (null without a current release).
+    let meta = inv.current.as_ref().map(|c| {
+        inv.releases
+            .iter()
+            .find(|r| &r.id == c)
+            .map(|r| r.meta.clone())
+            .unwrap_or_default()
+    });
     out.print(
         json!({
             "app": app.name, "root": app.root.path(), "current": inv.current,
             "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
             "interrupted": interrupted.is_some(),
             "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
+            "meta": meta,
         }),
         || {
             let none = || "none".to_string();
             let mut t = format!("app:       {}\n", app.label());
             t += &format!("root:      {}\n", app.root.path().display());
             t += &format!("current:   {}\n", inv.current.clone().unwrap_or_else(none));
+            if let Some(m) = meta.as_ref().filter(|m| !m.is_empty()) {
+                t += &format!("meta:      {}\n", show_meta(m));
+            }
             t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
             t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
             t += &format!("releases:  {}\n", inv.releases.len());
@@ -596,11 +634,48 @@ fn list(app: &App, out: &Output) -> Result<()> {
                 marks.push("bad");
             }
             let created = r.created.as_deref().unwrap_or("-");
-            t += &format!("{:<32} {created:<20}  {}\n", r.id, marks.join(","));
+            let size = r.size.map_or("-".into(), human_size);
+            let line = format!(
+                "{:<32} {created:<20}  {size:>9}  {:<16} {}",
+                r.id,
+                marks.join(","),
+                show_meta(&r.meta)
+            );
+            t += line.trim_end();
+            t.push('\n');
         }
         t
     });
     Ok(())
+}
+
+/// A size for people: bytes, KiB, MiB, GiB (powers of 1024).
+fn human_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// `--meta` pairs as `key=value` words (values with blanks or quotes
+/// quoted), escaped for the terminal.
+fn show_meta(meta: &std::collections::BTreeMap<String, String>) -> String {
+    meta.iter()
+        .map(|(k, v)| {
+            let plain = !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '"');
+            let v = if plain { v.clone() } else { format!("{v:?}") };
+            log::clean(&format!("{k}={v}")).into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {

@@ -100,6 +100,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// Paths every release links into `ROOT/shared/` (`[shared]`).
     pub shared: Vec<SharedPath>,
+    /// Which archive signatures `stage` accepts (`[stage]`).
+    pub signing: crate::signature::Policy,
 }
 
 impl Config {
@@ -126,6 +128,7 @@ impl Config {
             },
             hooks: Hooks::default(),
             shared: Vec::new(),
+            signing: crate::signature::Policy::default(),
         }
     }
 
@@ -200,6 +203,15 @@ struct RawConfig {
     health: Option<RawHealth>,
     hooks: Option<RawHooks>,
     shared: Option<RawShared>,
+    stage: Option<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    allowed_signers: Option<Spanned<PathBuf>>,
+    signer_identity: Option<Spanned<String>>,
+    require_signature: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -380,6 +392,40 @@ impl RawConfig {
                     &p.origin,
                     &format!("\"{}\" {why}", p.path.escape_debug()),
                 ));
+            }
+        }
+        if let Some(st) = self.stage {
+            let p = &mut cfg.signing;
+            if let Some(a) = st.allowed_signers {
+                if !a.get_ref().is_absolute() {
+                    return Err(err(
+                        a.span(),
+                        "stage.allowed_signers",
+                        "must be an absolute path",
+                    ));
+                }
+                p.allowed_signers = Some(a.into_inner());
+            }
+            if let Some(id) = st.signer_identity {
+                let v = id.get_ref();
+                if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+                    return Err(err(
+                        id.span(),
+                        "stage.signer_identity",
+                        "1-256 bytes, no control characters",
+                    ));
+                }
+                p.identity = Some(id.into_inner());
+            }
+            if let Some(r) = st.require_signature {
+                if *r.get_ref() && p.allowed_signers.is_none() {
+                    return Err(err(
+                        r.span(),
+                        "stage.require_signature",
+                        "needs stage.allowed_signers (the keys that may sign)",
+                    ));
+                }
+                p.required = r.into_inner();
             }
         }
         Ok(cfg)

@@ -74,6 +74,18 @@ impl Manifest {
             .retain(|k, _| k != &key && !k.starts_with(&below));
     }
 
+    /// The sum of the sizes of the files (a file with several names
+    /// counts once per name).
+    pub fn size(&self) -> u64 {
+        self.items
+            .values()
+            .map(|i| match i {
+                Item::File { size, .. } => *size,
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// The item recorded for `path`, if any (a hard link copies it).
     pub fn get(&self, path: &[&[u8]]) -> Option<&Item> {
         self.items.get(&encode(path))
@@ -141,6 +153,13 @@ pub struct Header {
     /// Absent in records written before manifests existed.
     #[serde(default)]
     pub manifest: bool,
+    /// The sum of the file sizes in the manifest (absent in records
+    /// written before it was kept here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `stage --meta` pairs (see [`crate::input::parse_meta`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// One line of a record after the header.
@@ -168,6 +187,44 @@ pub fn render(header: &Header, m: Option<&Manifest>) -> Vec<u8> {
 
 /// Largest record read back: a line per path of a very large release.
 const MAX_RECORD: u64 = 256 << 20;
+
+/// The header of the record of `id`, and the size of its release (from
+/// the manifest when the header predates the `size` field); `None` if
+/// there is no record. Read like user input: what does not parse is an
+/// error, meta pairs that break the rules are dropped.
+pub fn read_header(releases: &Dir, id: &str) -> Result<Option<Header>> {
+    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
+        return Ok(None);
+    };
+    let Some(file) = dir.open_file(id, crate::root::Access::Read)? else {
+        return Ok(None);
+    };
+    let shown = dir.shown(id);
+    let bad = |why: String| {
+        Error::Operational(anyhow::anyhow!(
+            "{} is not a valid staging record: {why}",
+            shown.display()
+        ))
+    };
+    let mut first = String::new();
+    io::BufReader::new(file.take(MAX_HEADER))
+        .read_line(&mut first)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut header: Header = serde_json::from_str(&first).map_err(|e| bad(e.to_string()))?;
+    if header.release != id {
+        return Err(bad(format!("it names release {:?}", header.release)));
+    }
+    header
+        .meta
+        .retain(|k, v| crate::input::meta_problem(k, v).is_none());
+    if header.size.is_none() && header.manifest {
+        header.size = read(releases, id)?.map(|m| m.size());
+    }
+    Ok(Some(header))
+}
+
+/// Largest header line read back (64 meta pairs of 1 KiB, escaped).
+const MAX_HEADER: u64 = 1 << 20;
 
 /// Read the record of `id`: `None` if there is none, or it holds no
 /// manifest. Read like user input: a malformed record is an error naming it.

@@ -17,6 +17,7 @@
 
 use crate::app::App;
 use crate::error::{usage, Error, Result};
+use crate::input::{self, Inputs};
 use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Dir, DIR_FLAGS};
 use crate::shared::SharedPath;
@@ -26,33 +27,34 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::time::SystemTime;
 
-/// What a source turned out to be, opened once.
+/// What a source turned out to be, opened once (an archive with what it
+/// is to be checked against, see [`crate::input`]).
 enum Source {
     Dir(OwnedFd),
-    Tar(File, Compression),
+    Archive(input::Archive, input::Checks),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-/// Stage `source` as a release of `app`, its `shared` paths linked into
-/// `ROOT/shared/` (see [`crate::shared`]); returns the new release id.
-pub fn stage(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<String> {
-    let src = preflight(app, source, id, shared)?;
+/// Stage `source` (`-`: an archive on stdin) as a release of `app`, its
+/// `shared` paths linked into `ROOT/shared/` (see [`crate::shared`]);
+/// returns the new release id.
+pub fn stage(
+    app: &App,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<String> {
+    let src = preflight(app, source, id, shared, inputs)?;
     let fresh = app.root.releases_dir(false)?.is_none();
     let releases = app.root.releases_dir(true)?.expect("created");
-    let staged = build(app, &releases, src, source, id, shared);
+    let staged = build(app, &releases, src, source, id, shared, inputs);
     if staged.is_err() && fresh {
         // A refused first stage leaves the root as it found it (removed
         // only while empty: never another stage's tree).
@@ -69,6 +71,7 @@ fn build(
     source: &Path,
     id: Option<&str>,
     shared: &[SharedPath],
+    inputs: &Inputs,
 ) -> Result<String> {
     let tmp = TempTree::create(releases)?;
     // What is written, path by path, with each file's hash taken on the way.
@@ -82,27 +85,14 @@ fn build(
             copy_tree(fd.as_fd(), tmp.fd(), source, &mut Vec::new(), &mut m)?;
             dir_mode(mode)
         }
-        Source::Tar(file, compression) => {
-            let input = BufReader::new(file);
-            match compression {
-                Compression::None => unpack(input, tmp.fd(), &mut m)?,
-                // Multi-member gzip (concatenated, pigz) is one stream.
-                Compression::Gzip => {
-                    unpack(flate2::read::MultiGzDecoder::new(input), tmp.fd(), &mut m)?
-                }
-                Compression::Zstd => {
-                    let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| {
-                        usage(format!("{}: not a zstd stream: {e}", source.display()))
-                    })?;
-                    // A frame may ask for a window of terabytes: cap what a
-                    // hostile archive can make root allocate (128 MiB, zstd's
-                    // own limit for --long without --memory).
-                    dec.window_log_max(27).map_err(|e| {
-                        Error::Operational(anyhow::Error::from(e).context("setting up zstd"))
-                    })?;
-                    unpack(dec, tmp.fd(), &mut m)?
-                }
-            }
+        Source::Archive(archive, checks) => {
+            // One pass over the archive: unpacked, hashed and fed to the
+            // signature check as it is read; a mismatch discards the tree.
+            let mut reader = input::Reader::start(archive, checks)?;
+            let unpacked = reader
+                .decoded()
+                .and_then(|tar| unpack(tar, tmp.fd(), &mut m, inputs.strip));
+            reader.finish(unpacked)?;
             0o755
         }
     };
@@ -153,21 +143,39 @@ fn build(
     }
     tmp.disarm();
     releases.sync()?;
-    crate::staged::record(releases, &final_id, SystemTime::now(), Some(&m));
+    crate::staged::record(
+        releases,
+        &final_id,
+        SystemTime::now(),
+        Some(&m),
+        &inputs.meta,
+    );
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
 }
 
 /// What `stage` would refuse before creating anything; `deploy --dry-run`
 /// runs only this, since staging itself changes the disk.
-pub fn check(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<()> {
-    preflight(app, source, id, shared).map(drop)
+pub fn check(
+    app: &App,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<()> {
+    preflight(app, source, id, shared, inputs).map(drop)
 }
 
 /// Everything that can be refused is refused before anything is created
 /// (what the shared paths need of the release itself is judged once it is
 /// written, before `shared/` is touched).
-fn preflight(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) -> Result<Source> {
+fn preflight(
+    app: &App,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<Source> {
     crate::shared::check(&app.root, shared)?;
     if let Some(id) = id {
         crate::release_id::validate(id)?;
@@ -177,8 +185,9 @@ fn preflight(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) 
             }
         }
     }
-    let src = open_source(source)?;
+    let src = open_source(source, inputs)?;
     if let Source::Dir(fd) = &src {
+        inputs.check_directory(source, &app.config.signing)?;
         // Compared by handle: the root is not looked up by path again.
         if crate::root::contains(fd.as_fd(), app.root.dir().as_fd()).unwrap_or(false) {
             return Err(usage(format!(
@@ -193,7 +202,12 @@ fn preflight(app: &App, source: &Path, id: Option<&str>, shared: &[SharedPath]) 
 
 /// Open the source once (the operator named it: a symlink at the top is
 /// followed) and decide what it is from what was opened.
-fn open_source(source: &Path) -> Result<Source> {
+fn open_source(source: &Path, inputs: &Inputs) -> Result<Source> {
+    if source.as_os_str() == input::STDIN {
+        let archive = input::stdin()?;
+        let checks = inputs.prepare(&archive)?;
+        return Ok(Source::Archive(archive, checks));
+    }
     let bad = |why: &dyn std::fmt::Display| usage(format!("source {}: {why}", source.display()));
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     let fd = rfs::open(source, flags, Mode::empty()).map_err(|e| match e {
@@ -206,19 +220,9 @@ fn open_source(source: &Path) -> Result<Source> {
         FileType::RegularFile => {}
         _ => return Err(bad(&"is neither a directory nor a file")),
     }
-    let name = source.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let compression = if name.ends_with(".tar") {
-        Compression::None
-    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        Compression::Gzip
-    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        Compression::Zstd
-    } else {
-        return Err(bad(
-            &"unsupported format (a directory, .tar, .tar.gz or .tar.zst)",
-        ));
-    };
-    Ok(Source::Tar(File::from(fd), compression))
+    let archive = input::file(File::from(fd), source)?;
+    let checks = inputs.prepare(&archive)?;
+    Ok(Source::Archive(archive, checks))
 }
 
 /// A temp tree under `releases/`, removed on drop unless disarmed.
@@ -435,7 +439,9 @@ impl<R: Read> Read for EofWatch<R> {
 /// refused as a whole (and the temp tree removed by the caller's guard) if
 /// any entry would land outside the release or go through a symlink, is a
 /// device, FIFO or unknown type, or if the archive is empty or cut short.
-fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest) -> Result<()> {
+/// Entry names and hard link targets lose their first `strip` components
+/// (see [`input::strip`]); entries with no more than that are skipped.
+fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest, strip: usize) -> Result<()> {
     let hit_eof = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(EofWatch {
         inner: reader,
@@ -451,10 +457,13 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest) -> Result<()
     let mut count = 0usize;
     for entry in entries {
         let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
-        let path = entry
+        let named = entry
             .path()
             .map_err(|e| refuse(format!("bad entry name: {e}")))?
             .into_owned();
+        let Some(path) = input::strip(&named, strip) else {
+            continue;
+        };
         let parts =
             components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         let header = entry.header();
@@ -548,12 +557,19 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest) -> Result<()
                 },
             );
         } else if kind.is_hard_link() {
-            let target = entry
+            let named = entry
                 .link_name()
                 .ok()
                 .flatten()
                 .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
                 .into_owned();
+            let target = input::strip(&named, strip).ok_or_else(|| {
+                refuse(format!(
+                    "hard link {}: its target {} is stripped away by --strip-components {strip}",
+                    path.display(),
+                    named.display()
+                ))
+            })?;
             let tparts = components(&target)
                 .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
             let Some((tname, tparents)) = tparts.split_last() else {
@@ -610,7 +626,11 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest) -> Result<()
         ));
     }
     if count == 0 {
-        return Err(refuse("the archive is empty".into()));
+        return Err(refuse(if strip > 0 {
+            format!("nothing is left after --strip-components {strip}")
+        } else {
+            "the archive is empty".into()
+        }));
     }
     // Read on to the end of the compressed stream so its checksum is
     // verified (a gzip or zstd stream cut inside the padding).

@@ -12,7 +12,7 @@ use crate::staged;
 use rustix::fs::FileType;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +24,11 @@ pub struct Release {
     pub current: bool,
     pub previous: bool,
     pub bad: bool,
+    /// The sum of its file sizes as staged (from its staging record);
+    /// `None` when it has no record with a manifest.
+    pub size: Option<u64>,
+    /// `stage --meta` pairs, from its staging record.
+    pub meta: BTreeMap<String, String>,
 }
 
 /// Everything `list`, `status` and `prune` need, read once.
@@ -42,14 +47,26 @@ pub fn inventory(app: &App) -> Result<Inventory> {
     let summary = history::summary(state.as_ref())?;
     let pending = pending::read(state.as_ref())?;
     let current = app.root.current()?;
+    let dir = app.root.releases_dir(false)?;
     let releases = on_disk(app)?
         .into_iter()
-        .map(|(id, time)| Release {
-            current: current.as_deref() == Some(id.as_str()),
-            previous: summary.previous.as_deref() == Some(id.as_str()),
-            bad: summary.bad.contains(&id),
-            created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            id,
+        .map(|(id, time)| {
+            // Only what the record says about the release: a record that
+            // cannot be read (planted, damaged) leaves size and meta
+            // unknown, it does not fail the listing.
+            let header = dir
+                .as_ref()
+                .and_then(|d| crate::manifest::read_header(d, &id).ok().flatten());
+            let (size, meta) = header.map_or((None, BTreeMap::new()), |h| (h.size, h.meta));
+            Release {
+                current: current.as_deref() == Some(id.as_str()),
+                previous: summary.previous.as_deref() == Some(id.as_str()),
+                bad: summary.bad.contains(&id),
+                created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                size,
+                meta,
+                id,
+            }
         })
         .collect();
     Ok(Inventory {
@@ -298,6 +315,8 @@ mod tests {
                     current: *id == current,
                     previous: false,
                     bad: false,
+                    size: None,
+                    meta: BTreeMap::new(),
                 })
                 .collect(),
             current: Some(current.to_string()),

@@ -110,7 +110,7 @@ fn every_document_matches_the_schema() {
     c.arg("--json")
         .arg("stage")
         .arg(&src)
-        .args(["--app", "web", "--id", "s1"]);
+        .args(["--app", "web", "--id", "s1", "--meta", "by=ci"]);
     docs.add("stage", &c.ok());
     let mut c = d.cmd_config();
     c.arg("--json")
@@ -119,11 +119,16 @@ fn every_document_matches_the_schema() {
         .args(["--app", "web", "--dry-run"]);
     docs.add("deploy dry-run", &c.ok());
     let mut c = d.cmd_config();
-    c.arg("--json")
-        .arg("deploy")
-        .arg(&src)
-        .args(["--app", "web", "--id", "s2"]);
+    c.arg("--json").arg("deploy").arg(&src).args([
+        "--app",
+        "web",
+        "--id",
+        "s2",
+        "--meta",
+        "git=0123abc",
+    ]);
     docs.add("deploy", &c.ok());
+    docs.add("status with meta", &json(&["status", "web"]).ok());
     docs.add("rollback", &json(&["rollback", "web"]).ok());
     docs.add("mark-bad", &json(&["mark-bad", "web:s2"]).ok());
     docs.add("mark-good", &json(&["mark-good", "web:s2"]).ok());

@@ -286,6 +286,15 @@ impl TestCommand {
         self
     }
 
+    /// Feed the file at `path` on stdin (instead of /dev/null).
+    pub fn stdin_file(&mut self, path: &Path) -> &mut TestCommand {
+        let f =
+            std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        self.shown.push(format!("< {}", path.display()));
+        self.cmd.stdin(f);
+        self
+    }
+
     pub fn shown(&self) -> String {
         self.shown.join(" ")
     }
