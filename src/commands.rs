@@ -45,6 +45,7 @@ pub fn main(cli: Cli) -> i32 {
         print!("{}", crate::manpage::render(&Cli::command(), &date));
         return 0;
     }
+    crate::progress::allow(!cli.json && !cli.quiet);
     let out = Output::new(cli.json, cli.command.name());
     let outcome = run(cli, &out);
     out.finish(outcome)

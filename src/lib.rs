@@ -27,6 +27,7 @@ mod notify;
 mod output;
 mod pending;
 mod process;
+mod progress;
 mod release_id;
 mod request;
 mod root;

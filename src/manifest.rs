@@ -136,7 +136,9 @@ pub fn copy_hashing(input: &mut impl Read, out: &mut impl Write) -> io::Result<(
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
         size += n as u64;
+        crate::progress::bytes(n as u64);
     }
+    crate::progress::file();
     Ok((size, hex(&hasher.finalize())))
 }
 

@@ -54,7 +54,9 @@ pub fn stage(
     let src = preflight(app, source, id, shared, inputs)?;
     let fresh = app.root.releases_dir(false)?.is_none();
     let releases = app.root.releases_dir(true)?.expect("created");
+    crate::progress::begin();
     let staged = build(app, &releases, src, source, id, shared, inputs);
+    crate::progress::end();
     if staged.is_err() && fresh {
         // A refused first stage leaves the root as it found it (removed
         // only while empty: never another stage's tree).

@@ -378,3 +378,46 @@ fn a_full_disk_while_unpacking_is_an_operational_error() {
     // not even the releases/ it created.
     assert!(!small.join("releases").exists(), "releases/ left behind");
 }
+
+/// On a terminal, staging draws a progress line (files and bytes) on
+/// stderr and erases it; through a pipe, or with --json, it draws none.
+#[test]
+fn a_terminal_sees_progress_a_pipe_does_not() {
+    if !common::have_tool("script") {
+        return;
+    }
+    let d = Dir::new();
+    let src = d.outside().join("many");
+    for i in 0..6000 {
+        let dir = src.join(format!("d{}", i / 500));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), "x").unwrap();
+    }
+    let on_tty = |extra: &str, id: &str| {
+        let line = format!(
+            "{} --root {} {extra} stage {} --id {id}",
+            common::BIN,
+            d.root().display(),
+            src.display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty("", "t1");
+    assert!(
+        shown.contains("staging: ") && shown.contains(" files, "),
+        "no progress line on a terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\r\x1b[K"),
+        "the line is not erased: {shown:?}"
+    );
+    let json = on_tty("--json", "t2");
+    assert!(!json.contains("staging: "), "{json:?}");
+    let piped = d.cmd().arg("stage").arg(&src).args(["--id", "t3"]).ok();
+    assert!(!piped.stderr.contains("staging: "), "{piped}");
+}
