@@ -70,7 +70,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
     match cli.command {
         Command::Activate(a) => activate(&source, out, a, wait),
         Command::Stage(s) => {
-            let app = source.open(s.app.as_deref())?;
+            let mut app = source.open(s.app.as_deref())?;
+            app.config.dedup = s.dedup.unwrap_or(app.config.dedup);
             out.about(&app, s.id.as_deref());
             let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
             let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared)?;
@@ -78,7 +79,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             Ok(())
         }
         Command::Deploy(d) => {
-            let app = source.open(d.stage.app.as_deref())?;
+            let mut app = source.open(d.stage.app.as_deref())?;
+            app.config.dedup = d.stage.dedup.unwrap_or(app.config.dedup);
             out.about(&app, d.stage.id.as_deref());
             check_flags(&d.flags)?;
             let shared = shared::combine(

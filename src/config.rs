@@ -2,6 +2,7 @@
 //! and relative paths are errors that name the file, line and key), then
 //! turned into a validated [`Config`] with every default filled in.
 
+use crate::dedup::DedupMode;
 use crate::error::{usage, Error, Result};
 use crate::shared::{self, SharedPath};
 use serde::Deserialize;
@@ -100,6 +101,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// Paths every release links into `ROOT/shared/` (`[shared]`).
     pub shared: Vec<SharedPath>,
+    /// How `stage` shares unchanged files with the current release (`[stage] dedup`).
+    pub dedup: DedupMode,
 }
 
 impl Config {
@@ -126,6 +129,7 @@ impl Config {
             },
             hooks: Hooks::default(),
             shared: Vec::new(),
+            dedup: DedupMode::default(),
         }
     }
 
@@ -200,6 +204,13 @@ struct RawConfig {
     health: Option<RawHealth>,
     hooks: Option<RawHooks>,
     shared: Option<RawShared>,
+    stage: Option<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    dedup: Option<DedupMode>,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +365,9 @@ impl RawConfig {
                     out.push(argv.into_inner());
                 }
             }
+        }
+        if let Some(dedup) = self.stage.and_then(|s| s.dedup) {
+            cfg.dedup = dedup;
         }
         if let Some(sh) = self.shared {
             let mut spans = Vec::new();

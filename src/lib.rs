@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 mod config;
+mod dedup;
 pub mod error;
 mod fault;
 mod health;

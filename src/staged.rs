@@ -28,8 +28,14 @@ pub const DIR: &str = ".staged";
 /// Record that `id` was staged `at`. Called once the release is published;
 /// a failure is reported, not fatal: the release exists and is complete,
 /// it is merely dated by its directory's birth time.
-pub fn record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manifest>) {
-    if let Err(e) = try_record(releases, id, at, manifest) {
+pub fn record(
+    releases: &Dir,
+    id: &str,
+    at: SystemTime,
+    manifest: Option<&Manifest>,
+    dedup: Option<&crate::dedup::Record>,
+) {
+    if let Err(e) = try_record(releases, id, at, manifest, dedup) {
         crate::log::warn(&format!(
             "cannot record when {id} was staged (it is dated by its directory instead): {}",
             e.one_line()
@@ -37,7 +43,13 @@ pub fn record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manife
     }
 }
 
-fn try_record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manifest>) -> Result<()> {
+fn try_record(
+    releases: &Dir,
+    id: &str,
+    at: SystemTime,
+    manifest: Option<&Manifest>,
+    dedup: Option<&crate::dedup::Record>,
+) -> Result<()> {
     let dir = releases.open_or_create_dir(DIR, 0o755)?;
     let tmp = format!(".{id}.{}", std::process::id());
     let mut file = dir
@@ -51,6 +63,7 @@ fn try_record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manife
         staged: humantime::format_rfc3339_nanos(at).to_string(),
         uid: rustix::process::geteuid().as_raw(),
         manifest: manifest.is_some(),
+        dedup: dedup.cloned(),
     };
     let text = crate::manifest::render(&header, manifest);
     let stamp = Timespec {

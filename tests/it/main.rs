@@ -14,6 +14,7 @@ mod activate;
 mod attack;
 mod bad_input;
 mod crash;
+mod dedup;
 mod json_schema;
 mod locking;
 mod man;
