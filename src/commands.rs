@@ -398,12 +398,18 @@ fn status(app: &App, out: &Output) -> Result<()> {
         None => (None, None),
     };
     let s = &inv.summary;
+    let current_dedup = inv
+        .releases
+        .iter()
+        .find(|r| r.current)
+        .and_then(|r| r.dedup.clone());
     out.print(
         json!({
             "app": app.name, "root": app.root.path(), "current": inv.current,
             "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
             "interrupted": interrupted.is_some(),
             "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
+            "dedup": current_dedup,
         }),
         || {
             let none = || "none".to_string();
@@ -413,6 +419,9 @@ fn status(app: &App, out: &Output) -> Result<()> {
             t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
             t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
             t += &format!("releases:  {}\n", inv.releases.len());
+            if let Some(d) = &current_dedup {
+                t += &format!("shared:    {}\n", describe_dedup(d));
+            }
             t += &format!(
                 "pending:   {}\n",
                 inv.pending.as_ref().map_or_else(none, |p| format!(
@@ -561,6 +570,21 @@ fn describe(e: &history::Entry) -> String {
     s
 }
 
+/// "196 of 201 files (12.8 of 13.1 MB) with v1 by reflink": what staging
+/// shared, the rest being the release's own.
+fn describe_dedup(d: &crate::dedup::Record) -> String {
+    let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
+    format!(
+        "{} of {} files ({} of {} MB) with {} by {}",
+        d.files,
+        d.total_files,
+        mb(d.bytes),
+        mb(d.total_bytes),
+        d.from,
+        d.mode
+    )
+}
+
 /// `list`'s report, serialized straight from the inventory.
 #[derive(serde::Serialize)]
 struct ListReport<'a> {
@@ -588,7 +612,12 @@ fn list(app: &App, out: &Output) -> Result<()> {
                 marks.push("bad");
             }
             let created = r.created.as_deref().unwrap_or("-");
-            t += &format!("{:<32} {created:<20}  {}\n", r.id, marks.join(","));
+            let shared = r
+                .dedup
+                .as_ref()
+                .map(|d| format!("  shared: {}", describe_dedup(d)))
+                .unwrap_or_default();
+            t += &format!("{:<32} {created:<20}  {}{shared}\n", r.id, marks.join(","));
         }
         t
     });

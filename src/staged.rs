@@ -179,3 +179,16 @@ fn clamp(secs: i64, nanos: i64) -> SystemTime {
             (nanos.clamp(0, 999_999_999)) as u32,
         )
 }
+
+/// What dedup shared when `id` was staged, from its record's header line
+/// (only that line is read: a record holds the whole manifest).
+pub fn dedup(releases: &Dir, id: &str) -> Option<crate::dedup::Record> {
+    use std::io::{BufRead, Read};
+    let dir = releases.open_dir(DIR).ok()??;
+    let file = dir.open_file(id, Access::Read).ok()??;
+    let mut line = String::new();
+    std::io::BufReader::new(file.take(64 * 1024))
+        .read_line(&mut line)
+        .ok()?;
+    serde_json::from_str::<Header>(&line).ok()?.dedup
+}

@@ -24,6 +24,9 @@ pub struct Release {
     pub current: bool,
     pub previous: bool,
     pub bad: bool,
+    /// What staging shared with the release current then (its staging
+    /// record's account; `None` when nothing was shared or unrecorded).
+    pub dedup: Option<crate::dedup::Record>,
     #[serde(skip)]
     staged: Option<SystemTime>,
 }
@@ -70,6 +73,10 @@ pub fn inventory(app: &App) -> Result<Inventory> {
                 current: current.as_deref() == Some(id.as_str()),
                 previous: summary.previous.as_deref() == Some(id.as_str()),
                 bad: summary.bad.contains(&id),
+                dedup: recorded
+                    .contains_key(&id)
+                    .then(|| staged::dedup(&dir, &id))
+                    .flatten(),
                 created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
                 staged: time,
                 id,
@@ -289,6 +296,7 @@ mod tests {
                     current: *id == current,
                     previous: false,
                     bad: false,
+                    dedup: None,
                     staged: None,
                 })
                 .collect(),

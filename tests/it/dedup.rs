@@ -223,6 +223,24 @@ fn xfs_reflink_shares_unchanged_files_and_a_write_copies() {
     );
     verify(&root, "v1", 0);
     verify(&root, "v2", 0);
+    let list = rctl(&root).args(["--json", "list"]).ok().json();
+    let v2 = list["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "v2")
+        .unwrap()
+        .clone();
+    assert_eq!(v2["dedup"], *d, "{list}");
+    let text = rctl(&root).arg("list").ok().stdout;
+    assert!(
+        text.contains(&format!("shared: {} of {} files", FILES - 3, FILES + 1)),
+        "{text}"
+    );
+    activate(&root, "v2");
+    let status = rctl(&root).args(["--json", "status"]).ok().json();
+    assert_eq!(status["dedup"]["from"], "v1", "{status}");
+    activate(&root, "v1");
 
     // A write into a clone of v2 gives it its own blocks: v1 is unchanged.
     let old_bytes = fs::read(old.join("d1/f5")).unwrap();
