@@ -101,6 +101,8 @@ pub struct Dedup {
     old: Option<Old>,
     me: u32,
     record: Record,
+    /// The source's bytes and the old file's, reused from file to file.
+    bufs: Vec<u8>,
 }
 
 /// A file to write: the name `name` in `dir`, the release path `parts`,
@@ -150,6 +152,7 @@ impl Dedup {
             old: None,
             me: rustix::process::geteuid().as_raw(),
             record: Record::default(),
+            bufs: Vec::new(),
         }
     }
 
@@ -196,7 +199,9 @@ impl Dedup {
             );
             return Ok(d);
         }
-        let Some(id) = root.current()? else {
+        // No current release, or a `current` activation would refuse:
+        // nothing to share, and staging itself does not depend on it.
+        let Ok(Some(id)) = root.current() else {
             return Ok(d);
         };
         // Exchanged for a symlink meanwhile: nothing to share, not a failure.
@@ -256,8 +261,8 @@ impl Dedup {
             mode,
             size,
         } = new;
-        let old = match self.candidate(parts, mode, size) {
-            Some(old) => old,
+        let (old, len) = match self.candidate(parts, mode, size) {
+            Some(found) => found,
             None => {
                 let mut out = File::from(create().map_err(Failure::Create)?);
                 let (size, sha256) = manifest::copy_hashing(input, &mut out)?;
@@ -269,14 +274,14 @@ impl Dedup {
                 });
             }
         };
-        let len = old.metadata()?.len();
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut theirs = vec![0u8; CHUNK];
+        let mut bufs = std::mem::take(&mut self.bufs);
+        bufs.resize(2 * CHUNK, 0);
+        let (buf, theirs) = bufs.split_at_mut(CHUNK);
         let mut off = 0u64;
         // Compare while the bytes agree.
         let (differ, n) = loop {
-            let n = read_some(input, &mut buf)?;
+            let n = read_some(input, buf)?;
             if n == 0 {
                 break (off != len, 0);
             }
@@ -295,7 +300,7 @@ impl Dedup {
             out.write_all(&buf[..n])?;
             let mut size = off + n as u64;
             loop {
-                let n = read_some(input, &mut buf)?;
+                let n = read_some(input, buf)?;
                 if n == 0 {
                     break;
                 }
@@ -304,12 +309,14 @@ impl Dedup {
                 size += n as u64;
             }
             self.count(size, false);
+            self.bufs = bufs;
             return Ok(Written {
                 size,
                 sha256: manifest::hex(&hasher.finalize()),
                 file: Some(out),
             });
         }
+        self.bufs = bufs;
         let sha256 = manifest::hex(&hasher.finalize());
         let how = self.how.expect("a candidate means dedup runs");
         let file = match how {
@@ -365,11 +372,11 @@ impl Dedup {
         }
     }
 
-    /// The old release's file at `parts`, opened and checked, if it may be
+    /// The old release's file at `parts`, opened and checked, and its size, if it may be
     /// the same as the new one: the manifest has a file there of the same
     /// size (and, for a hard link, mode: modes live in the inode), and it
     /// is a regular file only the user staging can write.
-    fn candidate(&mut self, parts: &[&[u8]], mode: u32, size: Option<u64>) -> Option<File> {
+    fn candidate(&mut self, parts: &[&[u8]], mode: u32, size: Option<u64>) -> Option<(File, u64)> {
         let how = self.how?;
         let old = self.old.as_mut()?;
         let Some(&Item::File {
@@ -399,7 +406,7 @@ impl Dedup {
             && st.st_mode & 0o022 == 0
             && st.st_size as u64 == was_size
             && (how == How::Reflink || st.st_mode & 0o7777 == mode);
-        ok.then(|| File::from(fd))
+        ok.then(|| (File::from(fd), was_size))
     }
 }
 
