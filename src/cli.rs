@@ -296,6 +296,9 @@ pub struct StageArgs {
     /// Link the file PATH of the release into ROOT/shared/PATH (repeatable; adds to the config's [shared] files)
     #[arg(long = "shared-file", value_name = "PATH")]
     pub shared_files: Vec<String>,
+    /// Share files identical to the current release's: auto (reflink where the file system can, else copy), reflink, hardlink, off (default: the config's [stage] dedup, else auto)
+    #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true)]
+    pub dedup: Option<crate::dedup::DedupMode>,
 }
 
 #[derive(Debug, Args)]

@@ -81,7 +81,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
     match cli.command {
         Command::Activate(a) => activate(&source, out, a, wait),
         Command::Stage(s) => {
-            let app = source.open(s.app.as_deref())?;
+            let mut app = source.open(s.app.as_deref())?;
+            app.config.dedup = s.dedup.unwrap_or(app.config.dedup);
             out.about(&app, s.id.as_deref());
             let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
             let inputs = inputs(&app, &s)?;
@@ -90,7 +91,8 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             Ok(())
         }
         Command::Deploy(d) => {
-            let app = source.open(d.stage.app.as_deref())?;
+            let mut app = source.open(d.stage.app.as_deref())?;
+            app.config.dedup = d.stage.dedup.unwrap_or(app.config.dedup);
             out.about(&app, d.stage.id.as_deref());
             check_flags(&d.flags)?;
             let shared = shared::combine(
@@ -441,6 +443,11 @@ fn status(app: &App, out: &Output) -> Result<()> {
             .map(|r| r.meta.clone())
             .unwrap_or_default()
     });
+    let current_dedup = inv
+        .releases
+        .iter()
+        .find(|r| r.current)
+        .and_then(|r| r.dedup.clone());
     out.print(
         json!({
             "app": app.name, "root": app.root.path(), "current": inv.current,
@@ -448,6 +455,7 @@ fn status(app: &App, out: &Output) -> Result<()> {
             "interrupted": interrupted.is_some(),
             "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
             "meta": meta,
+            "dedup": current_dedup,
         }),
         || {
             let none = || "none".to_string();
@@ -460,6 +468,9 @@ fn status(app: &App, out: &Output) -> Result<()> {
             t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
             t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
             t += &format!("releases:  {}\n", inv.releases.len());
+            if let Some(d) = &current_dedup {
+                t += &format!("shared:    {}\n", describe_dedup(d));
+            }
             t += &format!(
                 "pending:   {}\n",
                 inv.pending.as_ref().map_or_else(none, |p| format!(
@@ -608,6 +619,21 @@ fn describe(e: &history::Entry) -> String {
     s
 }
 
+/// "196 of 201 files (12.8 of 13.1 MB) with v1 by reflink": what staging
+/// shared, the rest being the release's own.
+fn describe_dedup(d: &crate::dedup::Record) -> String {
+    let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
+    format!(
+        "{} of {} files ({} of {} MB) with {} by {}",
+        d.files,
+        d.total_files,
+        mb(d.bytes),
+        mb(d.total_bytes),
+        d.from,
+        d.mode
+    )
+}
+
 /// `list`'s report, serialized straight from the inventory.
 #[derive(serde::Serialize)]
 struct ListReport<'a> {
@@ -636,8 +662,13 @@ fn list(app: &App, out: &Output) -> Result<()> {
             }
             let created = r.created.as_deref().unwrap_or("-");
             let size = r.size.map_or("-".into(), human_size);
+            let shared = r
+                .dedup
+                .as_ref()
+                .map(|d| format!("  shared: {}", describe_dedup(d)))
+                .unwrap_or_default();
             let line = format!(
-                "{:<32} {created:<20}  {size:>9}  {:<16} {}",
+                "{:<32} {created:<20}  {size:>9}  {:<16} {}{shared}",
                 r.id,
                 marks.join(","),
                 show_meta(&r.meta)

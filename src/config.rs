@@ -2,6 +2,7 @@
 //! and relative paths are errors that name the file, line and key), then
 //! turned into a validated [`Config`] with every default filled in.
 
+use crate::dedup::DedupMode;
 use crate::error::{usage, Error, Result};
 use crate::shared::{self, SharedPath};
 use serde::Deserialize;
@@ -102,6 +103,8 @@ pub struct Config {
     pub shared: Vec<SharedPath>,
     /// Which archive signatures `stage` accepts (`[stage]`).
     pub signing: crate::signature::Policy,
+    /// How `stage` shares unchanged files with the current release (`[stage] dedup`).
+    pub dedup: DedupMode,
 }
 
 impl Config {
@@ -129,6 +132,7 @@ impl Config {
             hooks: Hooks::default(),
             shared: Vec::new(),
             signing: crate::signature::Policy::default(),
+            dedup: DedupMode::default(),
         }
     }
 
@@ -212,6 +216,7 @@ struct RawStage {
     allowed_signers: Option<Spanned<PathBuf>>,
     signer_identity: Option<Spanned<String>>,
     require_signature: Option<Spanned<bool>>,
+    dedup: Option<DedupMode>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +371,9 @@ impl RawConfig {
                     out.push(argv.into_inner());
                 }
             }
+        }
+        if let Some(dedup) = self.stage.as_ref().and_then(|s| s.dedup) {
+            cfg.dedup = dedup;
         }
         if let Some(sh) = self.shared {
             let mut spans = Vec::new();

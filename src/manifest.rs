@@ -122,7 +122,10 @@ pub fn encode(path: &[&[u8]]) -> String {
 
 /// Copy `input` to `out`, returning the size and the SHA-256 of what was
 /// written: the hash is of the bytes on their way to disk.
-pub fn copy_hashing(input: &mut impl Read, out: &mut impl Write) -> io::Result<(u64, String)> {
+pub fn copy_hashing(
+    input: &mut (impl Read + ?Sized),
+    out: &mut impl Write,
+) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -162,6 +165,10 @@ pub struct Header {
     /// `stage --meta` pairs (see [`crate::input::parse_meta`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
+    /// What stage shared with the release current then (absent when
+    /// nothing was: dedup off, no current release, no reflinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::dedup::Record>,
 }
 
 /// One line of a record after the header.

@@ -16,6 +16,7 @@
 //! devices, FIFOs and sockets are refused.
 
 use crate::app::App;
+use crate::dedup::{Dedup, Failure, NewFile};
 use crate::error::{usage, Error, Result};
 use crate::input::{self, Inputs};
 use crate::manifest::{self, Item, Manifest};
@@ -76,6 +77,8 @@ fn build(
     inputs: &Inputs,
 ) -> Result<String> {
     let tmp = TempTree::create(releases)?;
+    // Files identical to the current release's share its data.
+    let mut dedup = Dedup::open(&app.root, releases, tmp.fd(), app.config.dedup)?;
     // What is written, path by path, with each file's hash taken on the way.
     let mut m = Manifest::default();
 
@@ -84,7 +87,14 @@ fn build(
             let mode = rfs::fstat(&fd)
                 .map_err(|e| io_error(e, format!("stat {}", source.display())))?
                 .st_mode;
-            copy_tree(fd.as_fd(), tmp.fd(), source, &mut Vec::new(), &mut m)?;
+            copy_files(
+                fd.as_fd(),
+                tmp.fd(),
+                source,
+                &mut Vec::new(),
+                &mut m,
+                &mut dedup,
+            )?;
             dir_mode(mode)
         }
         Source::Archive(archive, checks) => {
@@ -93,7 +103,7 @@ fn build(
             let mut reader = input::Reader::start(archive, checks)?;
             let unpacked = reader
                 .decoded()
-                .and_then(|tar| unpack(tar, tmp.fd(), &mut m, inputs.strip));
+                .and_then(|tar| unpack(tar, tmp.fd(), &mut m, inputs.strip, &mut dedup));
             reader.finish(unpacked)?;
             0o755
         }
@@ -151,6 +161,7 @@ fn build(
         SystemTime::now(),
         Some(&m),
         &inputs.meta,
+        dedup.record().as_ref(),
     );
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
     Ok(final_id)
@@ -296,6 +307,18 @@ pub(crate) fn copy_tree(
     path: &mut Vec<Vec<u8>>,
     m: &mut Manifest,
 ) -> Result<()> {
+    copy_files(src, dst, shown, path, m, &mut Dedup::off())
+}
+
+/// [`copy_tree`], sharing unchanged files through `dedup`.
+fn copy_files(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    shown: &Path,
+    path: &mut Vec<Vec<u8>>,
+    m: &mut Manifest,
+    dedup: &mut Dedup,
+) -> Result<()> {
     if path.len() >= MAX_DEPTH {
         return Err(usage(format!(
             "source {}: nested deeper than {MAX_DEPTH} levels",
@@ -354,7 +377,7 @@ pub(crate) fn copy_tree(
                     .map_err(|e| fail(e, "opening the copy of"))?;
                 let mode = dir_mode(rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode);
                 m.put(&parts, Item::Dir { mode });
-                copy_tree(sub.as_fd(), out.as_fd(), &from, path, m)?;
+                copy_files(sub.as_fd(), out.as_fd(), &from, path, m, dedup)?;
                 rfs::fchmod(&out, Mode::from_raw_mode(mode))
                     .map_err(|e| fail(e, "chmod of the copy of"))?;
             }
@@ -375,17 +398,27 @@ pub(crate) fn copy_tree(
                 {
                     return Err(changed(&from));
                 }
-                let out = create_file(dst, name.as_c_str(), now.st_mode)
-                    .map_err(|e| fail(e, "creating the copy of"))?;
-                let (size, sha256) = manifest::copy_hashing(
-                    &mut File::from(input),
-                    &mut File::from(out),
-                )
-                .map_err(|e| {
-                    Error::Operational(
-                        anyhow::Error::from(e).context(format!("copying {}", from.display())),
-                    )
-                })?;
+                let create = || {
+                    create_file(dst, name.as_c_str(), now.st_mode)
+                        .map_err(|e| fail(e, "creating the copy of"))
+                };
+                let new = NewFile {
+                    dir: dst,
+                    name: name.as_c_str(),
+                    parts: &parts,
+                    mode: file_mode(now.st_mode),
+                    size: Some(now.st_size as u64),
+                };
+                let written = dedup.write_file(new, &mut File::from(input), &create);
+                let (size, sha256) = match written {
+                    Ok(w) => (w.size, w.sha256),
+                    Err(Failure::Create(e)) => return Err(e),
+                    Err(Failure::Io(e)) => {
+                        return Err(Error::Operational(
+                            anyhow::Error::from(e).context(format!("copying {}", from.display())),
+                        ))
+                    }
+                };
                 m.put(
                     &parts,
                     Item::File {
@@ -443,7 +476,13 @@ impl<R: Read> Read for EofWatch<R> {
 /// device, FIFO or unknown type, or if the archive is empty or cut short.
 /// Entry names and hard link targets lose their first `strip` components
 /// (see [`input::strip`]); entries with no more than that are skipped.
-fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest, strip: usize) -> Result<()> {
+fn unpack(
+    reader: impl Read,
+    dst: BorrowedFd<'_>,
+    m: &mut Manifest,
+    strip: usize,
+    dedup: &mut Dedup,
+) -> Result<()> {
     let hit_eof = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(EofWatch {
         inner: reader,
@@ -508,19 +547,35 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest, strip: usize
             }
             dirs.insert(path.clone(), dir_mode(mode));
         } else if kind.is_file() || kind.is_contiguous() {
-            let out = match create_file(parent.as_fd(), name, mode) {
-                Err(Errno::EXIST) => {
-                    // A later copy of a file replaces the earlier one, as tar does.
-                    rfs::unlinkat(&parent, name.as_c_str(), AtFlags::empty())
-                        .map_err(|_| refuse(format!("entry {} is listed twice", path.display())))?;
-                    create_file(parent.as_fd(), name, mode)
+            let create = || {
+                match create_file(parent.as_fd(), name, mode) {
+                    Err(Errno::EXIST) => {
+                        // A later copy of a file replaces the earlier one, as tar does.
+                        rfs::unlinkat(&parent, name.as_c_str(), AtFlags::empty()).map_err(
+                            |_| refuse(format!("entry {} is listed twice", path.display())),
+                        )?;
+                        create_file(parent.as_fd(), name, mode)
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-            .map_err(fail)?;
-            let mut out = File::from(out);
-            let (size, sha256) = manifest::copy_hashing(&mut entry, &mut out)
-                .map_err(|e| read_error(e, &format!("entry {}", path.display())))?;
+                .map_err(fail)
+            };
+            let size_hint = entry.size();
+            let new = NewFile {
+                dir: parent.as_fd(),
+                name,
+                parts: &key,
+                mode: file_mode(mode),
+                size: Some(size_hint),
+            };
+            let written = dedup.write_file(new, &mut entry, &create);
+            let (size, sha256, out) = match written {
+                Ok(w) => (w.size, w.sha256, w.file),
+                Err(Failure::Create(e)) => return Err(e),
+                Err(Failure::Io(e)) => {
+                    return Err(read_error(e, &format!("entry {}", path.display())))
+                }
+            };
             m.put(
                 &key,
                 Item::File {
@@ -533,13 +588,16 @@ fn unpack(reader: impl Read, dst: BorrowedFd<'_>, m: &mut Manifest, strip: usize
                 tv_sec: mtime.min(i64::MAX as u64) as i64,
                 tv_nsec: 0,
             };
-            let _ = rfs::futimens(
-                &out,
-                &Timestamps {
-                    last_access: t,
-                    last_modification: t,
-                },
-            );
+            // A hard link's inode is the old release's too: its times stay.
+            if let Some(out) = out {
+                let _ = rfs::futimens(
+                    &out,
+                    &Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                );
+            }
         } else if kind.is_symlink() {
             let target = entry
                 .link_name()

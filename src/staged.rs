@@ -29,8 +29,15 @@ pub const DIR: &str = ".staged";
 /// Record that `id` was staged `at`. Called once the release is published;
 /// a failure is reported, not fatal: the release exists and is complete,
 /// it is merely dated by its directory's birth time.
-pub fn record(releases: &Dir, id: &str, at: SystemTime, manifest: Option<&Manifest>, meta: &Meta) {
-    if let Err(e) = try_record(releases, id, at, manifest, meta) {
+pub fn record(
+    releases: &Dir,
+    id: &str,
+    at: SystemTime,
+    manifest: Option<&Manifest>,
+    meta: &Meta,
+    dedup: Option<&crate::dedup::Record>,
+) {
+    if let Err(e) = try_record(releases, id, at, manifest, meta, dedup) {
         crate::log::warn(&format!(
             "cannot record when {id} was staged (it is dated by its directory instead): {}",
             e.one_line()
@@ -44,6 +51,7 @@ fn try_record(
     at: SystemTime,
     manifest: Option<&Manifest>,
     meta: &Meta,
+    dedup: Option<&crate::dedup::Record>,
 ) -> Result<()> {
     let dir = releases.open_or_create_dir(DIR, 0o755)?;
     let tmp = format!(".{id}.{}", std::process::id());
@@ -60,6 +68,7 @@ fn try_record(
         manifest: manifest.is_some(),
         size: manifest.map(Manifest::size),
         meta: meta.clone(),
+        dedup: dedup.cloned(),
     };
     let text = crate::manifest::render(&header, manifest);
     let stamp = Timespec {

@@ -29,6 +29,9 @@ pub struct Release {
     pub size: Option<u64>,
     /// `stage --meta` pairs, from its staging record.
     pub meta: BTreeMap<String, String>,
+    /// What staging shared with the release current then (its staging
+    /// record's account; `None` when nothing was shared or unrecorded).
+    pub dedup: Option<crate::dedup::Record>,
 }
 
 /// Everything `list`, `status` and `prune` need, read once.
@@ -57,7 +60,8 @@ pub fn inventory(app: &App) -> Result<Inventory> {
             let header = dir
                 .as_ref()
                 .and_then(|d| crate::manifest::read_header(d, &id).ok().flatten());
-            let (size, meta) = header.map_or((None, BTreeMap::new()), |h| (h.size, h.meta));
+            let (size, meta, dedup) =
+                header.map_or((None, BTreeMap::new(), None), |h| (h.size, h.meta, h.dedup));
             Release {
                 current: current.as_deref() == Some(id.as_str()),
                 previous: summary.previous.as_deref() == Some(id.as_str()),
@@ -65,6 +69,7 @@ pub fn inventory(app: &App) -> Result<Inventory> {
                 created: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
                 size,
                 meta,
+                dedup,
                 id,
             }
         })
@@ -317,6 +322,7 @@ mod tests {
                     bad: false,
                     size: None,
                     meta: BTreeMap::new(),
+                    dedup: None,
                 })
                 .collect(),
             current: Some(current.to_string()),

@@ -15,6 +15,7 @@ mod attack;
 mod bad_input;
 mod completion;
 mod crash;
+mod dedup;
 mod inputs;
 mod json_schema;
 mod locking;
