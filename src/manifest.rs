@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// One path of a release, as staged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,32 +198,48 @@ pub fn render(header: &Header, m: Option<&Manifest>) -> Vec<u8> {
 /// Largest record read back: a line per path of a very large release.
 const MAX_RECORD: u64 = 256 << 20;
 
+/// The record file of `id`, opened like a state file (no symlink, FIFO or
+/// second link), with its path for messages; `None` if there is none.
+fn open_record(releases: &Dir, id: &str) -> Result<Option<(std::fs::File, PathBuf)>> {
+    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
+        return Ok(None);
+    };
+    let file = dir.open_file(id, crate::root::Access::Read)?;
+    Ok(file.map(|f| (f, dir.shown(id))))
+}
+
+fn invalid(shown: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Operational(anyhow::anyhow!(
+        "{} is not a valid staging record: {why}",
+        shown.display()
+    ))
+}
+
+/// The header line of `id`'s record; it must name `id`.
+fn parse_header(line: &str, id: &str, shown: &Path) -> Result<Header> {
+    let header: Header = serde_json::from_str(line).map_err(|e| invalid(shown, e))?;
+    if header.release != id {
+        return Err(invalid(
+            shown,
+            format!("it names release {:?}", header.release),
+        ));
+    }
+    Ok(header)
+}
+
 /// The header of the record of `id`, and the size of its release (from
 /// the manifest when the header predates the `size` field); `None` if
 /// there is no record. Read like user input: what does not parse is an
 /// error, meta pairs that break the rules are dropped.
 pub fn read_header(releases: &Dir, id: &str) -> Result<Option<Header>> {
-    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
+    let Some((file, shown)) = open_record(releases, id)? else {
         return Ok(None);
-    };
-    let Some(file) = dir.open_file(id, crate::root::Access::Read)? else {
-        return Ok(None);
-    };
-    let shown = dir.shown(id);
-    let bad = |why: String| {
-        Error::Operational(anyhow::anyhow!(
-            "{} is not a valid staging record: {why}",
-            shown.display()
-        ))
     };
     let mut first = String::new();
     io::BufReader::new(file.take(MAX_HEADER))
         .read_line(&mut first)
-        .map_err(|e| bad(e.to_string()))?;
-    let mut header: Header = serde_json::from_str(&first).map_err(|e| bad(e.to_string()))?;
-    if header.release != id {
-        return Err(bad(format!("it names release {:?}", header.release)));
-    }
+        .map_err(|e| invalid(&shown, e))?;
+    let mut header = parse_header(&first, id, &shown)?;
     header
         .meta
         .retain(|k, v| crate::input::meta_problem(k, v).is_none());
@@ -238,35 +255,21 @@ const MAX_HEADER: u64 = 1 << 20;
 /// Read the record of `id`: `None` if there is none, or it holds no
 /// manifest. Read like user input: a malformed record is an error naming it.
 pub fn read(releases: &Dir, id: &str) -> Result<Option<Manifest>> {
-    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
+    let Some((file, shown)) = open_record(releases, id)? else {
         return Ok(None);
-    };
-    let Some(file) = dir.open_file(id, crate::root::Access::Read)? else {
-        return Ok(None);
-    };
-    let shown = dir.shown(id);
-    let bad = |why: String| {
-        Error::Operational(anyhow::anyhow!(
-            "{} is not a valid staging record: {why}",
-            shown.display()
-        ))
     };
     let mut lines = io::BufReader::new(file.take(MAX_RECORD)).lines();
     let first = match lines.next() {
-        Some(l) => l.map_err(|e| bad(e.to_string()))?,
+        Some(l) => l.map_err(|e| invalid(&shown, e))?,
         None => return Ok(None),
     };
-    let header: Header = serde_json::from_str(&first).map_err(|e| bad(e.to_string()))?;
-    if header.release != id {
-        return Err(bad(format!("it names release {:?}", header.release)));
-    }
-    if !header.manifest {
+    if !parse_header(&first, id, &shown)?.manifest {
         return Ok(None);
     }
     let mut m = Manifest::default();
     for line in lines {
-        let line = line.map_err(|e| bad(e.to_string()))?;
-        let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let line = line.map_err(|e| invalid(&shown, e))?;
+        let l: Line = serde_json::from_str(&line).map_err(|e| invalid(&shown, e))?;
         m.items.insert(l.path, l.item);
     }
     Ok(Some(m))
