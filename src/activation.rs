@@ -431,6 +431,16 @@ impl Transaction<'_> {
             _ => self.app.root.current().ok().flatten(),
         };
         e.duration_ms = Some(self.started.elapsed().as_millis().min(u64::MAX as u128) as u64);
+        // What the release was staged with (`--meta`), if its record says.
+        e.meta = self
+            .app
+            .root
+            .releases_dir(false)
+            .ok()
+            .flatten()
+            .and_then(|r| crate::manifest::read_header(&r, &self.to).ok().flatten())
+            .map(|h| h.meta)
+            .unwrap_or_default();
         history::append(self.state, &e)?;
         journal::record(&e);
         Ok(())

@@ -586,6 +586,7 @@ fn describe(e: &history::Entry) -> String {
     let (from, to, live) = (id(&e.from), id(&e.to), id(&e.live));
     let what = match e.event {
         Event::Activated if e.from == e.to => format!("{to} activated again"),
+        Event::Activated if e.from.is_none() => format!("{to} activated (the first)"),
         Event::Activated => format!("{to} activated (was {from})"),
         Event::Reverted => format!("rolled back from {from} to {to}; {from} marked bad"),
         Event::RolledBack => format!("{to} failed; {from} restored"),
@@ -598,6 +599,9 @@ fn describe(e: &history::Entry) -> String {
         Event::MarkedGood => format!("{to} marked good"),
     };
     let mut s = format!("{}  {:<15} {what}", log::clean(&e.time), e.event.as_str());
+    if !e.meta.is_empty() {
+        s += &format!(" {{{}}}", show_meta(&e.meta));
+    }
     if let Some(r) = &e.reason {
         s += &format!(": {}", log::clean(r));
     }

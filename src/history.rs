@@ -79,6 +79,9 @@ pub struct Entry {
     /// Milliseconds from the start of the activation to this record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The `stage --meta` pairs of `to` (git revision, build URL, who).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 static TRIGGER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
@@ -130,6 +133,7 @@ impl Entry {
             user: sudo_user(),
             trigger: Some(trigger().to_string()),
             duration_ms: None,
+            meta: std::collections::BTreeMap::new(),
         }
     }
 
@@ -258,7 +262,10 @@ pub fn for_each(state_dir: &Dir, offset: u64, mut f: impl FnMut(Entry)) -> Resul
 
 fn parse(line: &[u8]) -> Option<Entry> {
     // One UTF-8 check of the line, then no per-string checks in the parser.
-    let e: Entry = serde_json::from_str(std::str::from_utf8(line).ok()?).ok()?;
+    let mut e: Entry = serde_json::from_str(std::str::from_utf8(line).ok()?).ok()?;
+    // Read back like user input: pairs that break the --meta rules go.
+    e.meta
+        .retain(|k, v| crate::input::meta_problem(k, v).is_none());
     let ids_ok = [&e.from, &e.to]
         .into_iter()
         .flatten()

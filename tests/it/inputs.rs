@@ -731,6 +731,22 @@ fn meta_and_size_in_list_and_status() {
         "{text}"
     );
 
+    // The history says what was activated with which pairs.
+    let history = d.cmd().args(["--json", "history"]).ok().json();
+    let last = history["entries"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["to"], "v1", "{last}");
+    assert_eq!(last["meta"]["git"], "0123abc", "{last}");
+    let text = d.cmd().args(["history", "-n", "1"]).ok().stdout;
+    assert!(
+        text.contains("v1 activated (the first) {build.url=https://ci.example/job/7 by=\"Alice Doe\" git=0123abc}"),
+        "{text}"
+    );
+
     // Without a current release, status's meta is null.
     let e = Dir::new();
     e.release("x");
