@@ -416,7 +416,12 @@ fn lookup_checksum(file: &Path, name: &str) -> Result<String> {
     let mut text = Vec::new();
     File::open(file)
         .and_then(|f| f.take(MAX_CHECKSUMS + 1).read_to_end(&mut text))
-        .map_err(|e| usage(format!("--checksums {shown}: {e}")))?;
+        .map_err(|e| match e.kind() {
+            // A file that is not there is bad input; one we may not read,
+            // or a failing disk, is the machine's (exit 1), as elsewhere.
+            std::io::ErrorKind::NotFound => usage(format!("--checksums {shown}: {e}")),
+            _ => Error::Operational(anyhow::anyhow!("--checksums {shown}: {e}")),
+        })?;
     if text.len() as u64 > MAX_CHECKSUMS {
         return Err(usage(format!(
             "--checksums {shown}: larger than {MAX_CHECKSUMS} bytes"
