@@ -137,13 +137,16 @@ impl Output {
         let results = self.results.take();
         let result: Option<Box<RawValue>> = match (self.many.get(), results.len()) {
             (None, 0) => None,
-            (None, 1) => results.into_iter().next(),
+            (None, 1) => {
+                let text = indent(results[0].get(), 2);
+                Some(RawValue::from_string(text).expect("indented JSON"))
+            }
             (key, _) => {
-                let parts: Vec<&str> = results.iter().map(|r| r.get()).collect();
+                let parts: Vec<String> = results.iter().map(|r| indent(r.get(), 6)).collect();
                 let text = format!(
-                    "{{\"{}\": [{}]}}",
+                    "{{\n    \"{}\": [\n      {}\n    ]\n  }}",
                     key.unwrap_or("results"),
-                    parts.join(",\n")
+                    parts.join(",\n      ")
                 );
                 Some(RawValue::from_string(text).expect("joined JSON"))
             }
@@ -220,4 +223,12 @@ struct ErrorDoc {
     release: Option<String>,
     current: Option<String>,
     pending: Option<crate::pending::Pending>,
+}
+
+/// Pretty JSON re-indented by `by` spaces, to sit at that depth in the
+/// envelope (the raw result is embedded as written). A newline in pretty
+/// JSON only ever separates tokens (strings escape theirs), so this cannot
+/// change a value.
+fn indent(pretty: &str, by: usize) -> String {
+    pretty.replace('\n', &format!("\n{}", " ".repeat(by)))
 }
