@@ -103,6 +103,7 @@ pub fn render(cmd: &Command, date: &str) -> String {
     }
 
     page += JSON_OUTPUT;
+    page += FLEETS;
     page += TAIL;
     page
 }
@@ -346,6 +347,51 @@ Stability: within \fBreleasectl.v1\fR members are only added, never removed
 or given another meaning; anything else changes the schema name.
 Consumers should ignore members they do not know.
 The text output is for people and may change.
+"#;
+
+/// Hand-written: the Ansible collection, in short (its README is the reference).
+const FLEETS: &str = r#".SH FLEETS
+The Ansible collection \fBreleasectl.fleet\fR (in the source tree under
+\fIansible/\fR; it needs ansible\-core only) rolls one release out to many
+hosts as one transaction:
+.PP
+.nf
+.RS
+ansible\-playbook releasectl.fleet.rollout \-i hosts.ini \e
+  \-e releasectl_app=web \-e releasectl_artifact=./web.tar.zst \e
+  \-e releasectl_release=v2
+.RE
+.fi
+.PP
+One release id is chosen for the whole run.
+Phase 1 copies the artifact to every host and stages it there (with its
+SHA\-256); any failure or unreachable host stops the run with no host's
+\fBcurrent\fR changed.
+Phase 2 switches the hosts in batches (\fBreleasectl_batches\fR, default a
+canary host, then 30\ %, then the rest), each with
+\fB\-\-expect\-current\fR set to what the host ran before.
+If a host fails (its own activation rolled it back, exit 11), becomes
+unreachable, or a verify task of \fBreleasectl_verify_tasks\fR fails, every
+host this run switched is rolled back with \fBrollback \-\-to\fR its earlier
+release \fB\-\-expect\-current\fR the new one (a host someone else moved
+meanwhile is left alone and reported), the new release is marked bad there,
+and the run fails with \fBreleasectl_summary\fR, one entry per host:
+switched, rolled_back, failed, untouched, unreachable, left_alone,
+not_rolled_back or rollback_failed.
+A host lost during its activation is put back by
+\fBreleasectl\-recover.service\fR at its next boot, or by
+\fBreleasectl recover\fR.
+Two rollouts at once cannot interleave silently: the second to switch a host
+fails its guard and rolls back only its own switches.
+.PP
+To resume, run the same command with the same \fBreleasectl_release\fR:
+\fBstage\fR of an id already staged with the same content is
+\fBunchanged\fR, a host already on the release is "already active", the
+rest switch.
+\fB\-\-check\fR changes nothing on any host (\fB\-\-dry\-run\fR throughout).
+The module \fBreleasectl.fleet.release\fR (states query, staged, active,
+rolled_back) wraps one \fB\-\-json\fR run and can be used alone;
+\fBansible\-doc releasectl.fleet.release\fR documents it.
 "#;
 
 const TAIL: &str = r#".SH FILES
