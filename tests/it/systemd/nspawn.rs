@@ -62,7 +62,15 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             private_network: true,
-            mask: vec!["postgresql.service".into(), "postgresql@.service".into()],
+            // ssh: the machine has openssh-server for the fleet hosts
+            // (tests/it/fleet), which enable it on their own ports; anywhere
+            // else it would only slow boot down.
+            mask: vec![
+                "postgresql.service".into(),
+                "postgresql@.service".into(),
+                "ssh.service".into(),
+                "ssh.socket".into(),
+            ],
             bind_ro: Vec::new(),
             boot_timeout: Duration::from_secs(180),
         }
