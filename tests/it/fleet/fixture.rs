@@ -186,8 +186,15 @@ impl Fleet {
         std::thread::scope(|s| {
             for h in fleet.hosts.iter_mut() {
                 s.spawn(move || {
+                    let t = Instant::now();
                     h.c.boot();
+                    let booted = t.elapsed();
                     h.after_boot();
+                    eprintln!(
+                        "fleet: {} booted in {booted:.1?}, ready in {:.1?}",
+                        h.name,
+                        t.elapsed()
+                    );
                 });
             }
         });
@@ -323,6 +330,9 @@ impl Host {
             app_config(self.http_port, ""),
         );
         c.write("/root/pkg/releasectl.deb", deb);
+        // man-db's dpkg trigger rebuilds the whole manual index (tens of
+        // seconds per host); these hosts never read a man page.
+        let _ = std::fs::remove_file(c.path("/var/lib/man-db/auto-update"));
     }
 
     /// After boot: install the .deb the way an operator does.
