@@ -656,15 +656,19 @@ fn resolve(app: &App, target: &Target, state: Option<&Dir>) -> Result<String> {
     }
 }
 
-/// `--expect-current`: exit 2, nothing changed, unless `current` is `want`.
+/// `--expect-current`: exit 2, nothing changed, unless `current` is `want`
+/// (`''`: unless there is no current).
 pub fn check_expected(want: Option<&str>, current: &Option<String>) -> Result<()> {
-    match want {
-        Some(want) if current.as_deref() != Some(want) => Err(usage(format!(
-            "current is {}, not {want} as --expect-current requires; nothing changed",
-            current.as_deref().unwrap_or("(none)")
-        ))),
-        _ => Ok(()),
+    let Some(want) = want else { return Ok(()) };
+    let expected = Some(want).filter(|w| !w.is_empty());
+    if current.as_deref() == expected {
+        return Ok(());
     }
+    Err(usage(format!(
+        "current is {}, not {} as --expect-current requires; nothing changed",
+        current.as_deref().unwrap_or("(none)"),
+        expected.unwrap_or("(none)")
+    )))
 }
 
 fn dry_run(state: Option<&Dir>, to: String, from: Option<String>) -> Result<Outcome> {

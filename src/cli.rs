@@ -60,7 +60,7 @@ pub enum Command {
     /// Point `current` at a release: lock, swap, reload, health check, commit or roll back
     Activate(ActivateArgs),
     /// Copy a directory or unpack a tar, tar.gz or tar.zst archive (a file, or - for stdin) into a new release
-    Stage(StageArgs),
+    Stage(StageCmd),
     /// Stage SOURCE, then activate it
     Deploy(DeployArgs),
     /// Go back to the previous good release (or --to ID), with the same transaction
@@ -195,7 +195,8 @@ pub struct ActivateFlags {
     /// Reload and check even if the release is already active
     #[arg(long)]
     pub force: bool,
-    /// Only activate if `current` is ID right now (compare-and-swap)
+    /// Only activate if `current` is ID right now (compare-and-swap; '' means: only if there is
+    /// no current)
     #[arg(long, value_name = "ID")]
     pub expect_current: Option<String>,
     /// Validate and say what would happen; change nothing
@@ -299,6 +300,16 @@ pub struct StageArgs {
     /// Share files identical to the current release's: auto (reflink where the file system can, else copy), reflink, hardlink, off (default: the config's [stage] dedup, else auto)
     #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true)]
     pub dedup: Option<crate::dedup::DedupMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct StageCmd {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Check the source and say whether it would be staged or is staged already with this
+    /// content (`unchanged`); leave nothing behind
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

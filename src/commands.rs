@@ -80,14 +80,39 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
     let wait = Duration::from_secs(cli.lock_timeout);
     match cli.command {
         Command::Activate(a) => activate(&source, out, a, wait),
-        Command::Stage(s) => {
+        Command::Stage(cmd) => {
+            let s = &cmd.stage;
             let mut app = source.open(s.app.as_deref())?;
             app.config.dedup = s.dedup.unwrap_or(app.config.dedup);
             out.about(&app, s.id.as_deref());
             let shared = shared::combine(&app.config.shared, &s.shared_dirs, &s.shared_files)?;
-            let inputs = inputs(&app, &s)?;
-            let id = stage::stage(&app, &s.source, s.id.as_deref(), &shared, &inputs)?;
-            out.print(json!({"app": app.name, "release": id}), || id.clone());
+            let inputs = inputs(&app, s)?;
+            let id = s.id.as_deref();
+            if cmd.dry_run {
+                let outcome = stage::plan(&app, &s.source, id, &shared, &inputs)?;
+                let label = app.label();
+                out.print(
+                    json!({"app": app.name, "release": id, "outcome": outcome,
+                           "source": s.source}),
+                    || match outcome {
+                        "unchanged" => format!(
+                            "{label}: release {} is already staged with this content",
+                            id.unwrap_or_default()
+                        ),
+                        _ => format!(
+                            "{label}: would stage {} as {}",
+                            s.source.display(),
+                            id.unwrap_or("a new release")
+                        ),
+                    },
+                );
+                return Ok(());
+            }
+            let staged = stage::stage(&app, &s.source, id, &shared, &inputs)?;
+            out.print(
+                json!({"app": app.name, "release": staged.id, "unchanged": staged.unchanged}),
+                || staged.id.clone(),
+            );
             Ok(())
         }
         Command::Deploy(d) => {
@@ -106,7 +131,7 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             }
             // Refuse before staging: a refused deploy must leave no release behind.
             expect_current(&app, &d.flags)?;
-            let id = stage::stage(
+            let staged = stage::stage(
                 &app,
                 &d.stage.source,
                 d.stage.id.as_deref(),
@@ -115,7 +140,7 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
             )?;
             run_activation(
                 &app,
-                &Target::Release(id),
+                &Target::Release(staged.id),
                 &d.flags,
                 wait,
                 Leaving::Keep,
@@ -295,12 +320,12 @@ fn deploy_dry_run(
     out: &Output,
 ) -> Result<()> {
     let (source, id) = (&d.stage.source, d.stage.id.as_deref());
-    stage::check(app, source, id, shared, inputs)?;
     let current = expect_current(app, &d.flags)?;
+    let staging = stage::plan(app, source, id, shared, inputs)?;
     let label = app.label();
     out.print(
         json!({"app": app.name, "root": app.root.path(), "outcome": "would_deploy",
-               "source": source, "release": id, "previous": current}),
+               "stage": staging, "source": source, "release": id, "previous": current}),
         || {
             format!(
                 "{label}: would stage {} as {} and activate it (current: {})",
@@ -338,7 +363,8 @@ fn expect_current(app: &App, f: &cli::ActivateFlags) -> Result<Option<String>> {
 }
 
 fn check_flags(f: &cli::ActivateFlags) -> Result<()> {
-    if let Some(id) = &f.expect_current {
+    // '' is the one value that is not an id: "there is no current".
+    if let Some(id) = f.expect_current.as_deref().filter(|id| !id.is_empty()) {
         release_id::validate(id)?;
     }
     Ok(())

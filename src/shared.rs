@@ -86,7 +86,7 @@ impl SharedPath {
         format!("{} {}", self.origin, self.path.escape_debug())
     }
 
-    fn key(&self) -> Vec<&[u8]> {
+    pub(crate) fn key(&self) -> Vec<&[u8]> {
         self.parts.iter().map(|p| p.as_bytes()).collect()
     }
 }

@@ -42,21 +42,32 @@ enum Source {
     Archive(input::Archive, input::Checks),
 }
 
+/// What `stage` did: a new release, or nothing, because the id was
+/// already staged with exactly this content (so a re-run of a deploy is a
+/// no-op, not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub id: String,
+    pub unchanged: bool,
+}
+
 /// Stage `source` (`-`: an archive on stdin) as a release of `app`, its
-/// `shared` paths linked into `ROOT/shared/` (see [`crate::shared`]);
-/// returns the new release id.
+/// `shared` paths linked into `ROOT/shared/` (see [`crate::shared`]).
 pub fn stage(
     app: &App,
     source: &Path,
     id: Option<&str>,
     shared: &[SharedPath],
     inputs: &Inputs,
-) -> Result<String> {
-    let src = preflight(app, source, id, shared, inputs)?;
+) -> Result<Staged> {
+    let (src, exists) = preflight(app, source, id, shared, inputs)?;
     let fresh = app.root.releases_dir(false)?.is_none();
     let releases = app.root.releases_dir(true)?.expect("created");
     crate::progress::begin();
-    let staged = build(app, &releases, src, source, id, shared, inputs);
+    let staged = match id.filter(|_| exists) {
+        Some(id) => restage(app, &releases, src, source, id, shared, inputs),
+        None => build(app, &releases, src, source, id, shared, inputs),
+    };
     crate::progress::end();
     if staged.is_err() && fresh {
         // A refused first stage leaves the root as it found it (removed
@@ -66,16 +77,42 @@ pub fn stage(
     staged
 }
 
-/// Write, link, flush and publish the release into `releases`.
-fn build(
+/// What `stage --dry-run` found: `would_stage` or `unchanged`.
+pub fn plan(
     app: &App,
-    releases: &Dir,
-    src: Source,
     source: &Path,
     id: Option<&str>,
     shared: &[SharedPath],
     inputs: &Inputs,
-) -> Result<String> {
+) -> Result<&'static str> {
+    let (src, exists) = preflight(app, source, id, shared, inputs)?;
+    let (Some(id), true) = (id, exists) else {
+        return Ok("would_stage");
+    };
+    let releases = app.root.releases_dir(false)?.expect("the release exists");
+    // The only way to know is to read the source as staging would. It is
+    // written to a temp tree (removed on return) without its shared paths,
+    // so `shared/` is not seeded, and compared with them left out.
+    let (tmp, mut m, _) = write_tree(app, &releases, src, source, &[], inputs)?;
+    let mut now = read_existing(&releases, id)?;
+    for path in shared {
+        m.remove(&path.key());
+        now.remove(&path.key());
+    }
+    drop(tmp);
+    same_content(id, &now, &m).map(|()| "unchanged")
+}
+
+/// Write the tree of `src` into a new temp tree under `releases`, shared
+/// paths linked: the tree, its manifest and what dedup shared.
+fn write_tree<'r>(
+    app: &App,
+    releases: &'r Dir,
+    src: Source,
+    source: &Path,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<(TempTree<'r>, Manifest, Dedup)> {
     let tmp = TempTree::create(releases)?;
     // Files identical to the current release's share its data.
     let mut dedup = Dedup::open(&app.root, releases, tmp.fd(), app.config.dedup)?;
@@ -113,6 +150,69 @@ fn build(
     crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
     rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
         .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
+    Ok((tmp, m, dedup))
+}
+
+/// Stage an id that exists already: unchanged if `source` gives exactly
+/// the tree that is there now (compared with a fresh read of the release,
+/// not with its record), refused otherwise. Nothing is published either way.
+fn restage(
+    app: &App,
+    releases: &Dir,
+    src: Source,
+    source: &Path,
+    id: &str,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<Staged> {
+    let (tmp, m, _) = write_tree(app, releases, src, source, shared, inputs)?;
+    let now = read_existing(releases, id)?;
+    drop(tmp);
+    same_content(id, &now, &m)?;
+    crate::log::info(&format!(
+        "{}: release {id} is already staged with this content",
+        app.label()
+    ));
+    Ok(Staged {
+        id: id.to_string(),
+        unchanged: true,
+    })
+}
+
+/// The release `id` as it is now, read through handles.
+fn read_existing(releases: &Dir, id: &str) -> Result<Manifest> {
+    match releases.open_dir(id)? {
+        Some(dir) => manifest::scan(&dir),
+        None => Err(Error::Operational(anyhow::anyhow!(
+            "release {id} was removed while it was compared; stage again"
+        ))),
+    }
+}
+
+/// Refuse (exit 2) unless the release `id`, read as `now`, is what the
+/// source gave (`new`).
+fn same_content(id: &str, now: &Manifest, new: &Manifest) -> Result<()> {
+    let diffs = manifest::diff(now, new);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "release {id} already exists with different content: {}; stage it under another id",
+        manifest::summary(&diffs)
+    )))
+}
+
+/// Write, link, flush and publish the release into `releases`.
+fn build(
+    app: &App,
+    releases: &Dir,
+    src: Source,
+    source: &Path,
+    id: Option<&str>,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<Staged> {
+    let (tmp, m, dedup) = write_tree(app, releases, src, source, shared, inputs)?;
     // One flush for the whole tree, before the rename that publishes it:
     // a release id never names data still in the page cache.
     rfs::syncfs(tmp.fd()).map_err(|e| io_error(e, "flushing the staged tree".into()))?;
@@ -164,19 +264,10 @@ fn build(
         dedup.record().as_ref(),
     );
     crate::log::info(&format!("{}: staged release {final_id}", app.label()));
-    Ok(final_id)
-}
-
-/// What `stage` would refuse before creating anything; `deploy --dry-run`
-/// runs only this, since staging itself changes the disk.
-pub fn check(
-    app: &App,
-    source: &Path,
-    id: Option<&str>,
-    shared: &[SharedPath],
-    inputs: &Inputs,
-) -> Result<()> {
-    preflight(app, source, id, shared, inputs).map(drop)
+    Ok(Staged {
+        id: final_id,
+        unchanged: false,
+    })
 }
 
 /// Everything that can be refused is refused before anything is created
@@ -188,14 +279,13 @@ fn preflight(
     id: Option<&str>,
     shared: &[SharedPath],
     inputs: &Inputs,
-) -> Result<Source> {
+) -> Result<(Source, bool)> {
     crate::shared::check(&app.root, shared)?;
+    let mut exists = false;
     if let Some(id) = id {
         crate::release_id::validate(id)?;
         if let Some(releases) = app.root.releases_dir(false)? {
-            if releases.stat(id)?.is_some() {
-                return Err(usage(format!("release {id} already exists")));
-            }
+            exists = releases.stat(id)?.is_some();
         }
     }
     let src = open_source(source, inputs)?;
@@ -210,7 +300,7 @@ fn preflight(
             )));
         }
     }
-    Ok(src)
+    Ok((src, exists))
 }
 
 /// Open the source once (the operator named it: a symlink at the top is

@@ -113,6 +113,18 @@ fn every_document_matches_the_schema() {
         .args(["--app", "web", "--id", "s1", "--meta", "by=ci"]);
     docs.add("stage", &c.ok());
     let mut c = d.cmd_config();
+    c.args(["--json", "stage"])
+        .arg(&src)
+        .args(["--app", "web", "--id", "s1"]);
+    docs.add("stage unchanged", &c.ok());
+    for id in [&["--id", "s1"][..], &["--id", "s2"], &[]] {
+        let mut c = d.cmd_config();
+        c.args(["--json", "stage", "--dry-run", "--app", "web"])
+            .arg(&src)
+            .args(id);
+        docs.add("stage dry-run", &c.ok());
+    }
+    let mut c = d.cmd_config();
     c.arg("--json")
         .arg("deploy")
         .arg(&src)

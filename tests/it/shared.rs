@@ -599,3 +599,51 @@ fn a_seed_is_copied_when_shared_is_another_file_system() {
     assert_eq!(link(&d, "releases/r1/storage"), "../../shared/storage");
     d.cmd().args(["verify", "r1"]).ok();
 }
+
+/// A re-run of the same stage with shared paths is `unchanged` (the links
+/// are part of the release, what is behind them is not), and a dry run
+/// neither seeds `shared/` on a fresh root nor touches it later.
+#[test]
+fn restaging_and_dry_runs_leave_shared_alone() {
+    let d = Dir::new();
+    let src = laravel(&d, "src", "v1");
+    let flags = ["--shared-dir", "storage", "--shared-file", ".env"];
+    let fresh = Tree::of(&d.root());
+    let r = d
+        .cmd()
+        .args(["--json", "stage", "--dry-run", "--id", "v1"])
+        .args(flags)
+        .arg(&src)
+        .ok()
+        .json();
+    assert_eq!(r["outcome"], "would_stage", "{r}");
+    fresh.assert_same(&Tree::of(&d.root()), "a dry run on a fresh root");
+    assert!(!d.path("shared").exists(), "a dry run seeded shared/");
+
+    d.cmd()
+        .args(["stage", "--id", "v1"])
+        .args(flags)
+        .arg(&src)
+        .ok();
+    // The app writes into shared/ and the build changes what it ships there:
+    // neither is part of the release.
+    std::fs::write(d.path("shared/storage/app/upload.bin"), "data").unwrap();
+    std::fs::write(src.join("storage/app/seed.txt"), "another seed\n").unwrap();
+    std::fs::write(src.join(".env"), "APP_NAME=other\n").unwrap();
+    let before = Tree::of(&d.root());
+    for dry in [true, false] {
+        let mut cmd = d.cmd();
+        cmd.args(["--json", "stage", "--id", "v1"])
+            .args(flags)
+            .arg(&src);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let r = cmd.ok().json();
+        let said = if dry { &r["outcome"] } else { &r["unchanged"] };
+        let want: serde_json::Value = if dry { "unchanged".into() } else { true.into() };
+        assert_eq!(said, &want, "dry run {dry}: {r}");
+        before.assert_same(&Tree::of(&d.root()), "re-staging with shared paths");
+    }
+    no_temp_trees(&d);
+}

@@ -421,3 +421,130 @@ fn a_terminal_sees_progress_a_pipe_does_not() {
     let piped = d.cmd().arg("stage").arg(&src).args(["--id", "t3"]).ok();
     assert!(!piped.stderr.contains("staging: "), "{piped}");
 }
+
+/// Staging an id again with the same content is a no-op that says so
+/// (`unchanged`), so a deploy can be re-run; other content under that id is
+/// refused, naming what differs, and nothing changes either way.
+#[test]
+fn staging_an_existing_id_again_is_unchanged_or_refused() {
+    let d = Dir::new();
+    let src = source(&d);
+    let first = d
+        .cmd()
+        .args(["--json", "stage", "--id", "r1"])
+        .arg(&src)
+        .ok()
+        .json();
+    assert_eq!(first["unchanged"], false, "{first}");
+    let before = Tree::of(&d.root());
+
+    let again = d
+        .cmd()
+        .args(["--json", "stage", "--id", "r1"])
+        .arg(&src)
+        .ok()
+        .json();
+    assert_eq!(
+        (&again["release"], &again["unchanged"]),
+        (&"r1".into(), &true.into()),
+        "{again}"
+    );
+    before.assert_same(&Tree::of(&d.root()), "an unchanged re-stage");
+
+    // An archive, compressed or not, is the same content as its tree.
+    let tar = d.outside().join("same.tar");
+    make_tar(&tar, &entries(), false);
+    let tgz = d.outside().join("same.tar.gz");
+    make_tar(&tgz, &entries(), true);
+    d.cmd().args(["stage", "--id", "r2"]).arg(&tar).ok();
+    let before = Tree::of(&d.root());
+    let r = d
+        .cmd()
+        .args(["--json", "stage", "--id", "r2"])
+        .arg(&tgz)
+        .ok()
+        .json();
+    assert_eq!(r["unchanged"], true, "{r}");
+    before.assert_same(
+        &Tree::of(&d.root()),
+        "an unchanged re-stage from an archive",
+    );
+
+    // One mode bit is a different release.
+    std::fs::set_permissions(src.join("run.sh"), PermissionsExt::from_mode(0o700)).unwrap();
+    let run = d.cmd().args(["stage", "--id", "r1"]).arg(&src).expect(2);
+    let line = run.one_line_error();
+    assert!(
+        line.contains("r1 already exists with different content") && line.contains("run.sh"),
+        "{line}"
+    );
+    before.assert_same(&Tree::of(&d.root()), "a refused re-stage");
+    no_temp_trees(&d);
+}
+
+/// `stage --dry-run` reads the source and tells `would_stage` from
+/// `unchanged` without leaving anything, not even `releases/`.
+#[test]
+fn stage_dry_run_changes_nothing() {
+    let d = Dir::new();
+    let src = source(&d);
+    let before = Tree::of(&d.root());
+    let r = d
+        .cmd()
+        .args(["--json", "stage", "--dry-run", "--id", "r1"])
+        .arg(&src)
+        .ok()
+        .json();
+    assert_eq!(r["outcome"], "would_stage", "{r}");
+    before.assert_same(&Tree::of(&d.root()), "a dry run on an empty root");
+    assert!(!d.path("releases").exists(), "a dry run created releases/");
+
+    d.cmd().args(["stage", "--id", "r1"]).arg(&src).ok();
+    let before = Tree::of(&d.root());
+    let r = d
+        .cmd()
+        .args(["--json", "stage", "--dry-run", "--id", "r1"])
+        .arg(&src)
+        .ok()
+        .json();
+    assert_eq!(r["outcome"], "unchanged", "{r}");
+    std::fs::write(src.join("sub/new"), "x").unwrap();
+    let run = d
+        .cmd()
+        .args(["stage", "--dry-run", "--id", "r1"])
+        .arg(&src)
+        .expect(2);
+    assert!(
+        run.one_line_error().contains("added sub/new"),
+        "{}",
+        run.one_line_error()
+    );
+    before.assert_same(&Tree::of(&d.root()), "dry runs of a staged id");
+    no_temp_trees(&d);
+}
+
+/// `--expect-current ''` is "only if nothing is current yet": the guard a
+/// first deploy on a fleet host needs.
+#[test]
+fn expect_current_empty_means_no_current() {
+    let d = Dir::new();
+    d.releases(&["r1", "r2"]);
+    d.cmd()
+        .args(["activate", "r1", "--no-health", "--expect-current", ""])
+        .ok();
+    assert_eq!(d.current().as_deref(), Some("r1"));
+    let before = d.tree().without(".releasectl/lock");
+    let run = d
+        .cmd()
+        .args(["activate", "r2", "--no-health", "--expect-current", ""])
+        .expect(2);
+    assert!(
+        run.one_line_error().contains("current is r1, not (none)"),
+        "{}",
+        run.one_line_error()
+    );
+    before.assert_same(
+        &d.tree().without(".releasectl/lock"),
+        "a refused activation",
+    );
+}
