@@ -114,7 +114,7 @@ notes:
 requirements:
   - releasectl on the managed host
 author:
-  - releasectl authors
+  - releasectl maintainers <releasectl@lists.example.org> (!UNKNOWN)
 '''
 
 EXAMPLES = r'''
