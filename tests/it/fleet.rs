@@ -48,6 +48,7 @@ fn rollouts_across_three_real_hosts() {
         ran += 1;
         eprintln!("=== {name}");
         let t = Instant::now();
+        fleet.revive();
         let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&mut fleet, &ans)));
         let took = t.elapsed();
         match outcome {

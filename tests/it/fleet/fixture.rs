@@ -211,6 +211,24 @@ impl Fleet {
         Some(fleet)
     }
 
+    /// Boot again any host a failed scenario left powered off, with its
+    /// stock app config, so the next scenario starts from a whole fleet.
+    pub fn revive(&mut self) {
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].c.is_booted() {
+                continue;
+            }
+            let h = &mut self.hosts[i];
+            eprintln!("fleet: booting {} again", h.name);
+            h.c.write(
+                &format!("/etc/releasectl/{APP}.toml"),
+                app_config(h.http_port, ""),
+            );
+            h.c.boot();
+            self.wait_ssh(&self.hosts[i]);
+        }
+    }
+
     pub fn key(&self) -> PathBuf {
         self.tmp.path().join("id_ed25519")
     }
@@ -453,4 +471,10 @@ pub fn http_get(port: u16) -> std::io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((code, body.to_string()))
+}
+
+/// The journal of `unit` inside `c` (synced first), message text only.
+pub fn journal(c: &Container, unit: &str) -> String {
+    c.journal_sync();
+    c.run_text(&format!("journalctl --no-pager -o cat -b -u '{unit}'"))
 }

@@ -184,6 +184,11 @@ impl Container {
         c
     }
 
+    /// Whether the container is running (booted and not powered off).
+    pub fn is_booted(&self) -> bool {
+        self.nspawn.is_some()
+    }
+
     /// The host path of `inside` (an absolute path in the container). Writes
     /// there are seen inside, before and after boot, except under the
     /// container's own tmpfs mounts (/tmp, /run, /dev).
