@@ -12,6 +12,9 @@
 //! `RELEASECTL_FLEET_SCENARIOS=happy,check` runs only scenarios whose names
 //! start with one of the given prefixes.
 //!
+//! `collection_passes_ansible_test_sanity` runs ansible-test's sanity tests
+//! on the collection, beside the scenarios (it needs no host).
+//!
 //! Needs root, systemd-nspawn, openssh-server, nginx, the built .deb
 //! (`packaging/build.sh`) and the Ansible venv (`target/ansible-venv`, or
 //! `RELEASECTL_ANSIBLE_VENV`; `.ci/run` makes it): skipped with a message
@@ -65,4 +68,14 @@ fn rollouts_across_three_real_hosts() {
         "RELEASECTL_FLEET_SCENARIOS={only:?} matches no scenario"
     );
     assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+}
+
+/// `ansible-test sanity` passes for the collection. A test of its own: it
+/// needs no host, so it runs beside the scenarios.
+#[test]
+fn collection_passes_ansible_test_sanity() {
+    let Some(venv) = ansible::venv_or_skip() else {
+        return;
+    };
+    ansible::sanity(&venv);
 }

@@ -158,23 +158,11 @@ impl Ansible {
         self.dir.path().join(rel)
     }
 
-    /// A command from the venv with a clean environment.
+    /// A command from the venv with a clean environment and our config.
     pub fn cmd(&self, tool: &str) -> Command {
-        let mut c = Command::new(self.venv.join("bin").join(tool));
-        c.env_clear()
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    self.venv.join("bin").display()
-                ),
-            )
-            .env("HOME", self.path("home"))
-            .env("LANG", "C.UTF-8")
-            .env("LC_ALL", "C.UTF-8")
-            .env("ANSIBLE_CONFIG", self.path("ansible.cfg"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
+        let mut c = venv_cmd(&self.venv, &self.path("home"), tool);
+        c.env("ANSIBLE_CONFIG", self.path("ansible.cfg"))
+            .current_dir(self.dir.path());
         c
     }
 
@@ -270,6 +258,25 @@ impl Ansible {
     }
 }
 
+/// `VENV/bin/TOOL` with nothing from this process's environment but a PATH,
+/// HOME and a UTF-8 locale (Ansible refuses others).
+fn venv_cmd(venv: &Path, home: &Path, tool: &str) -> Command {
+    let mut c = Command::new(venv.join("bin").join(tool));
+    c.env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                venv.join("bin").display()
+            ),
+        )
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null());
+    c
+}
+
 fn unique() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -287,12 +294,16 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 /// `ansible-test sanity` over a git-less copy of the collection, laid out as
-/// ansible-test needs it (`…/ansible_collections/releasectl/fleet`), with
-/// the venv's own Python (no Docker).
-pub fn sanity(ans: &Ansible) {
-    let top = ans.path("sanity");
-    let dest = top.join("ansible_collections/releasectl/fleet");
-    let _ = std::fs::remove_dir_all(&top);
+/// ansible-test needs it (`…/ansible_collections/releasectl/fleet`), each
+/// test in a venv of its own (`--venv`, no Docker). Those venvs are kept in
+/// `target/ansible-test-home` between runs: building them is most of the
+/// first run's time.
+pub fn sanity(venv: &Path) {
+    let tmp = tempfile::Builder::new()
+        .prefix("rctl-sanity")
+        .tempdir()
+        .unwrap();
+    let dest = tmp.path().join("ansible_collections/releasectl/fleet");
     std::fs::create_dir_all(&dest).unwrap();
     let out = Command::new("cp")
         .arg("-a")
@@ -302,13 +313,24 @@ pub fn sanity(ans: &Ansible) {
         .unwrap();
     assert!(out.status.success(), "cp: {}", text(&out));
     let _ = std::fs::remove_dir_all(dest.join("tests/output"));
-    let out = ans
-        .cmd("ansible-test")
+    // ansible-test bootstraps pip in its venvs with a script from a host
+    // outside the package registries; the collection ships a stand-in that
+    // uses the interpreter's own ensurepip (ansible/tools/).
+    let home = repo().join("target/ansible-test-home");
+    let cache = home.join(".ansible/test/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let pip = pip_version(venv);
+    std::fs::copy(
+        repo().join("ansible/tools/get-pip-from-ensurepip.py"),
+        cache.join(format!("get_pip_{}.py", pip.replace('.', "_"))),
+    )
+    .expect("copy ansible/tools/get-pip-from-ensurepip.py");
+    let out = venv_cmd(venv, &home, "ansible-test")
         .args(SANITY_ARGS)
         .current_dir(&dest)
         .output()
         .expect("run ansible-test");
-    println!("ansible-test sanity:\n{}", tail(&text(&out), 60));
+    println!("ansible-test sanity:\n{}", tail(&text(&out), 40));
     assert!(
         out.status.success(),
         "ansible-test sanity failed ({}):\n{}",
@@ -317,5 +339,25 @@ pub fn sanity(ans: &Ansible) {
     );
 }
 
-/// The arguments of `ansible-test` (as ansible/README.md gives them).
-pub const SANITY_ARGS: &[&str] = &["sanity", "--local", "--color", "no"];
+/// The arguments of `ansible-test`.
+pub const SANITY_ARGS: &[&str] = &["sanity", "--venv", "--python", "3.11", "--color", "no"];
+
+/// The pip version ansible-test bootstraps in its venvs.
+fn pip_version(venv: &Path) -> String {
+    let lib = venv.join("lib");
+    let file = std::fs::read_dir(&lib)
+        .expect("venv lib")
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            e.path()
+                .join("site-packages/ansible_test/_internal/python_requirements.py")
+        })
+        .find(|p| p.is_file())
+        .expect("ansible_test in the venv");
+    let text = std::fs::read_to_string(file).unwrap();
+    text.split("pip='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the pip version in ansible_test")
+        .to_string()
+}

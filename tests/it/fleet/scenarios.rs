@@ -40,7 +40,6 @@ pub const ALL: &[(&str, Scenario)] = &[
         "two_rollouts_at_once_one_wins",
         two_rollouts_at_once_one_wins,
     ),
-    ("sanity_of_the_collection", sanity_of_the_collection),
 ];
 
 /// Every host: `current` is `release`, nginx serves it, status exits 0 with
@@ -387,8 +386,4 @@ fn two_rollouts_at_once_one_wins(fleet: &mut Fleet, ans: &Ansible) {
         assert_consistent(h);
     }
     assert_all_on(fleet, winner);
-}
-
-fn sanity_of_the_collection(_fleet: &mut Fleet, ans: &Ansible) {
-    super::ansible::sanity(ans);
 }
