@@ -18,6 +18,9 @@ description:
   - With O(state=query) it reads C(status) and C(list) and changes nothing.
   - With O(state=staged) it stages O(src) as release O(release). Staging the same content
     under the same id again is not a change; different content under an existing id fails.
+  - With O(state=staged) and O(artifact) instead of O(src), the archive comes from the
+    controller. The controller hashes it, puts it in the remote temporary directory and
+    stages it from there with C(--sha256) in the same module run, then removes it.
   - With O(state=active) it activates O(release); with O(state=rolled_back) it goes back
     to the previous good release, or to O(release).
   - O(expect_current) makes the switch a compare-and-swap. releasectl refuses, changing
@@ -64,11 +67,27 @@ options:
   src:
     description:
       - Directory or C(.tar), C(.tar.gz) or C(.tar.zst) archive on the managed host to stage.
-      - Required for O(state=staged).
+      - For O(state=staged) one of O(src) and O(artifact) is required.
+    type: path
+  artifact:
+    description:
+      - A C(.tar), C(.tar.gz) or C(.tar.zst) archive on the controller to stage, with
+        O(state=staged). A relative path is searched for the way M(ansible.builtin.copy)
+        searches for its C(src) (a C(files/) directory, then the playbook's directory). A
+        vault-encrypted file is decrypted first.
+      - The controller computes its SHA-256 and transfers it into Ansible's remote temporary
+        directory (C(remote_tmp)), which is removed after the run; the file keeps its name,
+        from which releasectl tells the archive format. Nothing is kept on the host but the
+        staged release.
+      - The transfer happens in check mode too (it changes nothing on the host), so that
+        C(stage --dry-run) can compare the content with a release already staged under
+        the same id.
+      - Not with async.
     type: path
   sha256:
     description:
       - Expected SHA-256 (hex) of the O(src) archive; releasectl refuses other bytes.
+      - With O(artifact), the controller computes it; if given, it must match the artifact.
     type: str
   meta:
     description:
@@ -96,6 +115,17 @@ options:
       - Seconds to wait for the app's lock (C(--lock-timeout)); releasectl's default is 60.
     type: int
 attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+    details: O(artifact) is read, hashed and transferred by the controller.
+  async:
+    description: Supports being used with the C(async) keyword.
+    support: partial
+    details: Not with O(artifact).
+  bypass_host_loop:
+    description: Forces a 'global' task that does not execute per host.
+    support: none
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
@@ -132,6 +162,13 @@ EXAMPLES = r'''
     sha256: "{{ artifact_sha256 }}"
     meta:
       git: 3f9c2e1
+
+- name: Copy an archive from the controller and stage it as release v2, in one module run
+  releasectl.fleet.release:
+    app: web
+    state: staged
+    release: v2
+    artifact: build/web.tar.zst
 
 - name: Switch to v2, but only if v1 is still what is live
   releasectl.fleet.release:
@@ -370,6 +407,7 @@ def main():
             state=dict(type='str', default='query', choices=['query', 'staged', 'active', 'rolled_back']),
             release=dict(type='str'),
             src=dict(type='path'),
+            artifact=dict(type='path'),
             sha256=dict(type='str'),
             meta=dict(type='dict'),
             expect_current=dict(type='str'),
@@ -377,14 +415,19 @@ def main():
             no_reload=dict(type='bool', default=False),
             lock_timeout=dict(type='int'),
         ),
-        mutually_exclusive=[('app', 'root'), ('root', 'config_dir')],
+        mutually_exclusive=[('app', 'root'), ('root', 'config_dir'), ('src', 'artifact')],
         required_if=[
-            ('state', 'staged', ('release', 'src')),
+            ('state', 'staged', ('release',)),
+            ('state', 'staged', ('src', 'artifact'), True),
             ('state', 'active', ('release',)),
         ],
         supports_check_mode=True,
     )
     state = module.params['state']
+    if module.params['artifact'] is not None:
+        # The action plugin of the same name replaces it with src before the module runs.
+        module.fail_json(msg='artifact is handled on the controller by the action plugin '
+                             'releasectl.fleet.release; call the module through it')
     ctl = Releasectl(module)
     before = after = result = None
     try:
