@@ -77,6 +77,20 @@ impl Run {
         map
     }
 
+    /// `TASK [name]: changed: [host]` for every change the play reported.
+    pub fn changes(&self) -> Vec<String> {
+        let mut task = "";
+        let mut v = Vec::new();
+        for line in self.out.lines() {
+            if let Some(t) = line.strip_prefix("TASK [") {
+                task = t.split("] ").next().unwrap_or(t);
+            } else if line.starts_with("changed: ") {
+                v.push(format!("TASK [{task}]: {line}"));
+            }
+        }
+        v
+    }
+
     pub fn count(&self, host: &str, what: &str) -> u64 {
         self.recap()
             .get(host)
@@ -185,9 +199,19 @@ impl Ansible {
 
     pub fn artifact_with(&self, release: &str, content: &str) -> PathBuf {
         let src = self.path(&format!("art/src-{release}"));
+        let tarball = self.path(&format!("art/{release}.tar.gz"));
+        // The same artifact for the same release: a re-run ships the same
+        // bytes (tar records mtimes, so a rebuilt tarball would differ).
+        if tarball.exists()
+            && std::fs::read_to_string(src.join("index.html"))
+                .ok()
+                .as_deref()
+                == Some(content)
+        {
+            return tarball;
+        }
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("index.html"), content).unwrap();
-        let tarball = self.path(&format!("art/{release}.tar.gz"));
         let out = Command::new("tar")
             .arg("-czf")
             .arg(&tarball)

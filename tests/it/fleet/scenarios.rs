@@ -347,7 +347,7 @@ fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &An
             0,
             "{}: a rerun of the same release reported a change:\n{}",
             h.name,
-            tail(&run.out, 60)
+            run.changes().join("\n")
         );
     }
     assert_all_on(fleet, "c2");
