@@ -318,8 +318,9 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 /// `ansible-test sanity` over a git-less copy of the collection, laid out as
-/// ansible-test needs it (`…/ansible_collections/releasectl/fleet`), each
-/// test in a venv of its own (`--venv`, no Docker). Those venvs are kept in
+/// ansible-test needs it (`…/ansible_collections/releasectl/fleet`), with
+/// the venv's ansible-test (`--local`: no Docker; each test still gets a
+/// virtualenv of its own). Those venvs are kept in
 /// `target/ansible-test-home` between runs: building them is most of the
 /// first run's time.
 pub fn sanity(venv: &Path) {
@@ -363,8 +364,8 @@ pub fn sanity(venv: &Path) {
     );
 }
 
-/// The arguments of `ansible-test`.
-pub const SANITY_ARGS: &[&str] = &["sanity", "--venv", "--python", "3.11", "--color", "no"];
+/// The arguments of `ansible-test`, as ansible/README.md gives them.
+pub const SANITY_ARGS: &[&str] = &["sanity", "--local", "--python", "3.11", "--color", "no"];
 
 /// The pip version ansible-test bootstraps in its venvs.
 fn pip_version(venv: &Path) -> String {
