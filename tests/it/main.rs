@@ -16,6 +16,7 @@ mod bad_input;
 mod completion;
 mod crash;
 mod dedup;
+mod fleet;
 mod inputs;
 mod json_schema;
 mod locking;

@@ -62,7 +62,15 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             private_network: true,
-            mask: vec!["postgresql.service".into(), "postgresql@.service".into()],
+            // ssh: the machine has openssh-server for the fleet hosts
+            // (tests/it/fleet), which enable it on their own ports; anywhere
+            // else it would only slow boot down.
+            mask: vec![
+                "postgresql.service".into(),
+                "postgresql@.service".into(),
+                "ssh.service".into(),
+                "ssh.socket".into(),
+            ],
             bind_ro: Vec::new(),
             boot_timeout: Duration::from_secs(180),
         }
@@ -174,6 +182,11 @@ impl Container {
             c.mask(&unit);
         }
         c
+    }
+
+    /// Whether the container is running (booted and not powered off).
+    pub fn is_booted(&self) -> bool {
+        self.nspawn.is_some()
     }
 
     /// The host path of `inside` (an absolute path in the container). Writes
