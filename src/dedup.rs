@@ -261,19 +261,35 @@ impl Dedup {
             mode,
             size,
         } = new;
-        let (old, len) = match self.candidate(parts, mode, size) {
-            Some(found) => found,
-            None => {
-                let mut out = File::from(create().map_err(Failure::Create)?);
-                let (size, sha256) = manifest::copy_hashing(input, &mut out)?;
-                self.count(size, false);
-                return Ok(Written {
-                    size,
-                    sha256,
-                    file: Some(out),
-                });
-            }
+        let Some((old, len)) = self.candidate(parts, mode, size) else {
+            let mut out = File::from(create().map_err(Failure::Create)?);
+            let (size, sha256) = manifest::copy_hashing(input, &mut out)?;
+            self.count(size, false);
+            return Ok(Written {
+                size,
+                sha256,
+                file: Some(out),
+            });
         };
+        // The progress line counts this file as copy_hashing counts the others.
+        let written = self.share(old, len, dir, name, input, create);
+        if written.is_ok() {
+            crate::progress::file();
+        }
+        written
+    }
+
+    /// Write the new file from `input`: a clone of (or link to) `old`, of
+    /// `len` bytes, when every byte matches, else a copy.
+    fn share(
+        &mut self,
+        old: File,
+        len: u64,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        input: &mut dyn Read,
+        create: &dyn Fn() -> std::result::Result<OwnedFd, Error>,
+    ) -> std::result::Result<Written, Failure> {
         let mut hasher = Sha256::new();
         let mut bufs = std::mem::take(&mut self.bufs);
         bufs.resize(2 * CHUNK, 0);
@@ -286,6 +302,7 @@ impl Dedup {
                 break (off != len, 0);
             }
             hasher.update(&buf[..n]);
+            crate::progress::bytes(n as u64);
             let got = read_full_at(&old, &mut theirs[..n], off)?;
             if got != n || buf[..n] != theirs[..n] {
                 break (true, n);
@@ -305,6 +322,7 @@ impl Dedup {
                     break;
                 }
                 hasher.update(&buf[..n]);
+                crate::progress::bytes(n as u64);
                 out.write_all(&buf[..n])?;
                 size += n as u64;
             }
