@@ -24,7 +24,7 @@ hardlink` from the directory: medians of wall and CPU time, the ratios
 dedup / full, and the new blocks each stage took (statvfs before and after,
 flushed) as a share of the tree's size, with what they are made of.
 
-Usage: bench/stage-bench.py target/release/releasectl [--files 30000] [--rounds 5] [--dir /var/tmp]
+Usage: bench/stage-bench.py target/release/releasectl [--files 30000] [--rounds 5] [--dir /var/tmp] [--dedup-only]
 """
 
 import argparse
@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--files", type=int, default=30000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--dedup-only", action="store_true",
+                    help="skip the comparison with tar and cp on --dir; run only the dedup case")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     work = tempfile.mkdtemp(prefix="rctl-stage-bench-", dir=a.dir)
@@ -116,6 +118,9 @@ def main():
             results[kind].append(w)
 
         kinds = list(results)
+        if a.dedup_only:
+            dedup_case(binary, work, src, size, a)
+            return
         run_one("tar_sync")  # warm the caches once, unmeasured
         results["tar_sync"].clear()
         for rnd in range(a.rounds):
