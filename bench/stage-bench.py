@@ -19,16 +19,18 @@ Then, as root with mkfs.xfs (else skipped, saying why), the dedup case on
 an XFS image with reflink, loop-mounted: a release differing from the
 current one in 1 % of its files (same sizes, one byte changed in each),
 staged with `--dedup auto` (reflinks) vs `--dedup off` (a full stage of
-the same tree), from the directory and from .tar.zst: medians, the ratio
-dedup / full, and the new blocks the dedup stage took (statvfs before and
-after, flushed) as a share of the tree's size.
+the same tree), from the directory and from .tar.zst, and with `--dedup
+hardlink` from the directory: medians of wall and CPU time, the ratios
+dedup / full, and the new blocks each stage took (statvfs before and after,
+flushed) as a share of the tree's size, with what they are made of.
 
-Usage: bench/stage-bench.py target/release/releasectl [--files 30000] [--rounds 5] [--dir /var/tmp]
+Usage: bench/stage-bench.py target/release/releasectl [--files 30000] [--rounds 5] [--dir /var/tmp] [--dedup-only]
 """
 
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,6 +78,8 @@ def main():
     ap.add_argument("--files", type=int, default=30000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--dedup-only", action="store_true",
+                    help="skip the comparison with tar and cp on --dir; run only the dedup case")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     work = tempfile.mkdtemp(prefix="rctl-stage-bench-", dir=a.dir)
@@ -114,6 +118,9 @@ def main():
             results[kind].append(w)
 
         kinds = list(results)
+        if a.dedup_only:
+            dedup_case(binary, work, src, size, a)
+            return
         run_one("tar_sync")  # warm the caches once, unmeasured
         results["tar_sync"].clear()
         for rnd in range(a.rounds):
@@ -138,10 +145,32 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def used_bytes(path):
+def fs_usage(path):
+    """Bytes and inodes in use on the file system of `path`, flushed."""
     subprocess.run(["sync", "-f", path], check=True)
     st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
+    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_files - st.f_ffree
+
+
+def quiesce(mnt):
+    """Flush the file system and let it finish deferred work (XFS frees a
+    removed file's inode and extents in the background, after `rm` has
+    returned): freezing it drains that, so the removal of one round's
+    release is not billed to the next stage measured."""
+    subprocess.run(["sync", "-f", mnt], check=True)
+    if shutil.which("fsfreeze"):
+        frozen = subprocess.run(["fsfreeze", "-f", mnt], stderr=subprocess.DEVNULL).returncode == 0
+        if frozen:
+            subprocess.run(["fsfreeze", "-u", mnt], check=True)
+
+
+def cpu_of(argv):
+    """Wall seconds, CPU seconds (user + system, children) and peak RSS of argv."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, kib = timed(argv, True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, kib
 
 
 def dedup_case(binary, work, src, size, a):
@@ -154,11 +183,13 @@ def dedup_case(binary, work, src, size, a):
     names = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(src2) for f in fs)
     rng = random.Random(11)
     changed = rng.sample(names, max(1, len(names) // 100))
+    changed_bytes = 0
     for p in changed:
         with open(p, "r+b") as f:
             b = f.read(1)
             f.seek(0)
             f.write(bytes([b[0] ^ 0xFF]))
+        changed_bytes += -(-os.path.getsize(p) // 4096) * 4096
     archive2 = os.path.join(work, "app2.tar.zst")
     subprocess.run(["tar", "--zstd", "-cf", archive2, "-C", src2, "."], check=True, env=ENV)
     img, mnt = os.path.join(work, "xfs.img"), os.path.join(work, "xfs")
@@ -167,38 +198,69 @@ def dedup_case(binary, work, src, size, a):
         f.truncate(max(2 << 30, 4 * size))
     subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", img], check=True)
     subprocess.run(["mount", "-o", "loop", img, mnt], check=True)
+    info = subprocess.run(["xfs_info", mnt], capture_output=True, text=True).stdout
+    isize = int(info.split("isize=")[1].split()[0]) if "isize=" in info else 0
     try:
         root = os.path.join(mnt, "root")
         os.mkdir(root)
         q = [binary, "-q", "--root", root]
         subprocess.run(q + ["stage", src, "--id", "base"], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(q + ["activate", "base", "--no-reload", "--no-health"], check=True)
-        res = {k: [] for k in ["full_dir", "dedup_dir", "full_zst", "dedup_zst"]}
-        new_blocks, rss = [], []
+        # full_*: --dedup off, the same tree written in full; dedup_*:
+        # --dedup auto (reflinks here); link_dir: --dedup hardlink, which
+        # creates no inode for an unchanged file (the floor of per-file work).
+        modes = {"full_dir": "off", "dedup_dir": "auto", "link_dir": "hardlink",
+                 "full_zst": "off", "dedup_zst": "auto"}
+        res = {k: [] for k in modes}
+        cpu = {k: [] for k in modes}
+        grew = {k: [] for k in modes}
+        inodes = {k: [] for k in modes}
+        record = {k: [] for k in modes}
+        rss = []
+        kinds = list(modes)
         for rnd in range(max(3, a.rounds)):
-            kinds = list(res)
-            order = kinds[rnd % 4:] + kinds[:rnd % 4]
+            # Rotate, and reverse every other round, so that no kind always
+            # follows the same one.
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            if rnd % 2:
+                order.reverse()
             for k in order:
                 id_ = f"{k}-{rnd}"
                 source = src2 if k.endswith("dir") else archive2
-                mode = "auto" if k.startswith("dedup") else "off"
-                before = used_bytes(mnt)
-                w, r = timed(q + ["stage", source, "--id", id_, "--dedup", mode], True)
+                quiesce(mnt)
+                before, ino_before = fs_usage(mnt)
+                w, c, r = cpu_of(q + ["stage", source, "--id", id_, "--dedup", modes[k]])
                 res[k].append(w)
-                if k.startswith("dedup"):
-                    new_blocks.append((used_bytes(mnt) - before) / size)
+                cpu[k].append(c)
+                after, ino_after = fs_usage(mnt)
+                grew[k].append((after - before) / size)
+                inodes[k].append(ino_after - ino_before)
+                record[k].append(os.path.getsize(os.path.join(root, "releases", ".staged", id_)))
+                if modes[k] != "off":
                     rss.append(r)
                 shutil.rmtree(os.path.join(root, "releases", id_))
                 os.unlink(os.path.join(root, "releases", ".staged", id_))
-                subprocess.run(["sync", "-f", mnt], check=True)
         med = {k: statistics.median(v) for k, v in res.items()}
+        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
         print(f"dedup: {len(changed)} of {len(names)} files changed (1 %), XFS reflink=1 loop image")
         for k, v in med.items():
-            print(f"  {k:10} median {v:6.2f} s   ({', '.join(f'{x:.2f}' for x in res[k])})")
-        print(f"stage DIR, dedup / full:      {med['dedup_dir'] / med['full_dir']:.2f}x")
-        print(f"stage .tar.zst, dedup / full: {med['dedup_zst'] / med['full_zst']:.2f}x")
-        print(f"new blocks of a dedup stage: median {100 * statistics.median(new_blocks):.1f} % "
-              f"of the tree (max {100 * max(new_blocks):.1f} %)")
+            print(f"  {k:10} median {v:6.2f} s  CPU {mcpu[k]:5.2f} s  new blocks "
+                  f"{100 * statistics.median(grew[k]):6.2f} %   ({', '.join(f'{x:.2f}' for x in res[k])})")
+        for what, full, ded in (("DIR, reflink", "full_dir", "dedup_dir"),
+                                ("DIR, hardlink", "full_dir", "link_dir"),
+                                (".tar.zst, reflink", "full_zst", "dedup_zst")):
+            print(f"stage {what:18} / full: {med[ded] / med[full]:.2f}x wall, "
+                  f"{mcpu[ded] / mcpu[full]:.2f}x CPU")
+        g = grew["dedup_dir"]
+        print(f"new blocks of a dedup (reflink) stage: median {100 * statistics.median(g):.2f} % "
+              f"of the tree (max {100 * max(g):.2f} %)")
+        n_ino = statistics.median(inodes["dedup_dir"])
+        print(f"  of which: changed files' data {100 * changed_bytes / size:.2f} %, "
+              f"{n_ino:.0f} new inodes x {isize} B = {100 * n_ino * isize / size:.2f} %, "
+              f"staging record (manifest) {100 * statistics.median(record['dedup_dir']) / size:.2f} %, "
+              f"the rest (directories' blocks, btrees) "
+              f"{100 * (statistics.median(g) - (changed_bytes + n_ino * isize + statistics.median(record['dedup_dir'])) / size):.2f} %")
+        print(f"new blocks of a hardlink stage: median {100 * statistics.median(grew['link_dir']):.2f} %")
         print(f"peak RSS of dedup staging: {max(rss) / 1024:.1f} MiB")
     finally:
         subprocess.run(["umount", mnt], check=False)

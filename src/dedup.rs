@@ -25,7 +25,7 @@
 //! the clone; such a file is simply copied.
 
 use crate::error::{usage, Error, Result};
-use crate::manifest::{self, Item, Manifest};
+use crate::manifest::{self, Item, Manifest, PageBuf};
 use crate::root::{Dir, DIR_FLAGS};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -101,8 +101,9 @@ pub struct Dedup {
     old: Option<Old>,
     me: u32,
     record: Record,
-    /// The source's bytes and the old file's, reused from file to file.
-    bufs: Vec<u8>,
+    /// The source's bytes and the old file's, reused from file to file
+    /// (page-aligned halves: see [`manifest::PageBuf`]).
+    bufs: Option<PageBuf>,
 }
 
 /// A file to write: the name `name` in `dir`, the release path `parts`,
@@ -152,7 +153,7 @@ impl Dedup {
             old: None,
             me: rustix::process::geteuid().as_raw(),
             record: Record::default(),
-            bufs: Vec::new(),
+            bufs: None,
         }
     }
 
@@ -261,23 +262,38 @@ impl Dedup {
             mode,
             size,
         } = new;
-        let (old, len) = match self.candidate(parts, mode, size) {
-            Some(found) => found,
-            None => {
-                let mut out = File::from(create().map_err(Failure::Create)?);
-                let (size, sha256) = manifest::copy_hashing(input, &mut out)?;
-                self.count(size, false);
-                return Ok(Written {
-                    size,
-                    sha256,
-                    file: Some(out),
-                });
-            }
+        let Some((old, len)) = self.candidate(parts, mode, size) else {
+            let mut out = File::from(create().map_err(Failure::Create)?);
+            let (size, sha256) = manifest::copy_hashing(input, &mut out)?;
+            self.count(size, false);
+            return Ok(Written {
+                size,
+                sha256,
+                file: Some(out),
+            });
         };
+        // The progress line counts this file as copy_hashing counts the others.
+        let written = self.share(old, len, dir, name, input, create);
+        if written.is_ok() {
+            crate::progress::file();
+        }
+        written
+    }
+
+    /// Write the new file from `input`: a clone of (or link to) `old`, of
+    /// `len` bytes, when every byte matches, else a copy.
+    fn share(
+        &mut self,
+        old: File,
+        len: u64,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        input: &mut dyn Read,
+        create: &dyn Fn() -> std::result::Result<OwnedFd, Error>,
+    ) -> std::result::Result<Written, Failure> {
         let mut hasher = Sha256::new();
-        let mut bufs = std::mem::take(&mut self.bufs);
-        bufs.resize(2 * CHUNK, 0);
-        let (buf, theirs) = bufs.split_at_mut(CHUNK);
+        let mut bufs = self.bufs.take().unwrap_or_else(|| PageBuf::new(2 * CHUNK));
+        let (buf, theirs) = bufs.get().split_at_mut(CHUNK);
         let mut off = 0u64;
         // Compare while the bytes agree.
         let (differ, n) = loop {
@@ -286,6 +302,7 @@ impl Dedup {
                 break (off != len, 0);
             }
             hasher.update(&buf[..n]);
+            crate::progress::bytes(n as u64);
             let got = read_full_at(&old, &mut theirs[..n], off)?;
             if got != n || buf[..n] != theirs[..n] {
                 break (true, n);
@@ -305,18 +322,19 @@ impl Dedup {
                     break;
                 }
                 hasher.update(&buf[..n]);
+                crate::progress::bytes(n as u64);
                 out.write_all(&buf[..n])?;
                 size += n as u64;
             }
             self.count(size, false);
-            self.bufs = bufs;
+            self.bufs = Some(bufs);
             return Ok(Written {
                 size,
                 sha256: manifest::hex(&hasher.finalize()),
                 file: Some(out),
             });
         }
-        self.bufs = bufs;
+        self.bufs = Some(bufs);
         let sha256 = manifest::hex(&hasher.finalize());
         let how = self.how.expect("a candidate means dedup runs");
         let file = match how {
@@ -455,7 +473,8 @@ fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
 
 /// Copy the first `len` bytes of `from` to `out`.
 fn copy_range(from: &File, out: &mut File, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut page_buf = PageBuf::new(CHUNK);
+    let buf = page_buf.get();
     let mut off = 0u64;
     while off < len {
         let want = (len - off).min(CHUNK as u64) as usize;

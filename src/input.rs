@@ -19,7 +19,7 @@ use crate::signature::{self, Policy, Verifying};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, IsTerminal, Read};
+use std::io::{self, BufRead, Cursor, IsTerminal, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -309,9 +309,59 @@ impl Read for Tap {
     }
 }
 
+/// `BufReader`, with its buffer on a page boundary: the archive's bytes
+/// are copied into it from the page cache, which is much slower into a
+/// buffer where malloc puts it (see [`crate::manifest::PageBuf`]).
+struct PageBufReader<R> {
+    inner: R,
+    buf: crate::manifest::PageBuf,
+    pos: usize,
+    filled: usize,
+}
+
+impl<R: Read> PageBufReader<R> {
+    fn new(capacity: usize, inner: R) -> PageBufReader<R> {
+        PageBufReader {
+            inner,
+            buf: crate::manifest::PageBuf::new(capacity),
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// The reader; bytes buffered and not yet consumed are dropped.
+    fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for PageBufReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for PageBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.filled {
+            self.filled = self.inner.read(self.buf.get())?;
+            self.pos = 0;
+        }
+        Ok(&self.buf.get()[self.pos..self.filled])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.filled);
+    }
+}
+
 /// The archive's bytes on their way to the decompressor, checked on the way.
 pub struct Reader {
-    buf: BufReader<Tap>,
+    buf: PageBufReader<Tap>,
     compression: Compression,
     expected: Vec<(String, String)>,
     verifying: Option<Verifying>,
@@ -328,7 +378,7 @@ impl Reader {
             sink: verifying.as_mut().map(Verifying::take_stdin),
         };
         Ok(Reader {
-            buf: BufReader::with_capacity(256 * 1024, tap),
+            buf: PageBufReader::new(256 * 1024, tap),
             compression: archive.compression,
             expected: checks.expected,
             verifying,
@@ -534,6 +584,24 @@ fn trim_slashes(mut b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_buf_reader_yields_every_byte_once() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let mut r = PageBufReader::new(4096, &data[..]);
+        let mut got = Vec::new();
+        let mut small = [0u8; 1000];
+        let n = r.read(&mut small).unwrap();
+        got.extend_from_slice(&small[..n]);
+        let avail = r.fill_buf().unwrap().len();
+        assert!(avail > 0 && avail <= 4096 - n);
+        got.extend_from_slice(&r.fill_buf().unwrap()[..10]);
+        r.consume(10);
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(r.read(&mut small).unwrap(), 0);
+        assert!(r.fill_buf().unwrap().is_empty());
+    }
 
     #[test]
     fn strip_counts_like_gnu_tar() {
