@@ -25,7 +25,6 @@ mod bench;
 mod fixture;
 mod scenarios;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 #[test]
@@ -33,41 +32,17 @@ fn rollouts_across_three_real_hosts() {
     let Some(venv) = ansible::venv_or_skip() else {
         return;
     };
-    let started = Instant::now();
     let Some(mut fleet) = fixture::Fleet::boot_or_skip() else {
         return;
     };
     let ans = ansible::Ansible::setup(&venv, &fleet);
 
-    let only: Vec<String> = std::env::var("RELEASECTL_FLEET_SCENARIOS")
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, scenario) in scenarios::ALL {
-        if !only.is_empty() && !only.iter().any(|p| name.starts_with(p.as_str())) {
-            continue;
-        }
-        ran += 1;
-        eprintln!("=== {name}");
-        let t = Instant::now();
+    let started = Instant::now();
+    crate::common::run_scenarios("RELEASECTL_FLEET_SCENARIOS", scenarios::ALL, |scenario| {
         fleet.revive();
-        let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&mut fleet, &ans)));
-        let took = t.elapsed();
-        match outcome {
-            Ok(()) => eprintln!("=== {name}: ok ({took:.1?})"),
-            Err(_) => {
-                eprintln!("=== {name}: FAILED ({took:.1?})");
-                failed.push(*name);
-            }
-        }
-    }
-    eprintln!("fleet: {ran} scenarios in {:.1?}", started.elapsed());
-    assert!(
-        ran > 0,
-        "RELEASECTL_FLEET_SCENARIOS={only:?} matches no scenario"
-    );
-    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+        scenario(&mut fleet, &ans)
+    });
+    eprintln!("fleet: scenarios took {:.1?}", started.elapsed());
 }
 
 /// `ansible-test sanity` passes for the collection. A test of its own: it

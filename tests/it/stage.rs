@@ -422,6 +422,15 @@ fn a_terminal_sees_progress_a_pipe_does_not() {
     assert!(!piped.stderr.contains("staging: "), "{piped}");
 }
 
+/// `stage --json --id ID SOURCE`, which must succeed: its result.
+fn stage_json(d: &Dir, id: &str, source: &Path) -> serde_json::Value {
+    d.cmd()
+        .args(["--json", "stage", "--id", id])
+        .arg(source)
+        .ok()
+        .json()
+}
+
 /// Staging an id again with the same content is a no-op that says so
 /// (`unchanged`), so a deploy can be re-run; other content under that id is
 /// refused, naming what differs, and nothing changes either way.
@@ -429,21 +438,11 @@ fn a_terminal_sees_progress_a_pipe_does_not() {
 fn staging_an_existing_id_again_is_unchanged_or_refused() {
     let d = Dir::new();
     let src = source(&d);
-    let first = d
-        .cmd()
-        .args(["--json", "stage", "--id", "r1"])
-        .arg(&src)
-        .ok()
-        .json();
+    let first = stage_json(&d, "r1", &src);
     assert_eq!(first["unchanged"], false, "{first}");
     let before = Tree::of(&d.root());
 
-    let again = d
-        .cmd()
-        .args(["--json", "stage", "--id", "r1"])
-        .arg(&src)
-        .ok()
-        .json();
+    let again = stage_json(&d, "r1", &src);
     assert_eq!(
         (&again["release"], &again["unchanged"]),
         (&"r1".into(), &true.into()),
@@ -458,12 +457,7 @@ fn staging_an_existing_id_again_is_unchanged_or_refused() {
     make_tar(&tgz, &entries(), true);
     d.cmd().args(["stage", "--id", "r2"]).arg(&tar).ok();
     let before = Tree::of(&d.root());
-    let r = d
-        .cmd()
-        .args(["--json", "stage", "--id", "r2"])
-        .arg(&tgz)
-        .ok()
-        .json();
+    let r = stage_json(&d, "r2", &tgz);
     assert_eq!(r["unchanged"], true, "{r}");
     before.assert_same(
         &Tree::of(&d.root()),
@@ -486,27 +480,24 @@ fn staging_an_existing_id_again_is_unchanged_or_refused() {
 /// `unchanged` without leaving anything, not even `releases/`.
 #[test]
 fn stage_dry_run_changes_nothing() {
+    let dry_run = |d: &Dir, src: &Path| {
+        d.cmd()
+            .args(["--json", "stage", "--dry-run", "--id", "r1"])
+            .arg(src)
+            .ok()
+            .json()
+    };
     let d = Dir::new();
     let src = source(&d);
     let before = Tree::of(&d.root());
-    let r = d
-        .cmd()
-        .args(["--json", "stage", "--dry-run", "--id", "r1"])
-        .arg(&src)
-        .ok()
-        .json();
+    let r = dry_run(&d, &src);
     assert_eq!(r["outcome"], "would_stage", "{r}");
     before.assert_same(&Tree::of(&d.root()), "a dry run on an empty root");
     assert!(!d.path("releases").exists(), "a dry run created releases/");
 
     d.cmd().args(["stage", "--id", "r1"]).arg(&src).ok();
     let before = Tree::of(&d.root());
-    let r = d
-        .cmd()
-        .args(["--json", "stage", "--dry-run", "--id", "r1"])
-        .arg(&src)
-        .ok()
-        .json();
+    let r = dry_run(&d, &src);
     assert_eq!(r["outcome"], "unchanged", "{r}");
     std::fs::write(src.join("sub/new"), "x").unwrap();
     let run = d

@@ -15,9 +15,6 @@ mod fixture;
 pub mod nspawn;
 mod scenarios;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
-
 #[test]
 fn releasectl_under_real_systemd() {
     let Some(mut c) = nspawn::Container::create_or_skip("rctl-sys", nspawn::Options::default())
@@ -29,28 +26,7 @@ fn releasectl_under_real_systemd() {
     c.boot();
     fixture::activate_installed(&c);
 
-    let only: Vec<String> = std::env::var("RELEASECTL_SCENARIOS")
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, scenario) in scenarios::ALL {
-        if !only.is_empty() && !only.iter().any(|p| name.starts_with(p.as_str())) {
-            continue;
-        }
-        ran += 1;
-        eprintln!("=== {name}");
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&mut c)));
-        let took = started.elapsed();
-        match outcome {
-            Ok(()) => eprintln!("=== {name}: ok ({took:.1?})"),
-            Err(_) => {
-                eprintln!("=== {name}: FAILED ({took:.1?})");
-                failed.push(*name);
-            }
-        }
-    }
-    assert!(ran > 0, "RELEASECTL_SCENARIOS={only:?} matches no scenario");
-    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+    crate::common::run_scenarios("RELEASECTL_SCENARIOS", scenarios::ALL, |scenario| {
+        scenario(&mut c)
+    });
 }

@@ -511,3 +511,35 @@ pub fn wait_for(path: &Path, max: std::time::Duration) -> bool {
     }
     path.exists()
 }
+
+/// Run named scenarios one after another on one shared fixture, each caught
+/// on its own so a failure does not stop the others; fail at the end naming
+/// every failed one. `filter_var` may hold comma-separated name prefixes to
+/// run only those.
+pub fn run_scenarios<S>(filter_var: &str, all: &[(&str, S)], mut run: impl FnMut(&S)) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let only: Vec<String> = std::env::var(filter_var)
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, scenario) in all {
+        if !only.is_empty() && !only.iter().any(|p| name.starts_with(p.as_str())) {
+            continue;
+        }
+        ran += 1;
+        eprintln!("=== {name}");
+        let started = std::time::Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(scenario)));
+        let took = started.elapsed();
+        match outcome {
+            Ok(()) => eprintln!("=== {name}: ok ({took:.1?})"),
+            Err(_) => {
+                eprintln!("=== {name}: FAILED ({took:.1?})");
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(ran > 0, "{filter_var}={only:?} matches no scenario");
+    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+}
