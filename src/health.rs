@@ -26,6 +26,7 @@ pub fn wait_healthy(
     // `retries`: an app that takes a while to come up is not failed for it.
     let grace_ends = Instant::now() + h.start_period;
     let mut last = anyhow!("no attempt made");
+    let mut failures = FailureLog::default();
     let mut streak = 0;
     let mut attempt = 0;
     while attempt < h.retries {
@@ -50,7 +51,7 @@ pub fn wait_healthy(
             }
             Err(why) if Instant::now() < grace_ends => {
                 streak = 0;
-                crate::log::info(&format!("health check (start period): {why:#}"));
+                let _ = failures.note(|| format!("health check (start period): {why:#}"));
                 last = why;
                 attempt -= 1;
                 sleep_until(Instant::now() + h.interval, deadline, cancel)?;
@@ -58,10 +59,8 @@ pub fn wait_healthy(
             }
             Err(why) => {
                 streak = 0;
-                crate::log::info(&format!(
-                    "health check attempt {attempt}/{}: {why:#}",
-                    h.retries
-                ));
+                let _ = failures
+                    .note(|| format!("health check attempt {attempt}/{}: {why:#}", h.retries));
                 last = why;
             }
         }
@@ -78,6 +77,43 @@ pub fn wait_healthy(
         ));
     }
     Err(last.context(format!("health check failed {} times", h.retries)))
+}
+
+/// Failed attempts as log lines: the first few, then at most one a second.
+/// The nginx recipe retries at once (`interval = 0`) for up to `timeout`,
+/// which can be thousands of attempts; the journal gets a line a second and
+/// a count of the rest, not a line per try.
+#[derive(Default)]
+struct FailureLog {
+    shown: u32,
+    hidden: u32,
+    last: Option<Instant>,
+}
+
+impl FailureLog {
+    const FIRST: u32 = 3;
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Log `line` if it is due; what was logged, for the tests.
+    fn note(&mut self, line: impl FnOnce() -> String) -> Option<String> {
+        let now = Instant::now();
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Self::EVERY);
+        if self.shown >= Self::FIRST && !due {
+            self.hidden += 1;
+            return None;
+        }
+        let mut text = line();
+        if self.hidden > 0 {
+            text += &format!(" ({} failed attempts since the last line)", self.hidden);
+            self.hidden = 0;
+        }
+        crate::log::info(&text);
+        self.shown += 1;
+        self.last = Some(now);
+        Some(text)
+    }
 }
 
 fn attempt_once(
@@ -156,6 +192,22 @@ fn sleep_until(until: Instant, deadline: Instant, cancel: &Cancel) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_attempts_are_logged_first_few_then_once_a_second() {
+        let mut log = FailureLog::default();
+        let shown: Vec<_> = (1..=50)
+            .filter_map(|n| log.note(|| format!("attempt {n}")))
+            .collect();
+        assert_eq!(shown, ["attempt 1", "attempt 2", "attempt 3"]);
+        // A second later the next one is shown, with the count of the rest.
+        log.last = log.last.map(|t| t - FailureLog::EVERY);
+        assert_eq!(
+            log.note(|| "attempt 51".into()).as_deref(),
+            Some("attempt 51 (47 failed attempts since the last line)")
+        );
+        assert_eq!(log.note(|| "attempt 52".into()), None);
+    }
 
     fn health(cmd: &[&str], retries: u32) -> Health {
         Health {
