@@ -293,14 +293,20 @@ fn served(c: &Container, port: u16) -> String {
 }
 
 /// Wait until nginx answers `want` on PORT (a reload's new workers take
-/// over shortly after the reload job is done).
+/// over shortly after the reload job is done). Until then the port may not
+/// even be open: nginx's reload only signals the master, which binds a
+/// newly configured `listen` when it gets to it.
 fn wait_served(c: &Container, port: u16, want: &str) {
     c.wait_for(&format!("nginx to serve {want:?}"), PATIENCE, || {
-        let got = served(c, port);
-        if got == want {
+        let out = c.run(&format!("curl -sS http://127.0.0.1:{port}/"));
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && got == want {
             Ok(got)
         } else {
-            Err(got)
+            Err(format!(
+                "{got} {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     });
 }
