@@ -87,21 +87,28 @@ impl Request {
     /// Before anything is created: both files are there, ssh-keygen is,
     /// and the identity to verify for is known (without one, the principal
     /// the allowed-signers file names for the signing key).
+    ///
+    /// Each file is opened and read once, into a private snapshot that both
+    /// ssh-keygen runs read: a name looked up again could meanwhile name
+    /// another file (or a FIFO) if it lies in a directory someone else may
+    /// write, and the check would not be of the file that was judged.
     pub fn prepare(&self) -> Result<Ready> {
-        for (flag, file) in [
-            ("--signature", &self.signature),
-            ("--allowed-signers", &self.allowed_signers),
+        let fail = |e: std::io::Error| {
+            Error::Operational(anyhow::anyhow!(
+                "a private copy of the signature files: {e}"
+            ))
+        };
+        let snapshot = tempfile::Builder::new()
+            .prefix("releasectl-signature-")
+            .tempdir()
+            .map_err(fail)?;
+        let signature = snapshot.path().join("signature");
+        let allowed_signers = snapshot.path().join("allowed_signers");
+        for (flag, file, copy) in [
+            ("--signature", &self.signature, &signature),
+            ("--allowed-signers", &self.allowed_signers, &allowed_signers),
         ] {
-            match std::fs::metadata(file) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(usage(format!(
-                        "{flag} {}: not a regular file",
-                        file.display()
-                    )))
-                }
-                Err(e) => return Err(usage(format!("{flag} {}: {e}", file.display()))),
-            }
+            std::fs::write(copy, read_once(flag, file)?).map_err(fail)?;
         }
         let program = SSH_KEYGEN
             .iter()
@@ -114,43 +121,81 @@ impl Request {
                 ))
             })?
             .to_path_buf();
+        let signature = Snapshot {
+            shown: self.signature.clone(),
+            copy: signature,
+        };
+        let allowed_signers = Snapshot {
+            shown: self.allowed_signers.clone(),
+            copy: allowed_signers,
+        };
         let identity = match &self.identity {
             Some(id) => id.clone(),
-            None => self.find_principal(&program)?,
+            None => find_principal(&program, &signature, &allowed_signers)?,
         };
         Ok(Ready {
             program,
-            signature: self.signature.clone(),
-            allowed_signers: self.allowed_signers.clone(),
+            signature,
+            allowed_signers,
             identity,
+            _snapshot: snapshot,
         })
     }
+}
 
-    /// `ssh-keygen -Y find-principals`: who the allowed-signers file says
-    /// the signing key is (the first, if several).
-    fn find_principal(&self, program: &Path) -> Result<String> {
-        let out = command(program)
-            .args(["-Y", "find-principals", "-s"])
-            .arg(&self.signature)
-            .arg("-f")
-            .arg(&self.allowed_signers)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                Error::Operational(anyhow::anyhow!("running {}: {e}", program.display()))
-            })?;
-        let found = String::from_utf8_lossy(&out.stdout);
-        match found.lines().map(str::trim).find(|l| !l.is_empty()) {
-            Some(p) if out.status.success() && !p.chars().any(char::is_control) => {
-                Ok(p.to_string())
-            }
-            _ => Err(usage(format!(
-                "signature {}: not made by a key in {} ({})",
-                self.signature.display(),
-                self.allowed_signers.display(),
-                last_line(&out.stderr)
-            ))),
-        }
+/// The most read of a signature or allowed-signers file.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Open `file` once (the operator named it: a symlink at the top is
+/// followed, as for a source), check that what was opened is a regular
+/// file, and read it.
+fn read_once(flag: &str, file: &Path) -> Result<Vec<u8>> {
+    use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+    let bad = |why: &dyn std::fmt::Display| usage(format!("{flag} {}: {why}", file.display()));
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = rfs::open(file, flags, Mode::empty()).map_err(|e| bad(&std::io::Error::from(e)))?;
+    let st = rfs::fstat(&fd).map_err(|e| bad(&std::io::Error::from(e)))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(bad(&"not a regular file"));
+    }
+    if st.st_size as u64 > MAX_FILE {
+        return Err(bad(&format!("larger than {MAX_FILE} bytes")));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(MAX_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(&e))?;
+    Ok(bytes)
+}
+
+/// A file the operator named, and the private copy ssh-keygen reads.
+#[derive(Debug)]
+struct Snapshot {
+    shown: PathBuf,
+    copy: PathBuf,
+}
+
+/// `ssh-keygen -Y find-principals`: who the allowed-signers file says the
+/// signing key is (the first, if several).
+fn find_principal(program: &Path, signature: &Snapshot, allowed: &Snapshot) -> Result<String> {
+    let out = command(program)
+        .args(["-Y", "find-principals", "-s"])
+        .arg(&signature.copy)
+        .arg("-f")
+        .arg(&allowed.copy)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Operational(anyhow::anyhow!("running {}: {e}", program.display())))?;
+    let found = String::from_utf8_lossy(&out.stdout);
+    match found.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(p) if out.status.success() && !p.chars().any(char::is_control) => Ok(p.to_string()),
+        _ => Err(usage(format!(
+            "signature {}: not made by a key in {} ({})",
+            signature.shown.display(),
+            allowed.shown.display(),
+            last_line(&out.stderr)
+        ))),
     }
 }
 
@@ -158,9 +203,11 @@ impl Request {
 #[derive(Debug)]
 pub struct Ready {
     program: PathBuf,
-    signature: PathBuf,
-    allowed_signers: PathBuf,
+    signature: Snapshot,
+    allowed_signers: Snapshot,
     identity: String,
+    /// Holds the copies; removed with the check.
+    _snapshot: tempfile::TempDir,
 }
 
 impl Ready {
@@ -174,11 +221,11 @@ impl Ready {
         let out = tempfile::tempfile().map_err(fail)?;
         let child = command(&self.program)
             .args(["-Y", "verify", "-f"])
-            .arg(&self.allowed_signers)
+            .arg(&self.allowed_signers.copy)
             .arg("-I")
             .arg(&self.identity)
             .args(["-n", NAMESPACE, "-s"])
-            .arg(&self.signature)
+            .arg(&self.signature.copy)
             .stdin(Stdio::piped())
             .stdout(out.try_clone().map_err(fail)?)
             .stderr(out.try_clone().map_err(fail)?)
@@ -228,9 +275,9 @@ impl Verifying {
         let _ = (&mut self.out).take(64 * 1024).read_to_end(&mut said);
         Err(usage(format!(
             "{archive}: signature {} does not verify for {} with {} ({})",
-            r.signature.display(),
+            r.signature.shown.display(),
             crate::log::clean(&r.identity),
-            r.allowed_signers.display(),
+            r.allowed_signers.shown.display(),
             last_line(&said)
         )))
     }

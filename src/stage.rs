@@ -39,7 +39,8 @@ use std::time::SystemTime;
 /// is to be checked against, see [`crate::input`]).
 enum Source {
     Dir(OwnedFd),
-    Archive(input::Archive, input::Checks),
+    // Boxed: the checks carry the signature's paths, far larger than an fd.
+    Archive(input::Archive, Box<input::Checks>),
 }
 
 /// What `stage` did: a new release, or nothing, because the id was
@@ -137,7 +138,7 @@ fn write_tree<'r>(
         Source::Archive(archive, checks) => {
             // One pass over the archive: unpacked, hashed and fed to the
             // signature check as it is read; a mismatch discards the tree.
-            let mut reader = input::Reader::start(archive, checks)?;
+            let mut reader = input::Reader::start(archive, *checks)?;
             let unpacked = reader
                 .decoded()
                 .and_then(|tar| unpack(tar, tmp.fd(), &mut m, inputs.strip, &mut dedup));
@@ -309,7 +310,7 @@ fn open_source(source: &Path, inputs: &Inputs) -> Result<Source> {
     if source.as_os_str() == input::STDIN {
         let archive = input::stdin()?;
         let checks = inputs.prepare(&archive)?;
-        return Ok(Source::Archive(archive, checks));
+        return Ok(Source::Archive(archive, Box::new(checks)));
     }
     let bad = |why: &dyn std::fmt::Display| usage(format!("source {}: {why}", source.display()));
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
@@ -325,7 +326,7 @@ fn open_source(source: &Path, inputs: &Inputs) -> Result<Source> {
     }
     let archive = input::file(File::from(fd), source)?;
     let checks = inputs.prepare(&archive)?;
-    Ok(Source::Archive(archive, checks))
+    Ok(Source::Archive(archive, Box::new(checks)))
 }
 
 /// A temp tree under `releases/`, removed on drop unless disarmed.

@@ -497,6 +497,79 @@ fn signature_good_bad_missing_and_wrong_identity() {
     only_releases(&d, &ok);
 }
 
+/// The signature files are opened once: a FIFO exchanged into the
+/// signature's name while `stage` runs (someone who may write the directory
+/// it lies in) is either seen, and refused, or never read. Before, the name
+/// was checked and then handed to ssh-keygen, which could open the FIFO
+/// and wait on it for ever. Judged over many tries, each bounded.
+#[test]
+fn a_fifo_exchanged_for_the_signature_never_hangs_stage() {
+    if !tools() {
+        return;
+    }
+    let d = Dir::new();
+    let Some(s) = signer(&d) else { return };
+    let zst = archives(&d, &entries())[2].clone();
+    let sig = s.sign(&zst, "releasectl");
+    let fifo = d.outside().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // A FIFO named as the signature outright is refused at once.
+    refused(
+        &d,
+        d.cmd()
+            .arg("stage")
+            .arg(&zst)
+            .arg("--signature")
+            .arg(&fifo)
+            .arg("--allowed-signers")
+            .arg(&s.allowed),
+        &["--signature", "not a regular file"],
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let (stop, sig, fifo) = (stop.clone(), sig.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            use rustix::fs::{renameat_with, RenameFlags, CWD};
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = renameat_with(CWD, &sig, CWD, &fifo, RenameFlags::EXCHANGE);
+            }
+        })
+    };
+    let (mut staged, mut refusals, mut hangs) = (0, 0, 0);
+    for i in 0..40 {
+        let out = Command::new("timeout")
+            .args(["10", common::BIN])
+            .arg("--root")
+            .arg(d.root())
+            .arg("stage")
+            .arg(&zst)
+            .args(["--id", &format!("r{i}")])
+            .arg("--signature")
+            .arg(&sig)
+            .arg("--allowed-signers")
+            .arg(&s.allowed)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => staged += 1,
+            Some(2) => refusals += 1,
+            Some(124) => hangs += 1,
+            other => panic!(
+                "stage exited {other:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().unwrap();
+    eprintln!("fifo race: {staged} staged, {refusals} refused, {hangs} hung");
+    assert_eq!(hangs, 0, "stage waited on the FIFO {hangs} times of 40");
+    assert!(refusals > 0, "the racer never won: the test proves nothing");
+}
+
 #[test]
 fn config_requires_signatures() {
     if !tools() {
