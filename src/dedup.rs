@@ -344,16 +344,7 @@ impl Dedup {
                     Ok(()) => {}
                     // The probe passed, yet this clone failed: copy the
                     // bytes (they were just proved the same).
-                    Err(_) => {
-                        let mut out = File::from(out.try_clone()?);
-                        copy_range(&old, &mut out, len)?;
-                        self.count(len, false);
-                        return Ok(Written {
-                            size: len,
-                            sha256,
-                            file: Some(out),
-                        });
-                    }
+                    Err(_) => return self.copied(&old, File::from(out), len, sha256),
                 }
                 Some(File::from(out))
             }
@@ -361,14 +352,8 @@ impl Dedup {
                 if let Err(e) = link_fd(&old, dir, name, create) {
                     // Another file system (a bind mount) or no /proc: copy.
                     crate::log::debug(&format!("hard link refused ({e}): copying"));
-                    let mut out = File::from(create().map_err(Failure::Create)?);
-                    copy_range(&old, &mut out, len)?;
-                    self.count(len, false);
-                    return Ok(Written {
-                        size: len,
-                        sha256,
-                        file: Some(out),
-                    });
+                    let out = File::from(create().map_err(Failure::Create)?);
+                    return self.copied(&old, out, len, sha256);
                 }
                 None
             }
@@ -378,6 +363,24 @@ impl Dedup {
             size: len,
             sha256,
             file,
+        })
+    }
+
+    /// The fallback when sharing was refused after the bytes were proved
+    /// the same: copy them from the old file into `out`.
+    fn copied(
+        &mut self,
+        old: &File,
+        mut out: File,
+        len: u64,
+        sha256: String,
+    ) -> std::result::Result<Written, Failure> {
+        copy_range(old, &mut out, len)?;
+        self.count(len, false);
+        Ok(Written {
+            size: len,
+            sha256,
+            file: Some(out),
         })
     }
 
