@@ -364,6 +364,38 @@ fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &An
     for (h, after) in fleet.hosts.iter().zip(&after) {
         assert_eq!(&h.tree(), after, "{}: the rerun changed the tree", h.name);
     }
+
+    // The module alone, ad hoc, as the README shows for going back: in
+    // check mode with --diff it says what would change and changes nothing;
+    // then for real, every host back on c1.
+    let back = "app=web state=rolled_back release=c1 expect_current=c2";
+    let adhoc = |extra: &[&str]| {
+        let out = ans
+            .cmd("ansible")
+            .args(["web", "-m", "releasectl.fleet.release", "-a", back])
+            .args(extra)
+            .output()
+            .expect("running ansible");
+        let text = super::ansible::text(&out);
+        assert!(out.status.success(), "ansible {back} {extra:?}:\n{text}");
+        text
+    };
+    let shown = adhoc(&["--check", "--diff"]);
+    assert!(
+        shown.contains("-current: c2") && shown.contains("+current: c1"),
+        "--diff does not show current going from c2 to c1:\n{}",
+        tail(&shown, 60)
+    );
+    for (h, after) in fleet.hosts.iter().zip(&after) {
+        assert_eq!(
+            &h.tree(),
+            after,
+            "{}: --check of rolled_back changed the tree",
+            h.name
+        );
+    }
+    adhoc(&[]);
+    assert_all_on(fleet, "c1");
 }
 
 fn two_rollouts_at_once_one_wins(fleet: &mut Fleet, ans: &Ansible) {
