@@ -13,6 +13,7 @@ pub mod clock;
 pub mod commands;
 pub mod completion;
 mod config;
+mod creds;
 mod dedup;
 pub mod error;
 mod fault;

@@ -14,6 +14,7 @@
 //! judged by what was opened: a regular file with one link, owned by us or
 //! by ROOT's owner ([`Dir::open_file`]).
 
+use crate::creds::{self, Owner};
 use crate::error::{usage, Error, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
@@ -57,6 +58,11 @@ pub struct Dir {
     fd: OwnedFd,
     shown: PathBuf,
     trust: Trust,
+    /// Whose rights every write in this directory is made with (see
+    /// [`crate::creds`]): `None` for root's own directories (and in an
+    /// unprivileged run), else the owner of the first directory on the way
+    /// down from ROOT that another user owns.
+    act: Option<Owner>,
 }
 
 impl AsFd for Dir {
@@ -113,7 +119,7 @@ impl Dir {
         if let Some(d) = self.open_dir(name)? {
             return Ok(d);
         }
-        match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+        match self.as_owner_io(|| rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => {
                 return Err(io_error(
@@ -135,7 +141,7 @@ impl Dir {
     /// and open it. Fails if `name` exists.
     pub fn create_private_dir(&self, name: &str) -> Result<Dir> {
         let shown = self.shown(name);
-        rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+        self.as_owner_io(|| rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)))
             .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
         let made = self.open_dir(name).and_then(|dir| {
             let dir = dir.ok_or_else(|| {
@@ -148,7 +154,14 @@ impl Dir {
             Ok(dir)
         });
         if made.is_err() {
-            let _ = self.remove_tree(name);
+            // Only if the name still is what mkdirat made: nothing else is
+            // ever removed on our behalf, whatever was renamed into it.
+            if let Ok(Some(st)) = self.stat(name) {
+                let ours = st.st_uid == self.writer() && st.st_mode & 0o777 == 0o700;
+                if ours {
+                    self.remove_empty_dir(name);
+                }
+            }
         }
         made
     }
@@ -163,22 +176,26 @@ impl Dir {
         let shown = &self.shown;
         let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", shown.display()));
         for acl in [c"system.posix_acl_default", c"system.posix_acl_access"] {
-            match rfs::fremovexattr(&self.fd, acl) {
+            match self.as_owner_io(|| rfs::fremovexattr(&self.fd, acl)) {
                 Ok(()) | Err(Errno::NODATA) | Err(Errno::NOTSUP) => {}
                 Err(e) => return Err(fail(e, "removing ACLs of")),
             }
         }
         let st = self.stat_self()?;
+        let me = self.writer();
         // Only if it is ours: never chown or chmod a directory someone swapped in.
-        if st.st_uid == self.trust.me {
-            let gid = rustix::process::getegid();
-            rfs::fchown(&self.fd, None, Some(gid)).map_err(|e| fail(e, "chown of"))?;
-            rfs::fchmod(&self.fd, Mode::from_raw_mode(0o700)).map_err(|e| fail(e, "chmod of"))?;
+        if st.st_uid == me {
+            self.as_owner_io(|| {
+                let gid = rustix::process::getegid();
+                rfs::fchown(&self.fd, None, Some(gid))?;
+                rfs::fchmod(&self.fd, Mode::from_raw_mode(0o700))
+            })
+            .map_err(|e| fail(e, "chown and chmod of"))?;
         }
         let st = self.stat_self()?;
         let empty = self.entries()?.is_empty();
         let acl = rfs::fgetxattr_query(&self.fd, c"system.posix_acl_default").is_ok();
-        if st.st_uid != self.trust.me || st.st_mode & 0o7077 != 0 || !empty || acl {
+        if st.st_uid != me || st.st_mode & 0o7077 != 0 || !empty || acl {
             return Err(Error::Operational(anyhow::anyhow!(
                 "{} was replaced right after it was created; refusing to write into it",
                 shown.display()
@@ -222,14 +239,20 @@ impl Dir {
             Access::ReadWrite => OFlags::RDWR | OFlags::CREATE,
             Access::Append => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
             Access::CreateNew => {
-                match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                match self.as_owner_io(|| rfs::unlinkat(&self.fd, name, AtFlags::empty())) {
                     Ok(()) | Err(Errno::NOENT) => {}
                     Err(e) => return Err(io_error(e, format!("removing {}", shown.display()))),
                 }
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL
             }
         };
-        let fd = match rfs::openat(&self.fd, name, flags | base, Mode::from_raw_mode(0o644)) {
+        let open = || rfs::openat(&self.fd, name, flags | base, Mode::from_raw_mode(0o644));
+        let opened = if how == Access::Read {
+            open()
+        } else {
+            self.as_owner_io(open)
+        };
+        let fd = match opened {
             Ok(fd) => fd,
             Err(Errno::NOENT) if how == Access::Read => return Ok(None),
             Err(Errno::LOOP) => {
@@ -262,7 +285,7 @@ impl Dir {
                 st.st_nlink
             )));
         }
-        if !self.trust.allows(st.st_uid) {
+        if !self.trust.allows(st.st_uid) && st.st_uid != self.writer() {
             return Err(refuse(format!("is owned by uid {}", st.st_uid)));
         }
         Ok(Some(File::from(fd)))
@@ -270,12 +293,13 @@ impl Dir {
 
     /// `renameat` within this directory.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
-        rfs::renameat(&self.fd, from, &self.fd, to).map_err(|e| {
-            io_error(
-                e,
-                format!("renaming {} to {to}", self.shown(from).display()),
-            )
-        })
+        self.as_owner_io(|| rfs::renameat(&self.fd, from, &self.fd, to))
+            .map_err(|e| {
+                io_error(
+                    e,
+                    format!("renaming {} to {to}", self.shown(from).display()),
+                )
+            })
     }
 
     /// Another handle on this directory.
@@ -290,6 +314,7 @@ impl Dir {
             fd,
             shown: self.shown.clone(),
             trust: self.trust,
+            act: self.act,
         })
     }
 
@@ -297,7 +322,7 @@ impl Dir {
     /// the umask leaves of it) and open it.
     pub fn create_dir(&self, name: &str, mode: u32) -> Result<Dir> {
         let shown = self.shown(name);
-        rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+        self.as_owner_io(|| rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)))
             .map_err(|e| io_error(e, format!("creating {}", shown.display())))?;
         let dir = self.open_dir(name)?.ok_or_else(|| {
             io_error(
@@ -305,26 +330,35 @@ impl Dir {
                 format!("{} vanished after creation", shown.display()),
             )
         })?;
-        rfs::fchmod(&dir.fd, Mode::from_raw_mode(mode))
+        dir.as_owner_io(|| rfs::fchmod(&dir.fd, Mode::from_raw_mode(mode)))
             .map_err(|e| io_error(e, format!("chmod of {}", shown.display())))?;
         Ok(dir)
     }
 
     /// Create the symlink `name` -> `target` (a new name).
     pub fn symlink(&self, target: &str, name: &str) -> Result<()> {
-        rfs::symlinkat(target, &self.fd, name).map_err(|e| {
-            io_error(
-                e,
-                format!("creating symlink {}", self.shown(name).display()),
-            )
-        })
+        self.as_owner_io(|| rfs::symlinkat(target, &self.fd, name))
+            .map_err(|e| {
+                io_error(
+                    e,
+                    format!("creating symlink {}", self.shown(name).display()),
+                )
+            })
     }
 
     /// `renameat2(RENAME_NOREPLACE)` of `from` here to `to` in `dest`,
     /// both named from their handles: the raw errno, so callers can tell
     /// "taken" (EEXIST) and "another file system" (EXDEV) from a failure.
+    /// Between directories written with different rights the answer is
+    /// EXDEV: the caller copies instead, reading with the one's rights and
+    /// writing with the other's.
     pub fn move_to(&self, from: &str, dest: &Dir, to: &str) -> std::result::Result<(), Errno> {
-        rfs::renameat_with(&self.fd, from, &dest.fd, to, RenameFlags::NOREPLACE)
+        if self.act != dest.act {
+            return Err(Errno::XDEV);
+        }
+        self.as_owner_io(|| {
+            rfs::renameat_with(&self.fd, from, &dest.fd, to, RenameFlags::NOREPLACE)
+        })
     }
 
     /// Open the regular file `name` for reading, without following a
@@ -348,12 +382,14 @@ impl Dir {
     /// `renameat2(RENAME_NOREPLACE)` within this directory: the raw errno,
     /// so callers can tell "taken" (EEXIST) from a failure.
     pub fn rename_noreplace(&self, from: &str, to: &str) -> std::result::Result<(), Errno> {
-        rfs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE)
+        self.as_owner_io(|| {
+            rfs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE)
+        })
     }
 
     /// Remove the file or empty name `name` (not a directory); missing is fine.
     pub fn unlink(&self, name: &str) -> Result<()> {
-        match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
+        match self.as_owner_io(|| rfs::unlinkat(&self.fd, name, AtFlags::empty())) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(io_error(
                 e,
@@ -365,7 +401,10 @@ impl Dir {
     /// Remove the directory `name` if it is empty (best effort: a
     /// non-empty directory or anything else is left as it is).
     pub fn remove_empty_dir(&self, name: &str) {
-        if rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).is_ok() {
+        if self
+            .as_owner_io(|| rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR))
+            .is_ok()
+        {
             let _ = self.sync();
         }
     }
@@ -374,9 +413,14 @@ impl Dir {
     /// directory is opened with `O_NOFOLLOW` from its parent's handle and
     /// emptied by `unlinkat`, so a symlink or a directory exchanged into the
     /// tree meanwhile is removed as a name, never followed.
+    ///
+    /// Each directory's entries are removed with the rights of the first
+    /// directory on the way down that another user owns (see
+    /// [`crate::creds`]): whatever is raced into the tree, root deletes no
+    /// more than that owner could.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = name.as_ref();
-        remove_tree_at(self.fd.as_fd(), &cstring(name), 0).map_err(|e| {
+        self.as_owner_io(|| remove_tree_at(self.fd.as_fd(), &cstring(name), 0)).map_err(|e| {
             let shown = self.shown(name);
             match e {
                 Errno::XDEV => Error::Operational(anyhow::anyhow!(
@@ -422,11 +466,35 @@ impl Dir {
     }
 
     fn child(&self, fd: OwnedFd, name: impl AsRef<Path>) -> Dir {
+        // An fstat that fails leaves the parent's rule, which is never
+        // more than what the parent's owner may do.
+        let act = match rfs::fstat(&fd) {
+            Ok(st) => creds::for_dir(self.act, st.st_uid, st.st_gid),
+            Err(_) => self.act.or(Some(Owner {
+                uid: self.trust.root_owner,
+                gid: self.trust.root_owner,
+            })),
+        };
         Dir {
             fd,
             shown: self.shown(name),
             trust: self.trust,
+            act,
         }
+    }
+
+    /// The uid that files this process creates here belong to.
+    pub fn writer(&self) -> u32 {
+        self.act.map_or(self.trust.me, |o| o.uid)
+    }
+
+    /// Run a write in this directory with its owner's rights.
+    pub fn as_owner<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        creds::acting(self.act, f)
+    }
+
+    fn as_owner_io<T>(&self, f: impl FnOnce() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+        creds::acting_io(self.act, f)
     }
 }
 
@@ -480,24 +548,34 @@ fn remove_tree_on(
     if mount_of(fd.as_fd())? != mount {
         return Err(Errno::XDEV);
     }
-    for entry in read_entries(fd.as_fd())? {
-        let child = cstring(&entry.name);
-        if entry.kind == FileType::Directory || entry.kind == FileType::Unknown {
-            remove_tree_on(fd.as_fd(), &child, depth + 1, mount)?;
-            continue;
-        }
-        match rfs::unlinkat(&fd, child.as_c_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            // Replaced by a directory since readdir: descend after all.
-            Err(Errno::ISDIR) => remove_tree_on(fd.as_fd(), &child, depth + 1, mount)?,
-            Err(e) => return Err(e),
-        }
-    }
+    // Below a directory another user owns, as that user (root's own
+    // directories stay root's: only root could have put them there).
+    let st = rfs::fstat(&fd)?;
+    let inner = creds::for_dir(creds::current(), st.st_uid, st.st_gid);
+    creds::acting_io(inner, || empty_tree(fd.as_fd(), depth, mount))?;
     drop(fd);
     match rfs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Remove everything in the open directory `fd` (see [`remove_tree_on`]).
+fn empty_tree(fd: BorrowedFd<'_>, depth: usize, mount: (u64, u64)) -> rustix::io::Result<()> {
+    for entry in read_entries(fd)? {
+        let child = cstring(&entry.name);
+        if entry.kind == FileType::Directory || entry.kind == FileType::Unknown {
+            remove_tree_on(fd, &child, depth + 1, mount)?;
+            continue;
+        }
+        match rfs::unlinkat(fd, child.as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // Replaced by a directory since readdir: descend after all.
+            Err(Errno::ISDIR) => remove_tree_on(fd, &child, depth + 1, mount)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Every name in the open directory `fd` except `.` and `..`.
@@ -563,6 +641,7 @@ fn open_trusted(path: &Path) -> rustix::io::Result<Dir> {
             me: rustix::process::geteuid().as_raw(),
             root_owner: st.st_uid,
         },
+        act: creds::for_dir(None, st.st_uid, st.st_gid),
     })
 }
 
@@ -679,16 +758,25 @@ impl RootDir {
     pub fn swap_current(&self, id: &str) -> Result<()> {
         let fd = &self.dir.fd;
         let tmp = temp_link_name();
-        // A leftover of a killed process that had our pid; nobody else uses the name.
-        let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
-        rfs::symlinkat(release_path(id), fd, &tmp).map_err(|e| {
-            io_error(
-                e,
-                format!("creating temp link {}", self.dir.shown(&tmp).display()),
-            )
-        })?;
-        if let Err(e) = rfs::renameat(fd, &tmp, fd, CURRENT) {
-            let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
+        // In ROOT's owner's name, like every write below ROOT (a link in a
+        // directory they own is theirs to replace anyway).
+        self.dir
+            .as_owner_io(|| {
+                // A leftover of a killed process that had our pid; nobody else uses the name.
+                let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
+                rfs::symlinkat(release_path(id), fd, &tmp)
+            })
+            .map_err(|e| {
+                io_error(
+                    e,
+                    format!("creating temp link {}", self.dir.shown(&tmp).display()),
+                )
+            })?;
+        if let Err(e) = self
+            .dir
+            .as_owner_io(|| rfs::renameat(fd, &tmp, fd, CURRENT))
+        {
+            let _ = self.dir.unlink(&tmp);
             return Err(io_error(
                 e,
                 format!(

@@ -440,20 +440,29 @@ fn seed(shared: &Dir, parent: &Dir, p: &SharedPath) -> Result<()> {
 /// temp name in `shared/`, then renamed into place without replacing.
 fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<()> {
     let tmp = format!(".seed-{}-{name}", std::process::id());
+    // What this process created under `tmp`, by inode: the only thing the
+    // cleanup below may remove (the name is the deploy user's to swap).
+    let created: Option<(u64, u64)>;
     let made = match kind {
         Kind::Dir => {
             let src = from
                 .open_dir(name)?
                 .ok_or_else(|| vanished(&from.shown(name)))?;
             let out = dest.create_private_dir(&tmp)?;
+            let st = out.stat_self()?;
+            created = Some((st.st_dev, st.st_ino));
             let mode = src.stat_self()?.st_mode & 0o1777;
-            crate::stage::copy_tree(
-                src.as_fd(),
-                out.as_fd(),
-                &from.shown(name),
-                &mut Vec::new(),
-                &mut Manifest::default(),
-            )
+            // Written with the rights of `shared/`'s owner; the release's
+            // copy is read with ours (see crate::creds).
+            dest.as_owner(|| {
+                crate::stage::copy_tree(
+                    src.as_fd(),
+                    out.as_fd(),
+                    &from.shown(name),
+                    &mut Vec::new(),
+                    &mut Manifest::default(),
+                )
+            })
             .and_then(|()| {
                 rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
                     .map_err(|e| io_error(e, format!("chmod {}", dest.shown(&tmp).display())))
@@ -468,6 +477,9 @@ fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<()> {
             let mut out = dest
                 .open_file(&tmp, Access::CreateNew)?
                 .expect("CreateNew creates");
+            let st = rustix::fs::fstat(&out)
+                .map_err(|e| io_error(e, format!("stat {}", dest.shown(&tmp).display())))?;
+            created = Some((st.st_dev, st.st_ino));
             manifest::copy_hashing(&mut src, &mut out)
                 .map_err(|e| {
                     Error::Operational(
@@ -495,7 +507,14 @@ fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<()> {
             format!("renaming {}", dest.shown(&tmp).display()),
         )),
     });
-    let _ = dest.remove_tree(&tmp);
+    let still_ours = dest
+        .stat(&tmp)
+        .ok()
+        .flatten()
+        .is_some_and(|st| Some((st.st_dev, st.st_ino)) == created);
+    if still_ours {
+        let _ = dest.remove_tree(&tmp);
+    }
     placed
 }
 

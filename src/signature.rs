@@ -218,19 +218,24 @@ impl Ready {
         let fail = |e: std::io::Error| {
             Error::Operational(anyhow::anyhow!("running {}: {e}", self.program.display()))
         };
-        let out = tempfile::tempfile().map_err(fail)?;
-        let child = command(&self.program)
-            .args(["-Y", "verify", "-f"])
-            .arg(&self.allowed_signers.copy)
-            .arg("-I")
-            .arg(&self.identity)
-            .args(["-n", NAMESPACE, "-s"])
-            .arg(&self.signature.copy)
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone().map_err(fail)?)
-            .stderr(out.try_clone().map_err(fail)?)
-            .spawn()
-            .map_err(fail)?;
+        // As root, also while a stage writes with the owner's rights: a
+        // child never inherits an owner's effective ids (see crate::creds).
+        let (out, child) = crate::creds::acting_io(None, || {
+            let out = tempfile::tempfile()?;
+            let child = command(&self.program)
+                .args(["-Y", "verify", "-f"])
+                .arg(&self.allowed_signers.copy)
+                .arg("-I")
+                .arg(&self.identity)
+                .args(["-n", NAMESPACE, "-s"])
+                .arg(&self.signature.copy)
+                .stdin(Stdio::piped())
+                .stdout(out.try_clone()?)
+                .stderr(out.try_clone()?)
+                .spawn()?;
+            Ok::<_, std::io::Error>((out, child))
+        })
+        .map_err(fail)?;
         Ok(Verifying {
             child: Some(child),
             out,

@@ -106,7 +106,22 @@ pub fn plan(
 
 /// Write the tree of `src` into a new temp tree under `releases`, shared
 /// paths linked: the tree, its manifest and what dedup shared.
+///
+/// The tree is written with the rights of `releases/`'s owner (see
+/// [`crate::creds`]): in a deploy user's `releases/` it is theirs, and
+/// nothing they race into it makes root write anywhere they could not.
 fn write_tree<'r>(
+    app: &App,
+    releases: &'r Dir,
+    src: Source,
+    source: &Path,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<(TempTree<'r>, Manifest, Dedup)> {
+    releases.as_owner(|| write_tree_as_owner(app, releases, src, source, shared, inputs))
+}
+
+fn write_tree_as_owner<'r>(
     app: &App,
     releases: &'r Dir,
     src: Source,
@@ -367,9 +382,26 @@ impl<'a> TempTree<'a> {
 }
 
 impl Drop for TempTree<'_> {
+    /// Removes the tree only while its name still holds the directory
+    /// this process created (same inode): a name found again is never
+    /// trusted to be ours. The removal itself is made with `releases/`'s
+    /// owner's rights, so even a tree exchanged in between the check and
+    /// the removal is deleted only as far as that owner could.
     fn drop(&mut self) {
-        if self.armed {
-            let _ = self.releases.remove_tree(&self.name);
+        if !self.armed {
+            return;
+        }
+        let ours = self.dir.stat_self().ok();
+        let there = self.releases.stat(&self.name).ok().flatten();
+        match (ours, there) {
+            (Some(o), Some(t)) if (o.st_dev, o.st_ino) == (t.st_dev, t.st_ino) => {
+                let _ = self.releases.remove_tree(&self.name);
+            }
+            (_, None) => {}
+            _ => crate::log::warn(&format!(
+                "{} is no longer the tree this stage created; left as it is",
+                self.releases.shown(&self.name).display()
+            )),
         }
     }
 }
@@ -435,17 +467,18 @@ fn copy_files(
         let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", from.display()));
         path.push(name.as_bytes().to_vec());
         let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        let st = rfs::statat(src, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+        let st = as_reader(|| rfs::statat(src, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW))
             .map_err(|e| fail(e, "stat"))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink => {
-                let target = rfs::readlinkat(src, name.as_c_str(), Vec::new()).map_err(|e| {
-                    if e == Errno::INVAL {
-                        changed(&from)
-                    } else {
-                        fail(e, "readlink")
-                    }
-                })?;
+                let target = as_reader(|| rfs::readlinkat(src, name.as_c_str(), Vec::new()))
+                    .map_err(|e| {
+                        if e == Errno::INVAL {
+                            changed(&from)
+                        } else {
+                            fail(e, "readlink")
+                        }
+                    })?;
                 rfs::symlinkat(target.as_c_str(), dst, name.as_c_str())
                     .map_err(|e| fail(e, "creating a symlink for"))?;
                 m.put(
@@ -456,12 +489,11 @@ fn copy_files(
                 );
             }
             FileType::Directory => {
-                let sub = rfs::openat(src, name.as_c_str(), DIR_FLAGS, Mode::empty()).map_err(
-                    |e| match e {
+                let sub = as_reader(|| rfs::openat(src, name.as_c_str(), DIR_FLAGS, Mode::empty()))
+                    .map_err(|e| match e {
                         Errno::NOTDIR | Errno::LOOP => changed(&from),
                         e => fail(e, "opening"),
-                    },
-                )?;
+                    })?;
                 rfs::mkdirat(dst, name.as_c_str(), Mode::from_raw_mode(0o700))
                     .map_err(|e| fail(e, "creating a directory for"))?;
                 let out = rfs::openat(dst, name.as_c_str(), DIR_FLAGS, Mode::empty())
@@ -477,12 +509,13 @@ fn copy_files(
                 // since the stat is neither followed nor waited on, and the
                 // fstat below judges what was really opened.
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
-                let input =
+                let input = as_reader(|| {
                     rfs::openat(src, name.as_c_str(), flags | OFlags::CLOEXEC, Mode::empty())
-                        .map_err(|e| match e {
-                            Errno::LOOP | Errno::NXIO => changed(&from),
-                            e => fail(e, "opening"),
-                        })?;
+                })
+                .map_err(|e| match e {
+                    Errno::LOOP | Errno::NXIO => changed(&from),
+                    e => fail(e, "opening"),
+                })?;
                 let now = rfs::fstat(&input).map_err(|e| fail(e, "stat"))?;
                 if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
                     || (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
@@ -529,6 +562,13 @@ fn copy_files(
         path.pop();
     }
     Ok(())
+}
+
+/// Read the source with root's own rights, also while the copy is
+/// written with the owner's (see [`crate::creds`]): the operator named a
+/// source only root may be able to read.
+fn as_reader<T>(f: impl FnOnce() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    crate::creds::acting_io(None, f)
 }
 
 /// Create a new file (never an existing name) with the staged mode.

@@ -2427,6 +2427,9 @@ fn planted_staging_records() {
     chown_tree(&s.path("releases/.staged"));
     fs::hard_link(s.victim().join("hard"), s.path("releases/.staged/r2")).unwrap();
     s.release("r3", 0, 0);
+    // The deploy user's, like everything in their releases/: root prunes
+    // with their rights, and a tree of root's there would stay.
+    chown_tree(&s.path("releases/r3"));
     let fifo = s.path("releases/.staged/r3");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
