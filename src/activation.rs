@@ -105,13 +105,19 @@ pub fn activate(
         )));
     }
     if opts.dry_run {
-        return dry_run(state_ro.as_ref(), planned, current);
+        return dry_run(&app.root, state_ro.as_ref(), planned, current);
     }
     drop(state_ro);
 
     // 2. Take the lock: from here on we are the only activation of this app.
     let state = app.state_dir(true)?.expect("state dir created");
-    let _lock = lock::acquire(&state, &Holder::me(&planned), opts.lock_timeout, cancel)?;
+    let _lock = lock::acquire(
+        &app.root,
+        &state,
+        &Holder::me(&planned),
+        opts.lock_timeout,
+        cancel,
+    )?;
     history::check_writable(&state)?;
 
     // 3. Finish an interrupted activation before starting ours. Whatever
@@ -530,6 +536,7 @@ pub fn recover(
         return Ok(false);
     };
     let _lock = lock::acquire(
+        &app.root,
         &state,
         &Holder::me("(recover)"),
         lock_timeout,
@@ -671,8 +678,13 @@ pub fn check_expected(want: Option<&str>, current: &Option<String>) -> Result<()
     )))
 }
 
-fn dry_run(state: Option<&Dir>, to: String, from: Option<String>) -> Result<Outcome> {
-    if let Some(h) = state.map(lock::current_holder).transpose()?.flatten() {
+fn dry_run(
+    root: &crate::root::RootDir,
+    state: Option<&Dir>,
+    to: String,
+    from: Option<String>,
+) -> Result<Outcome> {
+    if let Some(h) = lock::current_holder(root, state)? {
         log::warn(&format!("the lock is held right now by {h}"));
     }
     if pending::read(state)?.is_some() {

@@ -44,7 +44,7 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         Ok(Some(state)) => {
             add(
                 "lock",
-                lock::current_holder(&state)
+                lock::current_holder(&app.root, Some(&state))
                     .map(|h| h.map_or("free".into(), |h| format!("held by {h}")))
                     .map_err(|e| e.one_line()),
             );

@@ -454,7 +454,7 @@ fn status(app: &App, out: &Output) -> Result<()> {
     // The intent record is read again under the lock's shared side: an
     // activation that finished meanwhile is not mistaken for a crash.
     let (holder, interrupted) = match &state {
-        Some(s) => match lock::while_idle(s, || pending::read(Some(s)))? {
+        Some(s) => match lock::while_idle(&app.root, Some(s), || pending::read(Some(s)))? {
             Ok(left) => (None, left),
             Err(holder) => (holder, None),
         },

@@ -1,18 +1,36 @@
-//! The per-app activation lock: `flock(LOCK_EX)` on `.releasectl/lock`.
+//! The per-app activation lock.
 //!
 //! flock(2) belongs to the open file description, so the kernel drops it when
 //! the holder dies, however it dies: there are no stale locks and no PID files
 //! to second-guess. The file's content only names the holder for humans.
+//!
+//! A lock is only worth as much as who can open its file: any user who can
+//! open it can `flock` it and stop every activation. So root's lock lives
+//! where only root can open it, `/run/releasectl/locks/DEV-INO.lock` (0600
+//! in a 0700 directory), keyed by ROOT's device and inode: renaming
+//! `.releasectl/` cannot split it, and no other user can hold it. When ROOT
+//! belongs to another user (the single-account layout), root also takes
+//! that user's own lock, `.releasectl/lock` (0600, theirs), so root's runs
+//! and the user's own runs (a `prune` from their crontab) still exclude
+//! each other; only that user (and root) can open it. An unprivileged run
+//! takes just `.releasectl/lock`. Every wait is bounded and ends on
+//! SIGINT/SIGTERM (see [`crate::cancel`]).
+//!
+//! Who holds root's lock is published for everyone else in
+//! `/run/releasectl/holders/DEV-INO.json` (root's, 0644): it is only read,
+//! never locked, and a holder whose process is gone is ignored.
 
 use crate::cancel::Cancel;
+use crate::creds;
 use crate::error::{Error, Result};
-use crate::root::{Access, Dir};
+use crate::root::{Access, Dir, RootDir};
 use anyhow::Context;
 use rustix::fs::{flock, FlockOperation};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const LOCK_FILE: &str = "lock";
@@ -50,24 +68,71 @@ impl std::fmt::Display for Holder {
 /// A held lock; dropping it (or dying) releases it.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _files: Vec<File>,
+    /// The published holder file, removed when the lock is released.
+    holder: Option<(Dir, String)>,
 }
 
-/// Take the lock, waiting up to `timeout`. `state_dir` is the app's
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some((dir, name)) = &self.holder {
+            let _ = dir.unlink(name);
+        }
+    }
+}
+
+/// One lock file to take, and its path for messages.
+struct Place {
+    file: File,
+    shown: PathBuf,
+}
+
+/// Take the app's lock, waiting up to `timeout`. `state_dir` is the app's
 /// `.releasectl` directory handle.
-pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel) -> Result<Lock> {
-    let mut file = open_lock(state_dir, true)?.expect("created");
+pub fn acquire(
+    root: &RootDir,
+    state_dir: &Dir,
+    me: &Holder,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Lock> {
+    let mut places = places(root, Some(state_dir), true)?;
     // Timeouts are bounded at load; saturate anyway rather than panic.
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+    for place in &mut places {
+        wait_for(place, timeout, deadline, cancel)?;
+    }
+    // We own the lock: record who we are for anyone who finds it busy.
+    let line = serde_json::to_string(me).expect("holder serializes") + "\n";
+    for place in &mut places {
+        write_holder(&mut place.file, &line)?;
+    }
+    let holder = if creds::is_root() {
+        publish_holder(root, &line)
+    } else {
+        None
+    };
+    Ok(Lock {
+        _files: places.into_iter().map(|p| p.file).collect(),
+        holder,
+    })
+}
+
+fn wait_for(
+    place: &mut Place,
+    timeout: Duration,
+    deadline: Instant,
+    cancel: &Cancel,
+) -> Result<()> {
     let mut pause = Duration::from_millis(1);
     // Say once who we are waiting for, so a deploy that seems stuck says why.
     let mut told = false;
     let started = Instant::now();
     loop {
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => break,
+        match flock(&place.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
             Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {}
             Err(e) => return Err(anyhow::Error::from(e).context("flock").into()),
         }
@@ -78,7 +143,7 @@ pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel)
         }
         if !told && started.elapsed() >= Duration::from_secs(1) && Instant::now() < deadline {
             told = true;
-            let holder = read_holder_from(&mut file)
+            let holder = read_holder_from(&mut place.file)
                 .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
             crate::log::info(&format!(
                 "waiting for the lock held by {holder} (up to {}s)",
@@ -86,73 +151,221 @@ pub fn acquire(state_dir: &Dir, me: &Holder, timeout: Duration, cancel: &Cancel)
             ));
         }
         if Instant::now() >= deadline {
-            let holder = read_holder_from(&mut file)
+            let holder = read_holder_from(&mut place.file)
                 .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
             return Err(Error::LockBusy(format!(
                 "{} is locked by {holder} (waited {}s)",
-                state_dir.shown(LOCK_FILE).display(),
+                place.shown.display(),
                 timeout.as_secs_f64()
             )));
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    // We own the lock: record who we are for anyone who finds it busy.
-    let line = serde_json::to_string(me).expect("holder serializes") + "\n";
-    // Overwrite, then cut to length: truncating to zero first would make
-    // ext4 (auto_da_alloc) flush the file on close, a disk write per activation.
+}
+
+/// Overwrite, then cut to length: truncating to zero first would make
+/// ext4 (auto_da_alloc) flush the file on close, a disk write per activation.
+fn write_holder(file: &mut File, line: &str) -> Result<()> {
     file.rewind().context("rewinding lock file")?;
     file.write_all(line.as_bytes())
         .context("writing lock holder")?;
     file.set_len(line.len() as u64)
         .context("truncating lock file")?;
-    Ok(Lock { _file: file })
+    Ok(())
 }
 
 /// The current holder, if the lock is held right now (for `status`).
-pub fn current_holder(state_dir: &Dir) -> Result<Option<Holder>> {
-    let Some(mut file) = open_lock(state_dir, false)? else {
-        return Ok(None);
-    };
-    match flock(&file, FlockOperation::NonBlockingLockShared) {
-        // Nobody holds it; our shared lock goes away with `file`.
+pub fn current_holder(root: &RootDir, state_dir: Option<&Dir>) -> Result<Option<Holder>> {
+    match while_idle(root, state_dir, || Ok(()))? {
         Ok(()) => Ok(None),
-        Err(Errno::WOULDBLOCK) => Ok(read_holder_from(&mut file)),
-        Err(e) => Err(anyhow::Error::from(e).context("flock").into()),
+        Err(holder) => Ok(holder),
     }
 }
 
 /// Whether an activation is running right now, decided under a shared
 /// lock held while `f` runs: with the lock free, no activation can start
 /// until `f` returns, so what `f` reads (the intent record) is not in
-/// flight. `Err(holder)` when the lock is held.
+/// flight. `Err(holder)` when the lock is held. A user who can open no
+/// lock file of this app (a member, in root's layout) goes by the
+/// published holder instead, which cannot keep an activation from
+/// starting meanwhile: good enough for a report, never for a decision.
 pub fn while_idle<T>(
-    state_dir: &Dir,
+    root: &RootDir,
+    state_dir: Option<&Dir>,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<std::result::Result<T, Option<Holder>>> {
-    let Some(mut file) = open_lock(state_dir, false)? else {
-        return f().map(Ok);
-    };
-    match flock(&file, FlockOperation::NonBlockingLockShared) {
-        Ok(()) => {
-            let out = f();
-            drop(file);
-            out.map(Ok)
+    let mut held = Vec::new();
+    for mut place in places(root, state_dir, false)? {
+        match flock(&place.file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => held.push(place.file),
+            Err(Errno::WOULDBLOCK) => return Ok(Err(read_holder_from(&mut place.file))),
+            Err(e) => return Err(anyhow::Error::from(e).context("flock").into()),
         }
-        Err(Errno::WOULDBLOCK) => Ok(Err(read_holder_from(&mut file))),
-        Err(e) => Err(anyhow::Error::from(e).context("flock").into()),
     }
+    if !creds::is_root() {
+        if let Some(h) = published_holder(root) {
+            return Ok(Err(Some(h)));
+        }
+    }
+    let out = f();
+    drop(held);
+    out.map(Ok)
 }
 
-/// The lock file is a state file like the others: no symlink, no FIFO, no
-/// second link (see [`Dir::open_file`]).
+/// The lock files of this app that this process takes (`create`) or can
+/// look at: root's private one, and the owner's `.releasectl/lock`.
+fn places(root: &RootDir, state_dir: Option<&Dir>, create: bool) -> Result<Vec<Place>> {
+    let mut out = Vec::new();
+    let root_run = creds::is_root();
+    if root_run {
+        if let Some(p) = private_lock(root, create)? {
+            out.push(p);
+        }
+    }
+    // The owner's own lock: taken by the owner's runs, and by root's over
+    // an app root another user owns (never in root's own layout, where it
+    // would be a file others might open).
+    let owners = !root_run || root.dir().act().is_some();
+    if let (true, Some(state)) = (owners, state_dir) {
+        match open_lock(state, create) {
+            Ok(Some(file)) => out.push(Place {
+                file,
+                shown: state.shown(LOCK_FILE),
+            }),
+            Ok(None) => {}
+            // Someone else's lock we may not open: a read-only view goes
+            // by the published holder; a run that needs it fails here.
+            Err(e) if !create && is_permission(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn is_permission(e: &Error) -> bool {
+    e.one_line().contains("Permission denied")
+}
+
+/// ROOT's key in `/run/releasectl/`: its device and inode, which no rename
+/// of anything inside ROOT can change.
+fn key(root: &RootDir) -> Result<String> {
+    let st = root.dir().stat_self()?;
+    Ok(format!("{}-{}", st.st_dev, st.st_ino))
+}
+
+/// `/run/releasectl/NAME`, created as root's (mode `mode`) if missing and
+/// `create`; refused unless it is a directory of root's that nobody else
+/// may write in (or, with `private`, enter).
+fn run_subdir(name: &str, mode: u32, create: bool) -> Result<Option<Dir>> {
+    let Some(run) = Dir::open_path(Path::new("/run"))? else {
+        return Ok(None);
+    };
+    let base = if create {
+        run.open_or_create_dir("releasectl", 0o755)?
+    } else {
+        match run.open_dir("releasectl")? {
+            Some(d) => d,
+            None => return Ok(None),
+        }
+    };
+    check_private(&base, 0o022)?;
+    let dir = if create {
+        base.open_or_create_dir(name, mode)?
+    } else {
+        match base.open_dir(name)? {
+            Some(d) => d,
+            None => return Ok(None),
+        }
+    };
+    check_private(&dir, !mode & 0o777)?;
+    Ok(Some(dir))
+}
+
+fn check_private(dir: &Dir, forbidden: u32) -> Result<()> {
+    let st = dir.stat_self()?;
+    if st.st_uid != 0 || st.st_mode & forbidden != 0 {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "{} must be a directory of root's with mode {:o} at most (it is uid {}, mode {:o}); \
+             remove it and retry",
+            dir.shown("").display(),
+            0o777 & !forbidden,
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Root's lock for ROOT: `/run/releasectl/locks/DEV-INO.lock`, 0600.
+fn private_lock(root: &RootDir, create: bool) -> Result<Option<Place>> {
+    let Some(dir) = run_subdir("locks", 0o700, create)? else {
+        return Ok(None);
+    };
+    let name = format!("{}.lock", key(root)?);
+    let how = if create {
+        Access::ReadWrite
+    } else {
+        Access::Read
+    };
+    let Some(file) = dir.open_file(&name, how)? else {
+        return Ok(None);
+    };
+    make_private(&file, &dir.shown(&name))?;
+    Ok(Some(Place {
+        file,
+        shown: dir.shown(&name),
+    }))
+}
+
+/// Lock files are created 0644 by older releases: nobody but their owner
+/// may open them now.
+fn make_private(file: &File, shown: &Path) -> Result<()> {
+    let st = rustix::fs::fstat(file)
+        .map_err(|e| crate::root::io_error(e, format!("stat {}", shown.display())))?;
+    if st.st_mode & 0o077 != 0 {
+        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(0o600))
+            .map_err(|e| crate::root::io_error(e, format!("chmod {}", shown.display())))?;
+    }
+    Ok(())
+}
+
+/// Publish who holds root's lock (a failure only costs the report).
+fn publish_holder(root: &RootDir, line: &str) -> Option<(Dir, String)> {
+    let dir = run_subdir("holders", 0o755, true).ok()??;
+    let name = format!("{}.json", key(root).ok()?);
+    let tmp = format!(".{name}.{}", std::process::id());
+    let mut f = dir.open_file(&tmp, Access::CreateNew).ok()??;
+    f.write_all(line.as_bytes()).ok()?;
+    dir.rename(&tmp, &name).ok()?;
+    Some((dir, name))
+}
+
+/// The published holder of root's lock, if its process still runs.
+fn published_holder(root: &RootDir) -> Option<Holder> {
+    let dir = run_subdir("holders", 0o755, false).ok()??;
+    let mut f = dir
+        .open_file(&format!("{}.json", key(root).ok()?), Access::Read)
+        .ok()??;
+    let holder = read_holder_from(&mut f)?;
+    Path::new(&format!("/proc/{}", holder.pid))
+        .exists()
+        .then_some(holder)
+}
+
+/// The owner's lock file is a state file like the others: no symlink, no
+/// FIFO, no second link (see [`Dir::open_file`]), and nobody else's to open.
 fn open_lock(state_dir: &Dir, create: bool) -> Result<Option<File>> {
     let how = if create {
         Access::ReadWrite
     } else {
         Access::Read
     };
-    state_dir.open_file(LOCK_FILE, how)
+    let file = state_dir.open_file(LOCK_FILE, how)?;
+    if let (Some(f), true) = (&file, create) {
+        state_dir.as_owner(|| make_private(f, &state_dir.shown(LOCK_FILE)))?;
+    }
+    Ok(file)
 }
 
 /// The holder named in the file, if it reads as one. The file is writable

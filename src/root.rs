@@ -483,6 +483,11 @@ impl Dir {
         }
     }
 
+    /// Whose rights writes in this directory are made with.
+    pub fn act(&self) -> Option<Owner> {
+        self.act
+    }
+
     /// The uid that files this process creates here belong to.
     pub fn writer(&self) -> u32 {
         self.act.map_or(self.trust.me, |o| o.uid)

@@ -135,6 +135,7 @@ pub struct Pruned {
 pub fn prune(app: &App, keep: usize, lock_timeout: Duration) -> Result<Pruned> {
     let state = app.state_dir(true)?.expect("created");
     let _lock = lock::acquire(
+        &app.root,
         &state,
         &lock::Holder::me("(prune)"),
         lock_timeout,
@@ -165,6 +166,7 @@ pub fn mark(
     app.root.check_release(id)?;
     let state = app.state_dir(true)?.expect("created");
     let _lock = lock::acquire(
+        &app.root,
         &state,
         &lock::Holder::me(id),
         lock_timeout,

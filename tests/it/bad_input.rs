@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{make_tar, os_bytes, Dir, TarEntry, TestCommand};
+use common::{is_root, make_tar, os_bytes, Dir, TarEntry, TestCommand};
 use std::ffi::OsString;
 
 /// v1 (current) and v2, activated once so `.releasectl/` with its lock and
@@ -212,7 +212,17 @@ fn root_does_not_exist() {
 fn lock_file_is_a_symlink() {
     let d = deployed();
     let target = d.write("outside/lock-target", "do not touch\n");
-    std::fs::remove_file(d.path(".releasectl/lock")).unwrap();
+    // The lock in ROOT is the owner's: root takes it only over an app root
+    // another user owns (its own is in /run/releasectl, see src/lock.rs).
+    if is_root() {
+        let chowned = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(d.root())
+            .status()
+            .unwrap();
+        assert!(chowned.success());
+    }
+    let _ = std::fs::remove_file(d.path(".releasectl/lock"));
     std::os::unix::fs::symlink(&target, d.path(".releasectl/lock")).unwrap();
     refused_with(
         1,

@@ -6,7 +6,7 @@
 //! with `words`, `CURRENT` and `PREFIX` and a `_describe` that records what
 //! it is given. zsh and fish are skipped when missing, except under CI=true.
 
-use crate::common::{have_tool, Dir, BIN};
+use crate::common::{have_tool, lock_path, Dir, BIN};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -302,7 +302,7 @@ fn completion_never_takes_the_lock_nor_writes() {
     assert!(!d.path(".releasectl").exists());
 
     d.cmd().args(["activate", "v2"]).ok();
-    let lock = d.path(".releasectl/lock");
+    let lock = lock_path(&d.root());
     let mut holder = Command::new("flock")
         .arg("-x")
         .arg(&lock)

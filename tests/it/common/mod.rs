@@ -417,6 +417,22 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The lock file that root's runs take for the app root `root`: root's
+/// own, keyed by ROOT's device and inode (see src/lock.rs); an
+/// unprivileged run takes `ROOT/.releasectl/lock`.
+pub fn lock_path(root: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        return root.join(".releasectl/lock");
+    }
+    let st = std::fs::metadata(root).unwrap();
+    PathBuf::from(format!(
+        "/run/releasectl/locks/{}-{}.lock",
+        st.dev(),
+        st.ino()
+    ))
+}
+
 /// Root, or [`skip`] saying what needs it.
 pub fn need_root(what: &str) -> bool {
     is_root() || skip(&format!("needs root: {what}"))
