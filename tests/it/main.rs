@@ -22,6 +22,7 @@ mod json_schema;
 mod locking;
 mod man;
 mod packaging;
+mod privilege;
 mod prune;
 mod race;
 mod request;
