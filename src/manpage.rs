@@ -285,7 +285,8 @@ directory:
 ROOT/
   releases/ID/        release trees (real directories)
   current \-> releases/ID   relative symlink, replaced only by rename(2)
-  .releasectl/lock    flock(2) target; names the holder
+  .releasectl/lock    the owner's flock(2) target (0600) in a user's app root
+  (root's own lock: /run/releasectl/locks/DEV\-INO.lock, 0600, root's)
   .releasectl/history.jsonl   activation log, append only
   .releasectl/pending.json    intent record of an activation in flight
 .RE
