@@ -350,8 +350,14 @@ impl EnvCompleter for Adapter {
                 let _ = WORDS.set(words[..index].to_vec());
                 let candidates = clap_complete::engine::complete(cmd, args, index, current_dir)?;
                 for c in values_first(candidates, &words[index]) {
-                    let value = c.get_value().to_string_lossy();
-                    if value.contains(['\n', '\t']) {
+                    // zsh's compadd and fish quote what they insert, but
+                    // our answer is lines of text: a value that is not
+                    // UTF-8 (it would name another file) or holds a tab,
+                    // a newline or another control character is left out.
+                    let Some(value) = c.get_value().to_str() else {
+                        continue;
+                    };
+                    if has_control(value.as_bytes()) {
                         continue;
                     }
                     match c.get_help() {
