@@ -24,6 +24,7 @@ use clap_complete::env::{EnvCompleter, Shells};
 use clap_complete::CompleteEnv;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -349,8 +350,14 @@ impl EnvCompleter for Adapter {
                 let _ = WORDS.set(words[..index].to_vec());
                 let candidates = clap_complete::engine::complete(cmd, args, index, current_dir)?;
                 for c in values_first(candidates, &words[index]) {
-                    let value = c.get_value().to_string_lossy();
-                    if value.contains(['\n', '\t']) {
+                    // zsh's compadd and fish quote what they insert, but
+                    // our answer is lines of text: a value that is not
+                    // UTF-8 (it would name another file) or holds a tab,
+                    // a newline or another control character is left out.
+                    let Some(value) = c.get_value().to_str() else {
+                        continue;
+                    };
+                    if has_control(value.as_bytes()) {
                         continue;
                     }
                     match c.get_help() {
@@ -387,7 +394,7 @@ fn values_first(candidates: Vec<CompletionCandidate>, current: &str) -> Vec<Comp
 /// Bash passes the line up to the cursor and its own current word. Bash
 /// splits words at `:` and `=` too (COMP_WORDBREAKS), so the line is split
 /// here the way the command will see it, and each candidate is cut down to
-/// the part that replaces bash's word.
+/// the part that replaces bash's word, quoted for where it goes.
 fn bash_complete(
     cmd: &mut clap::Command,
     args: Vec<OsString>,
@@ -399,39 +406,119 @@ fn bash_complete(
     let (Some(line), Some(cur)) = (line, cur) else {
         return Ok(());
     };
-    let Line {
-        words,
-        start,
-        open_quote,
-    } = split_line(&line);
+    // Bash replaces its word, which ends the line; anything else and we
+    // cannot tell what our text would land next to.
+    let Some(before) = line.strip_suffix(cur.as_str()) else {
+        return Ok(());
+    };
+    let Line { words, .. } = split_line(&line);
     let index = words.len() - 1;
     let _ = WORDS.set(words[..index].to_vec());
     let current = words[index].clone();
     let argv = words.into_iter().map(OsString::from).collect();
     let candidates = clap_complete::engine::complete(cmd, argv, index, current_dir)?;
     let candidates = values_first(candidates, &current);
-    let token = &line[start..];
-    // What of our token lies before bash's word, and stays on the line.
-    let kept = match token.len().checked_sub(cur.len()) {
-        Some(n) if line.ends_with(&cur) => &token[..n],
-        _ => "",
-    };
+    // What of the word lies before bash's word and stays on the line (the
+    // `web:` of `web:v1`, an opening quote), as the command will read it,
+    // and the quote open where bash's word starts.
+    let Line {
+        words: kept_words,
+        quote,
+        ..
+    } = split_line(before);
+    let kept = kept_words.last().map_or("", String::as_str);
     for c in candidates {
-        let value = c.get_value().to_string_lossy();
-        if value.contains('\n') {
-            continue;
+        if let Some(text) = bash_replacement(c.get_value(), kept.as_bytes(), quote) {
+            writeln!(buf, "{text}")?;
         }
-        // In a quote left open, readline inserts the candidate as it is and
-        // closes the quote; elsewhere blanks and other specials need a
-        // backslash.
-        let value = if open_quote {
-            value.into_owned()
-        } else {
-            bash_escape(&value)
-        };
-        writeln!(buf, "{}", value.strip_prefix(kept).unwrap_or(&value))?;
     }
     Ok(())
+}
+
+/// The text that replaces bash's word so that the command receives
+/// `value`, of which `kept` is already on the line; `None` when the value
+/// cannot be offered (it does not extend what is typed, or holds control
+/// characters, which no quoting shows the operator faithfully).
+///
+/// Readline inserts our text as it is: it quotes only filenames (`-o
+/// filenames`, which would also make it stat candidates), and inside an
+/// open quote it adds the closing quote. So every special character is
+/// quoted here: after backslashes outside quotes, and inside quotes as a
+/// whole quoted word that starts with the quote character, which makes
+/// readline replace the opening quote the operator typed (it never
+/// doubles it) rather than insert after it. Every prefix of such a text
+/// (readline inserts the common prefix of several) is harmless too: it can
+/// only leave a quote open or a backslash at the end, never an unquoted
+/// `$`, backquote or `;`.
+fn bash_replacement(value: &OsStr, kept: &[u8], quote: Option<char>) -> Option<String> {
+    let rest = value.as_bytes().strip_prefix(kept)?;
+    if has_control(value.as_bytes()) {
+        return None;
+    }
+    let at_start = kept.is_empty();
+    Some(match quote {
+        None => bash_escape_bytes(rest, at_start),
+        Some('\'') => {
+            let body = quote_pieces(rest, |c| match c {
+                Piece::Char('\'') => r"'\''".to_string(),
+                Piece::Char(c) => c.to_string(),
+                Piece::Byte(b) => format!(r"'$'\x{b:02x}''"),
+            });
+            close_unless_prefix(format!("'{body}"), rest, '\'')
+        }
+        Some(_) => {
+            let body = quote_pieces(rest, |c| match c {
+                // Special inside double quotes (`!`: history expansion in
+                // an interactive shell): single-quoted between them.
+                Piece::Char(c @ ('$' | '`' | '\\' | '"' | '!')) => format!("\"'{c}'\""),
+                Piece::Char(c) => c.to_string(),
+                Piece::Byte(b) => format!(r#""$'\x{b:02x}'""#),
+            });
+            close_unless_prefix(format!("\"{body}"), rest, '"')
+        }
+    })
+}
+
+/// A value ending in `/`, `:` or `=` is a prefix to go on typing: the
+/// quote stays open (readline closes it and adds no space; the next TAB
+/// goes on from there). Any other value is closed here, so readline adds
+/// no quote of its own.
+fn close_unless_prefix(mut text: String, rest: &[u8], quote: char) -> String {
+    if !rest.ends_with(b"/") && !rest.ends_with(b":") && !rest.ends_with(b"=") {
+        text.push(quote);
+    }
+    text
+}
+
+/// A character of a value, or one byte of it that is not UTF-8.
+enum Piece {
+    Char(char),
+    Byte(u8),
+}
+
+/// `bytes` piece by piece, each turned into text by `quote`.
+fn quote_pieces(bytes: &[u8], mut quote: impl FnMut(Piece) -> String) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            out += &quote(Piece::Char(c));
+        }
+        for &b in chunk.invalid() {
+            out += &quote(Piece::Byte(b));
+        }
+    }
+    out
+}
+
+/// Control characters (C0, DEL, C1) or a newline: a candidate holding one
+/// is not offered. Bytes that are not UTF-8 are not control characters:
+/// they are quoted as `$'\xNN'`.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.utf8_chunks().any(|chunk| {
+        chunk.valid().chars().any(|c| {
+            c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+    })
 }
 
 /// A shell line split into words as the command receives them (quotes
@@ -442,8 +529,8 @@ struct Line {
     words: Vec<String>,
     /// Where the last word starts in the line.
     start: usize,
-    /// The line ends inside quotes.
-    open_quote: bool,
+    /// The quote left open at the end of the line.
+    quote: Option<char>,
 }
 
 fn split_line(line: &str) -> Line {
@@ -493,20 +580,27 @@ fn split_line(line: &str) -> Line {
     Line {
         words,
         start,
-        open_quote: quote.is_some(),
+        quote,
     }
 }
 
-/// A backslash before each character the shell would read specially.
-fn bash_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if !(c.is_alphanumeric() || "._+~-/:=@%,^".contains(c)) {
-            out.push('\\');
+/// A backslash before each character the shell would read specially
+/// outside quotes, and `$'\xNN'` for each byte that is not UTF-8. A `~`
+/// that starts the word is escaped too (bash would expand `~name`), except
+/// before `/`, where it means the home directory to clap's path completion
+/// as it does to bash.
+fn bash_escape_bytes(bytes: &[u8], at_start: bool) -> String {
+    let mut first = at_start;
+    let home = bytes.starts_with(b"~/");
+    quote_pieces(bytes, |p| {
+        let start = std::mem::take(&mut first);
+        match p {
+            Piece::Char('~') if start && !home => r"\~".to_string(),
+            Piece::Char(c) if c.is_alphanumeric() || "._+~-/:=@%,^".contains(c) => c.to_string(),
+            Piece::Char(c) => format!("\\{c}"),
+            Piece::Byte(b) => format!(r"$'\x{b:02x}'"),
         }
-        out.push(c);
-    }
-    out
+    })
 }
 
 /// `mapfile` keeps candidates whole (no globbing, no splitting at blanks);
@@ -572,11 +666,11 @@ complete --command @BIN@ --keep-order --exclusive --arguments "(@VAR@=fish @COMP
 mod tests {
     use super::*;
 
-    fn line(words: &[&str], start: usize, open_quote: bool) -> Line {
+    fn line(words: &[&str], start: usize, quote: Option<char>) -> Line {
         Line {
             words: words.iter().map(|w| w.to_string()).collect(),
             start,
-            open_quote,
+            quote,
         }
     }
 
@@ -584,15 +678,15 @@ mod tests {
     fn lines_split_as_the_shell_does() {
         assert_eq!(
             split_line("releasectl activate web:v"),
-            line(&["releasectl", "activate", "web:v"], 20, false)
+            line(&["releasectl", "activate", "web:v"], 20, None)
         );
         assert_eq!(
             split_line("releasectl --root 'my dir' "),
-            line(&["releasectl", "--root", "my dir", ""], 27, false)
+            line(&["releasectl", "--root", "my dir", ""], 27, None)
         );
         assert_eq!(
             split_line(r#"a b\ c "d\"e" 'f"#),
-            line(&["a", "b c", "d\"e", "f"], 14, true)
+            line(&["a", "b c", "d\"e", "f"], 14, Some('\''))
         );
     }
 
@@ -620,9 +714,33 @@ mod tests {
         }
     }
 
+    /// What bash inserts for `value` after `kept`, in each quoting context.
+    fn replace(value: &[u8], kept: &str, quote: Option<char>) -> Option<String> {
+        bash_replacement(OsStr::from_bytes(value), kept.as_bytes(), quote)
+    }
+
     #[test]
-    fn bash_escapes_what_the_shell_would_read() {
-        assert_eq!(bash_escape("web:v1.2+b~3"), "web:v1.2+b~3");
-        assert_eq!(bash_escape("my dir/$x"), "my\\ dir/\\$x");
+    fn bash_quotes_for_the_context() {
+        assert_eq!(replace(b"web:v1.2+b~3", "web:", None).unwrap(), "v1.2+b~3");
+        assert_eq!(replace(b"my dir/$x", "", None).unwrap(), r"my\ dir/\$x");
+        assert_eq!(replace(b"~x", "", None).unwrap(), r"\~x");
+        assert_eq!(replace(b"~/x", "", None).unwrap(), "~/x");
+        assert_eq!(replace(b"a\xffb", "", None).unwrap(), r"a$'\xff'b");
+        let attack = b"app'$(touch${IFS}PWNED)'.tar";
+        assert_eq!(
+            replace(attack, "", Some('\'')).unwrap(),
+            r"'app'\''$(touch${IFS}PWNED)'\''.tar'"
+        );
+        assert_eq!(
+            replace(attack, "", Some('"')).unwrap(),
+            r#""app'"'$'"(touch"'$'"{IFS}PWNED)'.tar""#
+        );
+        assert_eq!(replace(b"dir/", "", Some('\'')).unwrap(), "'dir/");
+        assert_eq!(replace(b"web:v1", "web:", Some('"')).unwrap(), "\"v1\"");
+        // Control characters: not offered; a value that does not extend
+        // what is typed: not offered.
+        assert_eq!(replace(b"a\nb", "", None), None);
+        assert_eq!(replace(b"a\x1b]0;x\x07", "", Some('\'')), None);
+        assert_eq!(replace(b"web:v1", "api:", None), None);
     }
 }

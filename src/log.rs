@@ -63,6 +63,34 @@ pub fn clean(s: &str) -> Cow<'_, str> {
     )
 }
 
+/// One line a hook or health command printed: escaped like [`clean`]
+/// (tabs kept), each byte that is not UTF-8 shown as `\xNN`, after `| `
+/// so that it cannot pass for one of our messages. Not shown with `-q`.
+pub fn command_output(line: &[u8]) {
+    if VERBOSITY.load(Ordering::Relaxed) < 0 {
+        return;
+    }
+    let mut text = String::with_capacity(line.len());
+    for chunk in line.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c != '\t' && is_unsafe(c) {
+                text.extend(c.escape_default());
+            } else {
+                text.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            text += &format!("\\x{b:02x}");
+        }
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = if stderr_is_journal() {
+        writeln!(err, "<6>| {text}")
+    } else {
+        writeln!(err, "| {text}")
+    };
+}
+
 fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }

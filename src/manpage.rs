@@ -314,6 +314,10 @@ The scripts ask the binary on each TAB
 they never go stale.
 Completing only reads: it takes no lock, writes nothing, and offers nothing
 rather than an error.
+Candidates are quoted for the quoting the cursor is in (a file name holding
+quotes, \fB$\fR or blanks completes to a word that names it, never to
+one that runs a command); names with a newline or another control character
+are not offered.
 The packages install the scripts; by hand,
 \fBreleasectl completions\fR \fBbash\fR|\fBzsh\fR|\fBfish\fR prints the one for a
 shell (for example \fBsource <(releasectl completions bash)\fR).

@@ -337,3 +337,247 @@ fn completion_never_takes_the_lock_nor_writes() {
     d.tree()
         .assert_same(&before, "completion while the lock is held");
 }
+
+// ------------------------------------------- what bash really inserts
+
+/// A deploy user's file name that would run a command if inserted raw.
+const PWNING_NAMES: &[&[u8]] = &[
+    b"app'$(touch${IFS}PWNED)'.tar",
+    b"app\"$(touch PWNED)\".tar",
+    b"app`touch PWNED`.tar",
+    b"app $(touch PWNED) x.tar",
+    b"app$(touch${IFS}PWNED).tar",
+    b"app;touch PWNED;.tar",
+    b"app!!.tar",
+    b"app\xff$(touch PWNED)\xfe.tar",
+];
+
+/// Names no quoting shows faithfully: never offered.
+const UNOFFERED_NAMES: &[&[u8]] = &[b"app\n$(touch PWNED).tar", b"app\x1b]0;pwned\x07\r.tar"];
+
+/// The quoting context the cursor is in when TAB is pressed.
+const CONTEXTS: &[&str] = &["", "'", "\""];
+
+/// What one interactive bash did: the line after TAB (as readline holds
+/// it) and, when the line was run, the arguments the command received.
+struct Typed {
+    line: Vec<u8>,
+    ran: Ran,
+}
+
+enum Ran {
+    /// TAB inserted nothing (the line was then dropped).
+    NotCompleted,
+    /// Enter did not run the completed line.
+    Not,
+    /// The command ran with these arguments.
+    With(Vec<Vec<u8>>),
+}
+
+/// Root types `releasectl stage --app web QUOTEapp`, TAB, then Enter into
+/// a real interactive bash on a terminal (`script` gives it one), in `cwd`.
+/// `releasectl` on that PATH is the real binary for completion requests
+/// and otherwise records its arguments. A key bound with `bind -x`
+/// records readline's buffer after the TAB; Enter is pressed only if the
+/// TAB completed the word (else the line is dropped with Ctrl-U).
+fn type_tab_enter(base: &Path, cwd: &Path, quote: &str) -> Typed {
+    let bin = base.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("releasectl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -n \"$RELEASECTL_COMPLETE\" ] && exec {BIN} \"$@\"\n\
+             for a; do printf '%s\\0' \"$a\"; done > \"$ARGV_FILE.tmp\"\n\
+             mv \"$ARGV_FILE.tmp\" \"$ARGV_FILE\"\n"
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let rc = base.join("bashrc");
+    std::fs::write(
+        &rc,
+        format!("source <({BIN} completions bash)\n")
+            + "bind -x '\"\\C-t\": printf %s \"$READLINE_LINE\" > \"$LINE_FILE.tmp\"; mv \"$LINE_FILE.tmp\" \"$LINE_FILE\"'\n\
+         PS1='READY> '\n",
+    )
+    .unwrap();
+    let (line_file, argv_file) = (base.join("line"), base.join("argv"));
+    let _ = std::fs::remove_file(&line_file);
+    let _ = std::fs::remove_file(&argv_file);
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("bash --noprofile --rcfile {} -i", rc.display()))
+        .arg("/dev/null")
+        .current_dir(cwd)
+        .env("PATH", format!("{}:{}", bin.display(), path()))
+        .env("LINE_FILE", &line_file)
+        .env("ARGV_FILE", &argv_file)
+        .env("INPUTRC", "/dev/null")
+        .env("HISTFILE", "/dev/null")
+        .env("TERM", "dumb")
+        .env_remove("LANG")
+        .env_remove("LC_ALL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running script");
+    let mut out = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let mut keys = child.stdin.take().unwrap();
+    let mut press = |k: &[u8]| {
+        std::io::Write::write_all(&mut keys, k).unwrap();
+        std::io::Write::flush(&mut keys).unwrap();
+    };
+    let within = Duration::from_secs(20);
+    let start = Instant::now();
+    while !seen.lock().unwrap().windows(7).any(|w| w == b"READY> ") {
+        assert!(start.elapsed() < within, "bash never prompted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Typed ahead: readline reads the keys one after the other, and the
+    // TAB's completion runs before the next key is read.
+    press(format!("releasectl stage --app web {quote}app\t\x14").as_bytes());
+    assert!(
+        crate::common::wait_for(&line_file, within),
+        "no line after TAB"
+    );
+    let line = std::fs::read(&line_file).unwrap();
+    let typed = format!("releasectl stage --app web {quote}app").into_bytes();
+    let ran = if line == typed {
+        press(b"\x15");
+        Ran::NotCompleted
+    } else {
+        press(b"\n");
+        if crate::common::wait_for(&argv_file, Duration::from_secs(5)) {
+            let raw = std::fs::read(&argv_file).unwrap();
+            Ran::With(
+                raw.split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            )
+        } else {
+            // Left in a quote, or refused (history expansion): Ctrl-C
+            // drops whatever bash still waits for.
+            press(b"\x03");
+            Ran::Not
+        }
+    };
+    press(b"exit\n");
+    drop(keys);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > within {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.wait();
+    let _ = reader.join();
+    Typed { line, ran }
+}
+
+/// A deploy user (uid 65534) names a file in its own directory so that
+/// the completed word would run a command; root completes it with TAB and
+/// runs the line. Over every name and quoting context: no command runs,
+/// and the completed word names the real file. Names with control
+/// characters or a newline are not offered at all.
+#[test]
+fn bash_inserts_hostile_file_names_quoted() {
+    use crate::common::{is_root, skip};
+    use std::os::unix::ffi::OsStrExt;
+    if !is_root() {
+        skip("needs root: root completes, uid 65534 names the files");
+        return;
+    }
+    if !have_tool("setpriv") || !have_tool("script") {
+        return;
+    }
+    let d = Dir::new();
+    Command::new("chmod")
+        .arg("755")
+        .arg(d.base())
+        .status()
+        .unwrap();
+    let (mut rounds, mut pwned, mut wrong, mut offered_bad) =
+        (0, Vec::new(), Vec::new(), Vec::new());
+    let all = PWNING_NAMES.iter().map(|n| (n, true));
+    let all = all.chain(UNOFFERED_NAMES.iter().map(|n| (n, false)));
+    for (i, (name, offer)) in all.enumerate() {
+        for (j, quote) in CONTEXTS.iter().enumerate() {
+            let home = d.base().join(format!("deploy-{i}-{j}"));
+            std::fs::create_dir(&home).unwrap();
+            Command::new("chown")
+                .arg("65534:65534")
+                .arg(&home)
+                .status()
+                .unwrap();
+            let name = std::ffi::OsStr::from_bytes(name);
+            let made = Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "touch",
+                    "--",
+                ])
+                .arg(name)
+                .current_dir(&home)
+                .status()
+                .unwrap();
+            assert!(made.success(), "uid 65534 could not create {name:?}");
+            let typed = type_tab_enter(d.base(), &home, quote);
+            rounds += 1;
+            let shown = format!(
+                "{quote}app<TAB> for {name:?}: line {:?}",
+                String::from_utf8_lossy(&typed.line)
+            );
+            if home.join("PWNED").exists() {
+                pwned.push(shown.clone());
+            }
+            let want: Vec<Vec<u8>> = ["stage", "--app", "web"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .chain([name.as_bytes().to_vec()])
+                .collect();
+            match (&typed.ran, offer) {
+                (Ran::With(argv), true) if *argv == want => {}
+                (Ran::NotCompleted, false) => {}
+                (_, false) => offered_bad.push(shown),
+                (Ran::With(argv), true) => {
+                    let argv: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
+                    wrong.push(format!("{shown}: ran with {argv:?}"))
+                }
+                (Ran::Not, true) => wrong.push(format!("{shown}: did not run")),
+                (Ran::NotCompleted, true) => wrong.push(format!("{shown}: not completed")),
+            }
+        }
+    }
+    assert!(
+        pwned.is_empty() && wrong.is_empty() && offered_bad.is_empty(),
+        "{rounds} rounds: command ran in {}: {pwned:#?}\nwrong or no word in {}: {wrong:#?}\n\
+         control characters offered in {}: {offered_bad:#?}",
+        pwned.len(),
+        wrong.len(),
+        offered_bad.len()
+    );
+}

@@ -17,6 +17,7 @@ mod completion;
 mod crash;
 mod dedup;
 mod fleet;
+mod hook_output;
 mod inputs;
 mod json_schema;
 mod locking;
