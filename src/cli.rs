@@ -69,9 +69,11 @@ pub enum Command {
     ///
     /// Members of group releasectl may write requests and read their outcomes; the app's
     /// watcher must be enabled once (systemctl enable --now deploy-watch@APP.path). The request
-    /// is written to a new temp file and renamed into place, so the watcher never reads half of
-    /// one. Root records each request's outcome in /var/lib/releasectl/results/APP (readable by
-    /// the group; the journal is not).
+    /// is written to a new temp file (mode 0600: its token is the requester's secret) and renamed
+    /// into place, so the watcher never reads half of one. Root records each request's outcome
+    /// in /var/lib/releasectl/results/APP (readable by the group; the journal is not) with the
+    /// token's SHA-256, the request file's owner and the release; --wait accepts only the
+    /// outcome that matches all three.
     ///
     /// With --wait, the outcome is printed as one line (under --json, the recorded outcome) and
     /// the exit status is the activation's: 0 activated or already active, 2 invalid request

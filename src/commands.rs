@@ -214,6 +214,9 @@ fn activate_requested(
     let name = request::app_name(name)?;
     out.many("activations");
     let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
+    // Ends the wait for the results lock; each activation has its own too.
+    let cancel = Cancel::install()
+        .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
     let mut done: Option<request::Request> = None;
     loop {
         let req = match request::read(&a.dirs.requests_dir, &name) {
@@ -227,7 +230,7 @@ fn activate_requested(
                 return Ok(())
             }
             Err(e) => {
-                request::record(&results, Report::new(&name, None).failed(&e));
+                request::record(&results, Report::new(&name, None).failed(&e), &cancel);
                 // What ran before a garbled follow-up stands.
                 return if done.is_some() { Ok(()) } else { Err(e) };
             }
@@ -258,8 +261,17 @@ fn activate_requested(
                 Ok(done) => report.succeeded(done.outcome, done.from.clone(), done.describe(&name)),
                 Err(e) => report.failed(e),
             },
+            &cancel,
         );
         result?;
+        // Stopped (SIGTERM from `systemctl stop`): what ran stands, and no
+        // follow-up request is started.
+        if let Some(sig) = cancel.received() {
+            log::info(&format!(
+                "{name}: {sig} received; not reading the request again"
+            ));
+            return Ok(());
+        }
         done = Some(req);
     }
 }

@@ -17,7 +17,17 @@
 //! outcome. A request replaced before the watcher read it never runs; its
 //! waiter learns that when an outcome appears for a file that replaced its
 //! own (see [`wait`]).
+//!
+//! Outcomes are bound to their requester: `request` creates its file 0600
+//! before the token is written, so no other member can read the token (root
+//! still does); root records, with the outcome, the SHA-256 of the token,
+//! never the token itself (results are readable by every member, and a
+//! token seen there could be replayed under a request still pending), the
+//! owner of the file it read (from the handle it read) and the release
+//! named in it. `--wait` accepts an outcome only if all three match its
+//! own request.
 
+use crate::cancel::Cancel;
 use crate::error::{usage, Error, Result};
 use crate::root::{io_error, Access, Dir};
 use crate::{log, release_id};
@@ -25,6 +35,7 @@ use anyhow::Context;
 use rustix::fs::{FlockOperation, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -149,6 +160,14 @@ fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
         .saturating_add(meta.mtime_nsec().max(0) as u64)
 }
 
+/// What the outcome records of a token: its SHA-256, in hex.
+pub fn token_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn valid_token(t: &str) -> bool {
     (1..=64).contains(&t.len())
         && t.bytes()
@@ -164,8 +183,12 @@ pub struct Report {
     pub time: String,
     pub app: String,
     pub release: Option<String>,
-    pub request: Option<String>,
+    /// SHA-256 (hex) of the request's token: enough to recognise it, and
+    /// useless to anyone who would submit another request under it.
+    #[serde(default)]
+    pub request_sha256: Option<String>,
     pub ino: Option<u64>,
+    /// Owner of the request file read (fstat of the opened file).
     pub uid: Option<u32>,
     #[serde(default)]
     pub mtime_ns: Option<u64>,
@@ -185,7 +208,7 @@ impl Report {
             time: crate::clock::now_rfc3339(),
             app: app.to_string(),
             release: request.map(|r| r.release.clone()),
-            request: request.and_then(|r| r.token.clone()),
+            request_sha256: request.and_then(|r| r.token.as_deref().map(token_digest)),
             ino: request.map(|r| r.ino),
             uid: request.map(|r| r.uid),
             mtime_ns: request.map(|r| r.mtime_ns),
@@ -219,10 +242,22 @@ impl Report {
     }
 }
 
+/// Where root keeps the lock that serialises writers of the results: a
+/// directory only root may write, so nobody else can open the lock and
+/// make root wait on it (a member may open, and flock, anything in the
+/// results directory, which the group reads).
+pub const RUN_DIR: &str = "/run/releasectl";
+const RESULTS_LOCK: &str = "results.lock";
+/// Bound on the wait for another writer of the results: each holds the
+/// lock for one small read-modify-write, so this is only ever reached if
+/// something is badly wrong; the outcome is then not recorded.
+const RESULTS_LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// Root's side: add `report` to `dir/APP`. A failure is logged, never
-/// fatal: the activation's own outcome stands either way.
-pub fn record(dir: &Path, report: Report) {
-    if let Err(e) = try_record(dir, report) {
+/// fatal: the activation's own outcome stands either way. A signal during
+/// the wait for the lock ends the wait (the caller checks `cancel`).
+pub fn record(dir: &Path, report: Report, cancel: &Cancel) {
+    if let Err(e) = try_record(dir, Path::new(RUN_DIR), report, cancel) {
         log::warn(&format!(
             "outcome not recorded for the requester: {}",
             e.one_line()
@@ -230,7 +265,7 @@ pub fn record(dir: &Path, report: Report) {
     }
 }
 
-fn try_record(path: &Path, mut report: Report) -> Result<()> {
+fn try_record(path: &Path, run_dir: &Path, mut report: Report, cancel: &Cancel) -> Result<()> {
     let Some(dir) = Dir::open_path(path)? else {
         // No results directory (tmpfiles makes it): `request --wait`
         // refuses to wait without one, so nobody is waiting.
@@ -251,8 +286,7 @@ fn try_record(path: &Path, mut report: Report) -> Result<()> {
     }
     // Two writers (the watch unit and a hand-run `activate --request`)
     // must not each drop the other's outcome.
-    rustix::fs::flock(&dir, FlockOperation::LockExclusive)
-        .map_err(|e| io_error(e, format!("locking {}", path.display())))?;
+    let _lock = lock_results(run_dir, cancel)?;
     let app = report.app.clone();
     let mut reports = match read_reports(&dir, &app) {
         Ok(r) => r,
@@ -279,6 +313,111 @@ fn try_record(path: &Path, mut report: Report) -> Result<()> {
     }
     dir.rename(&tmp, &app)?;
     dir.sync()
+}
+
+/// Take root's lock on the results: `RUN_DIR/results.lock`, waiting at
+/// most [`RESULTS_LOCK_WAIT`] and no longer than until a signal.
+fn lock_results(run_dir: &Path, cancel: &Cancel) -> Result<std::fs::File> {
+    let file = open_results_lock(run_dir)?;
+    let shown = run_dir.join(RESULTS_LOCK);
+    let deadline = Instant::now() + RESULTS_LOCK_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {}
+            Err(e) => return Err(io_error(e, format!("locking {}", shown.display()))),
+        }
+        if let Err(why) = cancel.check() {
+            return Err(Error::Operational(anyhow::anyhow!(
+                "{why} while waiting for {}",
+                shown.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::LockBusy(format!(
+                "{} is held by another writer of the results (waited {}s)",
+                shown.display(),
+                RESULTS_LOCK_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// `RUN_DIR/results.lock`, created 0600 if missing, in `RUN_DIR`, created
+/// 0755 if missing. Only root records outcomes: anyone else gets an error
+/// here (the results directory is root's too, so there is nothing a
+/// non-root caller could record). The directory must be root's and
+/// writable by root alone, the lock a regular root-owned file only root
+/// may open; no symlink is followed (the last component of `RUN_DIR`
+/// included).
+fn open_results_lock(run_dir: &Path) -> Result<std::fs::File> {
+    use rustix::fs::{self as rfs, Mode};
+    let shown = run_dir.join(RESULTS_LOCK);
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "recording outcomes takes root's lock {}; run `activate --request` as root",
+            shown.display()
+        )));
+    }
+    let refuse = |what: &Path, why: &str| {
+        Error::Operational(anyhow::anyhow!(
+            "{} {why}; refusing to use it",
+            what.display()
+        ))
+    };
+    let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) else {
+        return Err(refuse(run_dir, "is not a directory below another"));
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let parent_fd = rfs::open(parent, dir_flags, Mode::empty())
+        .map_err(|e| io_error(e, format!("opening {}", parent.display())))?;
+    match rfs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(io_error(e, format!("creating {}", run_dir.display()))),
+    }
+    let dir = match rfs::openat(
+        &parent_fd,
+        name,
+        dir_flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+            return Err(refuse(run_dir, "is not a directory (symlinks are refused)"))
+        }
+        Err(e) => return Err(io_error(e, format!("opening {}", run_dir.display()))),
+    };
+    let st = rfs::fstat(&dir).map_err(|e| io_error(e, format!("stat {}", run_dir.display())))?;
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(refuse(
+            run_dir,
+            "must be a directory owned by root that only root may write (0755 root:root)",
+        ));
+    }
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rfs::openat(&dir, RESULTS_LOCK, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) | Err(Errno::NXIO) => {
+            return Err(refuse(
+                &shown,
+                "is not a regular file (symlinks are refused)",
+            ))
+        }
+        Err(e) => return Err(io_error(e, format!("opening {}", shown.display()))),
+    };
+    let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
+    let regular = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
+    if !regular || st.st_nlink != 1 || st.st_uid != 0 || st.st_mode & 0o077 != 0 {
+        return Err(refuse(
+            &shown,
+            "must be a regular file with one link, owned by root, mode 0600",
+        ));
+    }
+    Ok(std::fs::File::from(fd))
 }
 
 /// The outcomes recorded for `app`, oldest first.
@@ -319,6 +458,8 @@ pub struct Submitted {
     pub token: String,
     pub path: PathBuf,
     ino: u64,
+    /// Our file's owner, as root will see it.
+    uid: u32,
     /// The requests directory's mtime right after our rename: a request
     /// file written later than this was put in place after ours.
     placed_ns: u64,
@@ -349,19 +490,23 @@ pub fn submit(requests: &Path, app: &str, release: &str) -> Result<Submitted> {
         .map_err(|e| io(e, creating()))?;
     let shown = tmp.path().to_path_buf();
     let writing = || format!("writing {}", shown.display());
-    // Readable like a request written with `echo > tmp && mv`.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| io(e, writing()))?;
+    // The token is a secret: tempfile creates the file new (O_EXCL) with
+    // mode 0600, and it stays so before and after the token is in it, so
+    // no other member ever reads it (root does: CAP_DAC_OVERRIDE). Checked,
+    // not assumed, since the whole binding rests on it.
+    let meta = tmp.as_file().metadata().map_err(|e| io(e, writing()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::Operational(anyhow::anyhow!(
+            "{} was created readable by others (mode {:o}); not writing a token into it",
+            shown.display(),
+            meta.permissions().mode() & 0o7777
+        )));
+    }
     let mut f = tmp.as_file();
     f.write_all(format!("{release}\nrequest={token}\n").as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| io(e, writing()))?;
-    let ino = tmp
-        .as_file()
-        .metadata()
-        .map_err(|e| io(e, writing()))?
-        .ino();
+    let (ino, uid) = (meta.ino(), meta.uid());
     let file = tmp.persist(&path).map_err(|e| {
         io(
             e.error,
@@ -380,6 +525,7 @@ pub fn submit(requests: &Path, app: &str, release: &str) -> Result<Submitted> {
         token,
         path,
         ino,
+        uid,
         placed_ns: mtime_ns(&placed_ns),
         _file: file,
     })
@@ -404,15 +550,27 @@ pub fn wait(sub: &Submitted, results: &Dir, timeout: Duration) -> Result<Report>
     let deadline = Instant::now() + timeout;
     // Inodes seen in place of ours → the newest seq recorded when first seen.
     let mut later: HashMap<u64, u64> = HashMap::new();
+    let digest = token_digest(&sub.token);
+    // An outcome with our token's digest that is not ours in uid or
+    // release: someone submitted under our token. Never reported as ours.
+    let mut impostor: Option<String> = None;
     loop {
         let in_place = std::fs::symlink_metadata(&sub.path).ok().map(|m| m.ino());
         let reports = read_reports(results, &sub.app)?;
-        if let Some(r) = reports
+        let mut with_token = reports
             .iter()
-            .rev()
-            .find(|r| r.request.as_deref() == Some(sub.token.as_str()))
-        {
+            .filter(|r| r.request_sha256.as_deref() == Some(digest.as_str()));
+        if let Some(r) = with_token.clone().find(|r| is_ours(sub, r)) {
             return Ok(r.clone());
+        }
+        if let Some(r) = with_token.next() {
+            impostor.get_or_insert_with(|| {
+                format!(
+                    "; ignored an outcome under this request's token for {} requested by uid {}",
+                    r.release.as_deref().unwrap_or("an unreadable request"),
+                    r.uid.map_or("unknown".into(), |u| u.to_string())
+                )
+            });
         }
         let superseding = reports.iter().rev().find(|r| {
             let seen_in_place = r
@@ -423,11 +581,12 @@ pub fn wait(sub: &Submitted, results: &Dir, timeout: Duration) -> Result<Report>
         });
         if let Some(r) = superseding {
             return Err(Error::Operational(anyhow::anyhow!(
-                "{}: the request for {} was replaced by a newer one before it was read, and was never acted on (the newer one, {}: {})",
+                "{}: the request for {} was replaced by a newer one before it was read, and was never acted on (the newer one, {}: {}){}",
                 sub.app,
                 sub.release,
                 r.release.as_deref().unwrap_or("unreadable"),
-                r.outcome
+                r.outcome,
+                impostor.as_deref().unwrap_or("")
             )));
         }
         if let Some(ino) = in_place.filter(|&ino| ino != sub.ino) {
@@ -436,20 +595,33 @@ pub fn wait(sub: &Submitted, results: &Dir, timeout: Duration) -> Result<Report>
         }
         if Instant::now() >= deadline {
             return Err(Error::Operational(anyhow::anyhow!(
-                "{}: no outcome for the request of {} within {} s; is the watcher running? (systemctl status deploy-watch@{}.path)",
+                "{}: no outcome for the request of {} within {} s; is the watcher running? (systemctl status deploy-watch@{}.path){}",
                 sub.app,
                 sub.release,
                 timeout.as_secs(),
-                sub.app
+                sub.app,
+                impostor.as_deref().unwrap_or("")
             )));
         }
         std::thread::sleep(POLL);
     }
 }
 
+/// An outcome is ours when root read our file: our token (checked by the
+/// caller), our uid as the file's owner, our release in it.
+fn is_ours(sub: &Submitted, r: &Report) -> bool {
+    r.uid == Some(sub.uid) && r.release.as_deref() == Some(sub.release.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run directory of the test's own beside `dir` (not /run/releasectl,
+    /// which other tests may be using).
+    fn run_dir(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().with_extension("run")
+    }
 
     #[test]
     fn request_files_hold_an_id_and_maybe_a_token() {
@@ -489,7 +661,7 @@ mod tests {
         for n in 0..(KEEP + 3) {
             let mut r = Report::new("web", None).succeeded("activated", None, format!("n{n}"));
             r.release = Some(format!("v{n}"));
-            try_record(dir.path(), r).unwrap();
+            try_record(dir.path(), &run_dir(&dir), r, &Cancel::never()).unwrap();
         }
         let reports = read_reports(&open_results(dir.path()).unwrap(), "web").unwrap();
         assert_eq!(reports.len(), KEEP);
@@ -508,7 +680,9 @@ mod tests {
     fn a_results_dir_others_may_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
-        let e = try_record(dir.path(), Report::new("web", None)).unwrap_err();
+        let run = run_dir(&dir);
+        let e =
+            try_record(dir.path(), &run, Report::new("web", None), &Cancel::never()).unwrap_err();
         assert!(
             e.one_line().contains("writable by it alone"),
             "{}",
@@ -523,5 +697,93 @@ mod tests {
         assert_eq!((r.outcome.as_str(), r.exit_code), ("rolled_back", 11));
         let r = Report::new("web", None).failed(&usage("bad"));
         assert_eq!((r.outcome.as_str(), r.exit_code), ("invalid", 2));
+    }
+
+    #[test]
+    fn results_never_hold_the_token() {
+        let req = Request {
+            release: "v2".into(),
+            token: Some("s3cret".into()),
+            ino: 1,
+            uid: 1000,
+            mtime_ns: 0,
+        };
+        let r = Report::new("web", Some(&req));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(r.request_sha256, Some(token_digest("s3cret")));
+        assert_eq!(r.uid, Some(1000));
+        assert_eq!(token_digest("s3cret").len(), 64);
+    }
+
+    #[test]
+    fn the_results_lock_is_roots_alone() {
+        if !rustix::process::geteuid().is_root() {
+            // Only root records; non-root callers are refused (see below).
+            let dir = tempfile::tempdir().unwrap();
+            let e = open_results_lock(&dir.path().join("run")).unwrap_err();
+            assert!(e.one_line().contains("root"), "{}", e.one_line());
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        // Missing: created 0755, the lock 0600.
+        let run = base.path().join("run");
+        open_results_lock(&run).unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&run), 0o755 & !current_umask());
+        assert_eq!(mode(&run.join(RESULTS_LOCK)), 0o600);
+        // A directory others may write, one owned by someone else, a
+        // symlink to a good directory, a symlinked lock: refused.
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_results_lock(&run).unwrap_err();
+        assert!(
+            e.one_line().contains("only root may write"),
+            "{}",
+            e.one_line()
+        );
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&run, Some(65534), None).unwrap();
+        assert!(open_results_lock(&run).is_err());
+        std::os::unix::fs::chown(&run, Some(0), None).unwrap();
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&run, &link).unwrap();
+        let e = open_results_lock(&link).unwrap_err();
+        assert!(
+            e.one_line().contains("symlinks are refused"),
+            "{}",
+            e.one_line()
+        );
+        std::fs::remove_file(run.join(RESULTS_LOCK)).unwrap();
+        std::os::unix::fs::symlink(base.path().join("elsewhere"), run.join(RESULTS_LOCK)).unwrap();
+        let e = open_results_lock(&run).unwrap_err();
+        assert!(
+            e.one_line().contains("symlinks are refused"),
+            "{}",
+            e.one_line()
+        );
+        assert!(!base.path().join("elsewhere").exists());
+    }
+
+    fn current_umask() -> u32 {
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        old.bits()
+    }
+
+    #[test]
+    fn a_signal_ends_the_wait_for_the_results_lock() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let run = base.path().join("run");
+        let held = open_results_lock(&run).unwrap();
+        rustix::fs::flock(&held, FlockOperation::LockExclusive).unwrap();
+        let cancel = Cancel::never();
+        cancel.trigger();
+        let started = Instant::now();
+        let e = lock_results(&run, &cancel).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(e.one_line().contains("SIGTERM"), "{}", e.one_line());
     }
 }

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{Dir, Run, TestCommand};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -104,7 +104,8 @@ fn request_writes_the_file_in_one_rename() {
     let text = std::fs::read_to_string(requests(&d).join("web")).unwrap();
     assert_eq!(text, format!("v2\nrequest={token}\n"));
     let meta = std::fs::metadata(requests(&d).join("web")).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    // The token is the requester's secret: nobody else may read it.
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     // No temp file left beside it.
     let names: Vec<_> = std::fs::read_dir(requests(&d))
         .unwrap()
@@ -260,11 +261,14 @@ fn each_request_is_matched_to_its_own_outcome() {
         got,
         ["1 \"v1\" \"activated\" 0", "2 \"v2\" \"rolled_back\" 11"]
     );
-    let tokens: Vec<_> = outcomes(&d)
+    // Recorded as digests, never as the tokens themselves.
+    let digests: Vec<_> = outcomes(&d)
         .iter()
-        .map(|o| o["request"].as_str().unwrap().to_string())
+        .map(|o| o["request_sha256"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(tokens, [first, second]);
+    assert_eq!(digests, [sha256(&first), sha256(&second)]);
+    let text = std::fs::read_to_string(results(&d).join("web")).unwrap();
+    assert!(!text.contains(&first) && !text.contains(&second), "{text}");
 }
 
 #[test]
@@ -342,4 +346,266 @@ fn results_dir_can_be_named() {
     assert_eq!(finish(child).code, Some(0));
     assert!(outcomes(&d).is_empty());
     assert!(elsewhere.join("web").exists());
+}
+
+fn sha256(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// Two members of group releasectl: the victim and the attacker (distinct
+// uids, one shared group, as `usermod -aG releasectl` makes them).
+const VICTIM: u32 = 64100;
+const ATTACKER: u32 = 65534;
+const GROUP: u32 = 64101;
+
+/// `setpriv` as `uid`, in group GROUP alone.
+fn member(uid: u32, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        format!("--reuid={uid}"),
+        format!("--regid={GROUP}"),
+        "--clear-groups".into(),
+        program.into(),
+    ]);
+    c
+}
+
+/// The scene with the modes of the packaged directories: the requests
+/// directory 2775 root:GROUP, results 0750 root:GROUP; the rest readable.
+fn shared_scene() -> Option<Dir> {
+    if !common::need_root("members of a shared group") || !common::have("setpriv") {
+        return None;
+    }
+    let d = Dir::new();
+    d.releases(&["v1", "v2", "v3"]);
+    d.config("web", "root = \"{root}\"\n");
+    for dir in [d.base().to_path_buf(), d.root(), d.etc(), d.outside()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (dir, mode) in [(requests(&d), 0o2775), (results(&d), 0o750)] {
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(0), Some(GROUP)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    Some(d)
+}
+
+/// The victim's `request web:ID --wait`, started as VICTIM; returns once
+/// its request file is in place.
+fn victim_waits(d: &Dir, id: &str) -> Child {
+    let _ = std::fs::remove_file(requests(d).join("web"));
+    let child = member(VICTIM, common::BIN)
+        .arg("--config-dir")
+        .arg(d.etc())
+        .args(["request", &format!("web:{id}"), "--wait", "--timeout", "5"])
+        .arg("--requests-dir")
+        .arg(requests(d))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        common::wait_for(&requests(d).join("web"), Duration::from_secs(10)),
+        "the victim's request file was not written"
+    );
+    child
+}
+
+/// The attacker, as ATTACKER: read the victim's token from the request
+/// file (or use `leaked`), and put a request for v3 under it in place.
+/// Exit 0 if it planted one.
+fn attacker_plants(d: &Dir, leaked: Option<&str>) -> std::process::Output {
+    let script = "cd \"$1\" || exit 2; end=$(($(date +%s) + 2)); \
+        while [ $(date +%s) -lt $end ]; do \
+          t=${2:-$(sed -n 's/^request=//p' web 2>/dev/null)}; \
+          if [ -n \"$t\" ]; then printf 'v3\\nrequest=%s\\n' \"$t\" > .atk && mv -f .atk web && exit 0; fi; \
+        done; exit 1";
+    member(ATTACKER, "sh")
+        .args(["-c", script, "attacker"])
+        .arg(requests(d))
+        .arg(leaked.unwrap_or(""))
+        .output()
+        .unwrap()
+}
+
+/// A member copies another member's token and asks for another release
+/// under it. Whatever it manages, the victim's `--wait` never reports an
+/// outcome for a release it did not ask for: the token cannot be read
+/// (the request file is 0600), and a token that leaked anyway does not
+/// make the outcome of another member's file the victim's (the outcome
+/// carries the file's owner and release). Before the fix: "v3 activated",
+/// exit 0, for a request of v1/v2, in every round.
+#[test]
+fn a_member_cannot_answer_another_members_request() {
+    let Some(d) = shared_scene() else { return };
+    let rounds = 20;
+    let (mut planted, mut spoofed, mut own) = (0, Vec::new(), 0);
+    for round in 0..rounds {
+        // Half the rounds: the attacker races to read the token; the other
+        // half it has it already (leaked some other way).
+        let leak = round % 2 == 1;
+        let id = if round % 4 < 2 { "v1" } else { "v2" };
+        let victim = victim_waits(&d, id);
+        let leaked = leak.then(|| token_in_file(&d));
+        if attacker_plants(&d, leaked.as_deref()).status.success() {
+            planted += 1;
+        }
+        watcher(&d);
+        let r = finish(victim);
+        let ours = r.stdout.starts_with(&format!("web: {id} "));
+        if r.code == Some(0) && ours {
+            own += 1;
+        }
+        // Any outcome reported (stdout) must be of the victim's own release.
+        if !r.stdout.is_empty() && !ours {
+            spoofed.push(format!("round {round} (asked {id}, leak {leak}): {r}"));
+        }
+    }
+    eprintln!(
+        "{rounds} rounds: attacker planted {planted}, victim reported its own outcome {own}, another's {}",
+        spoofed.len()
+    );
+    // The leaked-token rounds prove the attacker did plant requests; the
+    // others, that it could not read the token.
+    assert!(
+        planted >= rounds / 2,
+        "the attacker never planted a request: the test proves nothing"
+    );
+    assert!(spoofed.is_empty(), "{}", spoofed.join("\n"));
+}
+
+/// Run the watcher in the background; its result, or None if it did not
+/// end within `max` (then it is killed).
+fn watcher_within(d: &Dir, max: Duration, during: impl FnOnce(&Child)) -> Option<Run> {
+    let mut c = d.cmd_config();
+    c.args(["activate", "--request", "web", "--requests-dir"])
+        .arg(requests(d));
+    let mut child = c.spawn();
+    during(&child);
+    let started = Instant::now();
+    while started.elapsed() < max {
+        if child.try_wait().unwrap().is_some() {
+            return Some(finish(child));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A member holds `flock` on everything of the requests and results
+/// directories it can open (the directories, the request file, the
+/// outcomes file). Root's watcher still activates and records the outcome:
+/// the only lock it waits on is /run/releasectl/results.lock, which no
+/// member can open. Before the fix it waited on the results directory for
+/// ever (killed here after 20 s, 0 outcomes recorded).
+#[test]
+fn a_members_flock_does_not_block_the_watcher() {
+    let Some(d) = shared_scene() else { return };
+    if !common::have("flock") {
+        return;
+    }
+    // An outcome file to lock, and a request.
+    request(&d, &["web:v1"]).ok();
+    watcher(&d);
+    let before = outcomes(&d).len();
+    request(&d, &["web:v2"]).ok();
+    let mut holders = Vec::new();
+    for path in [
+        d.outside(),
+        requests(&d),
+        requests(&d).join("web"),
+        results(&d),
+        results(&d).join("web"),
+    ] {
+        let mut h = member(ATTACKER, "flock")
+            .arg("-x")
+            .arg(&path)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(_)) = h.try_wait() {
+            continue; // could not open it: nothing held
+        }
+        holders.push(h);
+    }
+    assert!(
+        holders.len() >= 3,
+        "the member held too few locks to test anything"
+    );
+    let r = watcher_within(&d, Duration::from_secs(20), |_| {});
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    let r = r.expect("the watcher did not finish within 20 s while a member held flocks");
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(d.assert_current_complete(), "v2");
+    let after = outcomes(&d);
+    assert_eq!(after.len(), before + 1, "the outcome was not recorded: {r}");
+    assert_eq!(after.last().unwrap()["release"], "v2");
+}
+
+/// SIGTERM while the watcher waits to record an outcome (root's results
+/// lock held by another writer; on the old code, the results directory
+/// flocked by a member): the process ends promptly, with the activation's
+/// own status (0), the outcome not recorded and a line saying why; it does
+/// not read the request again. Before the fix it hung until killed.
+#[test]
+fn sigterm_ends_the_wait_for_the_results_lock() {
+    let Some(d) = shared_scene() else { return };
+    if !common::have("flock") {
+        return;
+    }
+    request(&d, &["web:v1"]).ok();
+    // Root's lock, held as another root writer would hold it (created 0600
+    // as releasectl makes it, in case this is the first use).
+    let run = std::path::Path::new("/run/releasectl");
+    let _ = std::fs::create_dir(run);
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(run.join("results.lock"))
+        .unwrap();
+    // What the old code waited on.
+    let mut member_lock = member(ATTACKER, "flock")
+        .arg("-x")
+        .arg(results(&d))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut signalled = None;
+    let r = watcher_within(&d, Duration::from_secs(20), |child| {
+        // The activation is done once `current` moved; then it waits.
+        let started = Instant::now();
+        while d.current().as_deref() != Some("v1") && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        common::signal(child, rustix::process::Signal::TERM);
+        signalled = Some(Instant::now());
+    });
+    drop(held);
+    let _ = member_lock.kill();
+    let _ = member_lock.wait();
+    let r = r.expect("SIGTERM did not end the watcher within 20 s");
+    let took = signalled.unwrap().elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "ended {took:?} after SIGTERM"
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains("SIGTERM"), "{r}");
+    assert!(r.stderr.contains("not recorded"), "{r}");
+    assert!(outcomes(&d).is_empty(), "recorded anyway");
 }

@@ -1041,6 +1041,123 @@ fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
     assert_eq!(app.history().len(), history);
     c.sh("systemctl stop deploy-watch@unpriv.path");
 
+    // The rule judged directly with pkcheck, with the details each systemd
+    // version sends (see the comment in units/releasectl.rules): a plain
+    // start/stop of deploy@ (unit, verb, the job's polkit.message) is
+    // allowed for a member; a transient unit of that name (systemd >= 257:
+    // unit, verb start, the transient message; before: no details), unit
+    // and verb without a message, other verbs and other units are refused;
+    // nothing at all for a non-member.
+    let start = "Authentication is required to start '$(unit)'.";
+    let stop = "Authentication is required to stop '$(unit)'.";
+    let transient = "Authentication is required to start transient unit '$(unit)'.";
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case] = &[
+        (
+            "plain start",
+            &[
+                ("unit", "deploy@x.service"),
+                ("verb", "start"),
+                ("polkit.message", start),
+                ("polkit.gettext_domain", "systemd"),
+            ],
+            true,
+        ),
+        (
+            "plain stop",
+            &[
+                ("unit", "deploy@x.service"),
+                ("verb", "stop"),
+                ("polkit.message", stop),
+                ("polkit.gettext_domain", "systemd"),
+            ],
+            true,
+        ),
+        (
+            "transient start (>= 257)",
+            &[
+                ("unit", "deploy@x.service"),
+                ("verb", "start"),
+                ("polkit.message", transient),
+                ("polkit.gettext_domain", "systemd"),
+            ],
+            false,
+        ),
+        ("transient start (< 257)", &[], false),
+        (
+            "unit and verb alone",
+            &[("unit", "deploy@x.service"), ("verb", "start")],
+            false,
+        ),
+        (
+            "stop with the start message",
+            &[
+                ("unit", "deploy@x.service"),
+                ("verb", "stop"),
+                ("polkit.message", start),
+            ],
+            false,
+        ),
+        (
+            "restart of deploy@",
+            &[
+                ("unit", "deploy@x.service"),
+                ("verb", "restart"),
+                (
+                    "polkit.message",
+                    "Authentication is required to restart '$(unit)'.",
+                ),
+            ],
+            false,
+        ),
+        (
+            "start of another unit",
+            &[
+                ("unit", "ssh.service"),
+                ("verb", "start"),
+                ("polkit.message", start),
+            ],
+            false,
+        ),
+        (
+            "stop of another unit",
+            &[
+                ("unit", "deploy-watch@x.path"),
+                ("verb", "stop"),
+                ("polkit.message", stop),
+            ],
+            false,
+        ),
+        (
+            "restart of another unit",
+            &[
+                ("unit", "nginx.service"),
+                ("verb", "restart"),
+                (
+                    "polkit.message",
+                    "Authentication is required to restart '$(unit)'.",
+                ),
+            ],
+            false,
+        ),
+    ];
+    for user in ["rctl-dev", "rctl-out"] {
+        for (what, details, allowed) in cases {
+            let args: String = details
+                .iter()
+                .map(|(k, v)| format!(" --detail {k} \"{v}\""))
+                .collect();
+            let out = c.run_text(&format!(
+                "setpriv --reuid=$(id -u {user}) --regid=$(id -g {user}) --init-groups sleep 30 & pid=$!; \
+                 sleep 0.2; pkcheck --action-id org.freedesktop.systemd1.manage-units \
+                 --process $pid{args} >/dev/null 2>&1; echo $?; kill $pid"
+            ));
+            let granted = out.lines().next().map(str::trim) == Some("0");
+            let want = *allowed && user == "rctl-dev";
+            assert_eq!(granted, want, "pkcheck {what} as {user}: exit {out:?}");
+        }
+    }
+
     // Control: without the rule, the member's start needs authentication
     // too (polkitd notices the removal by itself).
     let rule = "/usr/share/polkit-1/rules.d/50-releasectl.rules";
