@@ -39,3 +39,4 @@ mod stage;
 mod staged;
 mod store;
 mod systemd;
+mod tar_bounds;
