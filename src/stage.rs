@@ -64,6 +64,9 @@ pub fn stage(
 ) -> Result<Staged> {
     let (src, exists) = preflight(app, source, id, shared, inputs)?;
     let fresh = app.root.releases_dir(false)?.is_none();
+    if let Some(releases) = app.root.releases_dir(false)? {
+        crate::staged::check_writable(&releases)?;
+    }
     let releases = app.root.releases_dir(true)?.expect("created");
     crate::progress::begin();
     let staged = match id.filter(|_| exists) {
