@@ -472,14 +472,11 @@ fn verify(app: &App, state: &Dir, from: &Option<String>, to: &str, release: &Dir
         .releases_dir(false)?
         .expect("the release was opened in it");
     let why = match crate::manifest::check(&releases, to, release) {
-        Ok(diffs) if diffs.is_empty() => {
+        Ok(diffs) if diffs.matches() => {
             log::info(&format!("{}: {to} matches its manifest", app.label()));
             return Ok(());
         }
-        Ok(diffs) => format!(
-            "{to} does not match its manifest: {}",
-            crate::manifest::summary(&diffs)
-        ),
+        Ok(diffs) => format!("{to} does not match its manifest: {}", diffs.summary()),
         Err(Error::VerifyFailed(why)) => why,
         Err(e) => return Err(e),
     };

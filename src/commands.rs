@@ -869,26 +869,30 @@ fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
         .root
         .releases_dir(false)?
         .expect("the release was opened in it");
-    let diffs = crate::manifest::check(&releases, &id, &release)?;
+    let checked = crate::manifest::check(&releases, &id, &release)?;
     let label = app.label();
+    let diffs = &checked.differences;
     out.print(
-        json!({"app": app.name, "release": id, "matches": diffs.is_empty(), "differences": diffs}),
+        json!({"app": app.name, "release": id, "matches": checked.matches(), "differences": diffs}),
         || {
-            if diffs.is_empty() {
+            if checked.matches() {
                 return format!("{label}: {id} matches its manifest");
             }
             let mut t = String::new();
-            for d in &diffs {
+            for d in diffs {
                 t += &format!("{:<8} {}  ({})\n", d.change, d.path, d.detail);
+            }
+            if checked.total > diffs.len() {
+                t += &format!("… and {} more\n", checked.total - diffs.len());
             }
             t
         },
     );
-    if diffs.is_empty() {
+    if checked.matches() {
         return Ok(());
     }
     Err(Error::VerifyFailed(format!(
         "{label}: {id} does not match its manifest: {}",
-        crate::manifest::summary(&diffs)
+        checked.summary()
     )))
 }

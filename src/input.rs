@@ -386,6 +386,11 @@ impl Reader {
         })
     }
 
+    /// The archive, as messages name it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// The decompressed tar stream.
     pub fn decoded(&mut self) -> Result<Box<dyn Read + '_>> {
         Ok(match self.compression {

@@ -40,3 +40,4 @@ mod stage;
 mod staged;
 mod store;
 mod systemd;
+mod tar_bounds;

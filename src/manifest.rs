@@ -8,9 +8,13 @@
 //! true`) reads the release again through directory handles and reports
 //! every path added, removed or changed.
 //!
-//! The record is as writable as the release itself (both belong to whoever
-//! stages): it proves the tree is what was staged, against partial uploads,
-//! disk trouble and edits on the host, not against the deploy user.
+//! The record is as trustworthy as its writer: it is believed when owned by
+//! root, us, the owner of `releases/` or the owner of the release (see
+//! [`crate::staged::open_record`]). It proves the tree is what was staged,
+//! against partial uploads, disk trouble and edits by others than the
+//! release's owner, not against that owner. It is the stager's data, read
+//! with caps: the header alone for `list`, `status` and activations, the
+//! lines streamed for `verify`.
 
 use crate::error::{Error, Result};
 use crate::root::{io_error, Dir, DIR_FLAGS};
@@ -222,18 +226,23 @@ pub fn render(header: &Header, m: Option<&Manifest>) -> Vec<u8> {
     out
 }
 
-/// Largest record read back: a line per path of a very large release.
+/// Largest record `verify` reads: it is streamed, a line at a time, so
+/// this bounds the time a planted record can cost, not the memory.
 const MAX_RECORD: u64 = 256 << 20;
 
-/// The record file of `id`, opened like a state file (no symlink, FIFO or
-/// second link), with its path for messages; `None` if there is none.
-fn open_record(releases: &Dir, id: &str) -> Result<Option<(std::fs::File, PathBuf)>> {
-    let Some(dir) = releases.open_dir(crate::staged::DIR)? else {
-        return Ok(None);
-    };
-    let file = dir.open_file(id, crate::root::Access::Read)?;
-    Ok(file.map(|f| (f, dir.shown(id))))
-}
+/// Largest record `dedup` reads whole into memory (about 200 000 paths);
+/// over it, nothing is shared with that release.
+pub const MAX_DEDUP_RECORD: u64 = 32 << 20;
+
+/// Largest header line read back (64 meta pairs of 1 KiB, escaped).
+const MAX_HEADER: u64 = 1 << 20;
+
+/// Largest path line read back: a path of 4 KiB, every byte escaped, and
+/// its hash, many times over.
+const MAX_LINE: u64 = 64 << 10;
+
+/// At most this many differences are kept by [`check`]; the rest are counted.
+pub const MAX_DIFFERENCES: usize = 1000;
 
 fn invalid(shown: &Path, why: impl std::fmt::Display) -> Error {
     Error::Operational(anyhow::anyhow!(
@@ -243,8 +252,8 @@ fn invalid(shown: &Path, why: impl std::fmt::Display) -> Error {
 }
 
 /// The header line of `id`'s record; it must name `id`.
-fn parse_header(line: &str, id: &str, shown: &Path) -> Result<Header> {
-    let header: Header = serde_json::from_str(line).map_err(|e| invalid(shown, e))?;
+fn parse_header(line: &[u8], id: &str, shown: &Path) -> Result<Header> {
+    let header: Header = serde_json::from_slice(line).map_err(|e| invalid(shown, e))?;
     if header.release != id {
         return Err(invalid(
             shown,
@@ -254,50 +263,110 @@ fn parse_header(line: &str, id: &str, shown: &Path) -> Result<Header> {
     Ok(header)
 }
 
-/// The header of the record of `id`, and the size of its release (from
-/// the manifest when the header predates the `size` field); `None` if
-/// there is no record. Read like user input: what does not parse is an
-/// error, meta pairs that break the rules are dropped.
+/// A record opened for reading, past its header: its path lines one at a
+/// time, each at most [`MAX_LINE`] bytes, in strictly increasing order (as
+/// [`render`] writes them), so no line is held longer than it is read.
+struct Record {
+    reader: io::BufReader<io::Take<File>>,
+    shown: PathBuf,
+    line: Vec<u8>,
+    last: Option<String>,
+}
+
+impl Record {
+    /// The record of `id` and its header; `None` if there is none. A
+    /// record larger than `max` bytes is refused without being read.
+    fn open(
+        releases: &Dir,
+        id: &str,
+        release: Option<&Dir>,
+        max: u64,
+    ) -> Result<Option<(Header, Record)>> {
+        let Some((file, shown)) = crate::staged::open_record(releases, id, release)? else {
+            return Ok(None);
+        };
+        let len = file.metadata().map_err(|e| invalid(&shown, e))?.len();
+        if len > max {
+            return Err(invalid(
+                &shown,
+                format!("it is {len} bytes, over the limit of {max}"),
+            ));
+        }
+        let mut rec = Record {
+            reader: io::BufReader::new(file.take(max)),
+            shown,
+            line: Vec::new(),
+            last: None,
+        };
+        if !rec.next_line(MAX_HEADER)? {
+            return Err(invalid(&rec.shown, "it is empty"));
+        }
+        let header = parse_header(&rec.line, id, &rec.shown)?;
+        Ok(Some((header, rec)))
+    }
+
+    /// Read the next line into `self.line`; false at the end.
+    fn next_line(&mut self, max: u64) -> Result<bool> {
+        self.line.clear();
+        let n = (&mut self.reader)
+            .take(max)
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| invalid(&self.shown, e))?;
+        if n as u64 == max && self.line.last() != Some(&b'\n') {
+            return Err(invalid(
+                &self.shown,
+                format!("a line is longer than {max} bytes"),
+            ));
+        }
+        Ok(n > 0)
+    }
+
+    /// The next path and what it was staged as; `None` at the end.
+    fn next_item(&mut self) -> Result<Option<(String, Item)>> {
+        if !self.next_line(MAX_LINE)? {
+            return Ok(None);
+        }
+        let l: Line = serde_json::from_slice(&self.line).map_err(|e| invalid(&self.shown, e))?;
+        if self.last.as_ref().is_some_and(|last| *last >= l.path) {
+            return Err(invalid(
+                &self.shown,
+                format!("path {:?} is out of order or listed twice", l.path),
+            ));
+        }
+        self.last = Some(l.path.clone());
+        Ok(Some((l.path, l.item)))
+    }
+}
+
+/// The header of the record of `id`; `None` if there is none. Only the
+/// header line is read (at most [`MAX_HEADER`] bytes), whatever the size
+/// of the record: `list`, `status` and activations need no more. Read like
+/// user input: what does not parse is an error, meta pairs that break the
+/// rules are dropped. A record written before headers carried the size
+/// leaves the size unknown.
 pub fn read_header(releases: &Dir, id: &str) -> Result<Option<Header>> {
-    let Some((file, shown)) = open_record(releases, id)? else {
+    let Some((mut header, _)) = Record::open(releases, id, None, u64::MAX)? else {
         return Ok(None);
     };
-    let mut first = String::new();
-    io::BufReader::new(file.take(MAX_HEADER))
-        .read_line(&mut first)
-        .map_err(|e| invalid(&shown, e))?;
-    let mut header = parse_header(&first, id, &shown)?;
     header
         .meta
         .retain(|k, v| crate::input::meta_problem(k, v).is_none());
-    if header.size.is_none() && header.manifest {
-        header.size = read(releases, id)?.map(|m| m.size());
-    }
     Ok(Some(header))
 }
 
-/// Largest header line read back (64 meta pairs of 1 KiB, escaped).
-const MAX_HEADER: u64 = 1 << 20;
-
-/// Read the record of `id`: `None` if there is none, or it holds no
-/// manifest. Read like user input: a malformed record is an error naming it.
+/// Read the record of `id` whole (for dedup, at most [`MAX_DEDUP_RECORD`]
+/// bytes): `None` if there is none, or it holds no manifest. Read like
+/// user input: a malformed record is an error naming it.
 pub fn read(releases: &Dir, id: &str) -> Result<Option<Manifest>> {
-    let Some((file, shown)) = open_record(releases, id)? else {
+    let Some((header, mut rec)) = Record::open(releases, id, None, MAX_DEDUP_RECORD)? else {
         return Ok(None);
     };
-    let mut lines = io::BufReader::new(file.take(MAX_RECORD)).lines();
-    let first = match lines.next() {
-        Some(l) => l.map_err(|e| invalid(&shown, e))?,
-        None => return Ok(None),
-    };
-    if !parse_header(&first, id, &shown)?.manifest {
+    if !header.manifest {
         return Ok(None);
     }
     let mut m = Manifest::default();
-    for line in lines {
-        let line = line.map_err(|e| invalid(&shown, e))?;
-        let l: Line = serde_json::from_str(&line).map_err(|e| invalid(&shown, e))?;
-        m.items.insert(l.path, l.item);
+    while let Some((path, item)) = rec.next_item()? {
+        m.items.insert(path, item);
     }
     Ok(Some(m))
 }
@@ -471,33 +540,96 @@ fn describe_change(was: &Item, is: &Item) -> String {
     }
 }
 
-/// Compare the release `id`, opened as `release`, with its manifest: the
-/// differences, empty when it matches. No manifest is an error of its own
+/// What [`check`] found: the first [`MAX_DIFFERENCES`] differences, in
+/// path order, and how many there are in all.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub differences: Vec<Difference>,
+    pub total: usize,
+}
+
+impl Checked {
+    fn push(&mut self, d: Difference) {
+        self.total += 1;
+        if self.differences.len() < MAX_DIFFERENCES {
+            self.differences.push(d);
+        }
+    }
+
+    pub fn matches(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The differences on one line, at most a few named.
+    pub fn summary(&self) -> String {
+        summary_of(&self.differences, self.total)
+    }
+}
+
+/// Compare the release `id`, opened as `release`, with its manifest. The
+/// record is streamed against a fresh scan of the release (one line held
+/// at a time, see [`Record`]): memory goes with the release's tree, not
+/// with what its record claims. No manifest is an error of its own
 /// (exit 14): there is nothing to trust it against.
-pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Vec<Difference>> {
-    let Some(staged) = read(releases, id)? else {
-        return Err(Error::VerifyFailed(format!(
+pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Checked> {
+    let no_manifest = || {
+        Error::VerifyFailed(format!(
             "release {id} has no manifest to verify against (it was not staged by \
              releasectl, or by a version without manifests)"
-        )));
+        ))
     };
-    Ok(diff(&staged, &scan(release)?))
+    let Some((header, mut rec)) = Record::open(releases, id, Some(release), MAX_RECORD)? else {
+        return Err(no_manifest());
+    };
+    if !header.manifest {
+        return Err(no_manifest());
+    }
+    let mut now = scan(release)?;
+    let mut out = Checked::default();
+    while let Some((path, was)) = rec.next_item()? {
+        match now.items.remove(&path) {
+            None => out.push(Difference {
+                path,
+                change: "removed",
+                detail: was.kind().into(),
+            }),
+            Some(is) if is != was => out.push(Difference {
+                detail: describe_change(&was, &is),
+                path,
+                change: "changed",
+            }),
+            Some(_) => {}
+        }
+    }
+    for (path, is) in now.items {
+        out.push(Difference {
+            path,
+            change: "added",
+            detail: is.kind().into(),
+        });
+    }
+    out.differences.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }
 
 /// The differences on one line, at most a few named.
 pub fn summary(diffs: &[Difference]) -> String {
+    summary_of(diffs, diffs.len())
+}
+
+fn summary_of(diffs: &[Difference], total: usize) -> String {
     let named: Vec<String> = diffs
         .iter()
         .take(3)
         .map(|d| format!("{} {} ({})", d.change, d.path, d.detail))
         .collect();
-    let more = diffs.len().saturating_sub(named.len());
+    let more = total.saturating_sub(named.len());
     let tail = if more > 0 {
         format!(" and {more} more")
     } else {
         String::new()
     };
-    format!("{} path(s) differ: {}{tail}", diffs.len(), named.join(", "))
+    format!("{total} path(s) differ: {}{tail}", named.join(", "))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::input::{self, Inputs};
 use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Dir, DIR_FLAGS};
 use crate::shared::SharedPath;
+use crate::tar_bounds::HeaderCap;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::cell::Cell;
@@ -63,6 +64,9 @@ pub fn stage(
 ) -> Result<Staged> {
     let (src, exists) = preflight(app, source, id, shared, inputs)?;
     let fresh = app.root.releases_dir(false)?.is_none();
+    if let Some(releases) = app.root.releases_dir(false)? {
+        crate::staged::check_writable(&releases)?;
+    }
     let releases = app.root.releases_dir(true)?.expect("created");
     crate::progress::begin();
     let staged = match id.filter(|_| exists) {
@@ -154,9 +158,12 @@ fn write_tree_as_owner<'r>(
             // One pass over the archive: unpacked, hashed and fed to the
             // signature check as it is read; a mismatch discards the tree.
             let mut reader = input::Reader::start(archive, *checks)?;
-            let unpacked = reader
-                .decoded()
-                .and_then(|tar| unpack(tar, tmp.fd(), &mut m, inputs.strip, &mut dedup));
+            let shown = reader.shown().to_string();
+            // Oversized headers are refused before the tar crate buffers them.
+            let unpacked = reader.decoded().and_then(|tar| {
+                let capped = HeaderCap::new(tar, &shown);
+                unpack(capped, tmp.fd(), &mut m, inputs.strip, &mut dedup)
+            });
             reader.finish(unpacked)?;
             0o755
         }
@@ -933,6 +940,9 @@ fn write_error(e: Errno, path: &Path) -> Error {
 /// machine's (exit 1, so automation retries); anything else is the
 /// archive's (exit 2).
 fn read_error(e: io::Error, what: &str) -> Error {
+    if let Some(r) = crate::tar_bounds::refused(&e) {
+        return usage(format!("archive refused: {r}"));
+    }
     if is_resource_error(&e) {
         return Error::Operational(anyhow::Error::from(e).context(format!("unpacking {what}")));
     }

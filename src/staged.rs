@@ -14,13 +14,14 @@
 //! on a file system without birth times it has no date and sorts after all
 //! dated releases, by id.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::input::Meta;
 use crate::manifest::{Header, Manifest};
 use crate::root::{Access, Dir};
 use rustix::fs::{AtFlags, FileType, StatxFlags, Timespec, Timestamps};
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// The directory of records, inside `releases/` (a dot name: never a release).
@@ -28,7 +29,9 @@ pub const DIR: &str = ".staged";
 
 /// Record that `id` was staged `at`. Called once the release is published;
 /// a failure is reported, not fatal: the release exists and is complete,
-/// it is merely dated by its directory's birth time.
+/// it is merely dated by its directory's birth time. What usually makes it
+/// fail (a record directory the stager may not write) is refused before
+/// anything is staged, by [`check_writable`].
 pub fn record(
     releases: &Dir,
     id: &str,
@@ -45,6 +48,68 @@ pub fn record(
     }
 }
 
+/// The mode of `.staged`: that of `releases/` when it is group-writable
+/// (every stager of the group writes records), with setgid and sticky so
+/// records keep the group and no member removes or replaces another's;
+/// else 0755.
+fn dir_mode(releases: &rustix::fs::Stat) -> (u32, Option<u32>) {
+    if releases.st_mode & 0o020 != 0 {
+        ((releases.st_mode & 0o777) | 0o3000, Some(releases.st_gid))
+    } else {
+        (0o755, None)
+    }
+}
+
+/// Open `.staged` for writing, creating it with [`dir_mode`]. One that is
+/// ours but too narrow for `releases/` (made 0755 by an older version, or
+/// by root's first `deploy`) is widened: otherwise members' records would
+/// be lost.
+fn open_for_writing(releases: &Dir) -> Result<Dir> {
+    let (mode, group) = dir_mode(&releases.stat_self()?);
+    let dir = releases.open_or_create_dir(DIR, 0o700)?;
+    let st = dir.stat_self()?;
+    if st.st_uid == rustix::process::geteuid().as_raw()
+        && (st.st_mode & 0o7777 != mode || group.is_some_and(|g| g != st.st_gid))
+    {
+        let fail =
+            |e| crate::root::io_error(e, format!("chmod of {}", releases.shown(DIR).display()));
+        if let Some(gid) = group {
+            rustix::fs::fchown(&dir, None, Some(rustix::fs::Gid::from_raw(gid))).map_err(fail)?;
+        }
+        rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode)).map_err(fail)?;
+    }
+    Ok(dir)
+}
+
+/// Refuse to stage (exit 1, naming the directory) when `.staged` is a
+/// directory the stager may not write, so the record could not be written: a release without its record is dated wrong, shows no
+/// size or meta, and is refused by `verify`, which is worse than no
+/// release when the app verifies. Checked before anything is written, so
+/// a refused stage leaves nothing behind.
+pub fn check_writable(releases: &Dir) -> Result<()> {
+    // Missing: created with the right mode when recording. Not a
+    // directory (planted by the owner of `releases/`): recording fails
+    // with a warning, as any other planted record trouble does.
+    let Ok(Some(dir)) = releases.open_dir(DIR) else {
+        return Ok(());
+    };
+    let st = dir.stat_self()?;
+    if st.st_uid == rustix::process::geteuid().as_raw() {
+        return Ok(()); // ours: widened if need be when recording
+    }
+    rustix::fs::accessat(&dir, ".", rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK, AtFlags::EACCESS)
+        .map_err(|e| {
+            crate::root::io_error(
+                e,
+                format!(
+                    "cannot write staging records in {} (its owner, uid {}, must make it writable by the stagers, as releasectl does when it next writes there)",
+                    releases.shown(DIR).display(),
+                    st.st_uid
+                ),
+            )
+        })
+}
+
 fn try_record(
     releases: &Dir,
     id: &str,
@@ -53,7 +118,7 @@ fn try_record(
     meta: &Meta,
     dedup: Option<&crate::dedup::Record>,
 ) -> Result<()> {
-    let dir = releases.open_or_create_dir(DIR, 0o755)?;
+    let dir = open_for_writing(releases)?;
     let tmp = format!(".{id}.{}", std::process::id());
     let mut file = dir
         .open_file(&tmp, Access::CreateNew)?
@@ -97,6 +162,63 @@ fn try_record(
     }
     dir.rename(&tmp, id)?;
     dir.sync()
+}
+
+/// The record of `id`, opened for reading, with its path for messages;
+/// `None` if there is none. Opened without following a symlink or blocking
+/// on a FIFO, then judged by what was opened: a regular file with one link,
+/// owned by root, by the user running releasectl, by the owner of
+/// `releases/`, or by the owner of the release it describes (`release`,
+/// its open handle, else looked up by name). A record is as trustworthy as
+/// its writer, and whoever owns a release can rewrite the release itself:
+/// its record proves nothing against that owner, and no other member can
+/// plant one that is believed.
+pub fn open_record(
+    releases: &Dir,
+    id: &str,
+    release: Option<&Dir>,
+) -> Result<Option<(std::fs::File, PathBuf)>> {
+    let Some(dir) = releases.open_dir(DIR)? else {
+        return Ok(None);
+    };
+    let shown = dir.shown(id);
+    if dir.stat(id)?.is_none() {
+        return Ok(None);
+    }
+    let file = dir.open_read(id)?;
+    let st = rustix::fs::fstat(&file)
+        .map_err(|e| crate::root::io_error(e, format!("stat {}", shown.display())))?;
+    let refuse = |why: String| {
+        Error::Operational(anyhow::anyhow!(
+            "{} {why}; refusing to use it",
+            shown.display()
+        ))
+    };
+    if st.st_nlink != 1 {
+        return Err(refuse(format!(
+            "has {} links (a hard link to another file?)",
+            st.st_nlink
+        )));
+    }
+    let owner = st.st_uid;
+    let release_owner = match release {
+        Some(r) => Some(r.stat_self()?.st_uid),
+        None => releases
+            .stat(id)?
+            .filter(|r| FileType::from_raw_mode(r.st_mode) == FileType::Directory)
+            .map(|r| r.st_uid),
+    };
+    let trusted = owner == 0
+        || owner == rustix::process::geteuid().as_raw()
+        || owner == releases.stat_self()?.st_uid
+        || release_owner == Some(owner);
+    if !trusted {
+        return Err(refuse(format!(
+            "is owned by uid {owner}, who owns neither release {id} nor {}",
+            releases.shown("").display()
+        )));
+    }
+    Ok(Some((file, shown)))
 }
 
 /// The recorded staging times, by release id. A missing or unreadable

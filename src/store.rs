@@ -55,11 +55,15 @@ pub fn inventory(app: &App) -> Result<Inventory> {
         .into_iter()
         .map(|(id, time)| {
             // Only what the record says about the release: a record that
-            // cannot be read (planted, damaged) leaves size and meta
-            // unknown, it does not fail the listing.
-            let header = dir
-                .as_ref()
-                .and_then(|d| crate::manifest::read_header(d, &id).ok().flatten());
+            // cannot be read (planted, damaged, oversized) leaves size and
+            // meta unknown and is reported in one line; it does not fail
+            // the listing.
+            let header = dir.as_ref().and_then(|d| {
+                crate::manifest::read_header(d, &id)
+                    .map_err(|e| crate::log::warn(&e.one_line()))
+                    .ok()
+                    .flatten()
+            });
             let (size, meta, dedup) =
                 header.map_or((None, BTreeMap::new(), None), |h| (h.size, h.meta, h.dedup));
             Release {

@@ -13,6 +13,7 @@ mod common;
 mod activate;
 mod attack;
 mod bad_input;
+mod bounds;
 mod completion;
 mod crash;
 mod dedup;

@@ -269,6 +269,20 @@ impl TestCommand {
         }
     }
 
+    /// The binary run by another program: `prefix... releasectl` (e.g.
+    /// `prlimit --as=N`, `/usr/bin/time`, `setpriv ...`).
+    pub fn under(prefix: &[&str]) -> TestCommand {
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(BIN)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        let mut shown: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        shown.push("releasectl".into());
+        TestCommand { cmd, shown }
+    }
+
     pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut TestCommand {
         self.shown.push(a.as_ref().to_string_lossy().into_owned());
         self.cmd.arg(a);
