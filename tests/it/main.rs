@@ -21,6 +21,7 @@ mod inputs;
 mod json_schema;
 mod locking;
 mod man;
+mod owner_attacks;
 mod packaging;
 mod prune;
 mod race;
