@@ -30,16 +30,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The attacker: uid and gid `nobody`.
-const ATTACKER: u32 = 65534;
+pub(crate) const ATTACKER: u32 = 65534;
 /// tests/it/attack/racer.py, handed to python with `-c` so the attacker needs
 /// no access to the checkout.
 const RACER: &str = include_str!("attack/racer.py");
 /// Bound on one releasectl call that should take milliseconds: a guard
 /// against a hang (a FIFO opened for reading blocks forever), generous
 /// because a stage's syncfs waits for whatever else the machine is writing.
-const QUICK: Duration = Duration::from_secs(20);
+pub(crate) const QUICK: Duration = Duration::from_secs(20);
 /// Bound on one call under a race or over a 3 GiB file.
-const SLOW: Duration = Duration::from_secs(30);
+pub(crate) const SLOW: Duration = Duration::from_secs(30);
 /// A line of the victim that must never be copied into a release.
 const SECRET: &str = "ROOT-ONLY-SECRET-4f1c9a2e";
 
@@ -47,7 +47,7 @@ const SECRET: &str = "ROOT-ONLY-SECRET-4f1c9a2e";
 // Prerequisites
 
 /// A python3 that uid 65534 can run (pyenv shims under /root are not).
-fn python() -> Option<&'static Path> {
+pub(crate) fn python() -> Option<&'static Path> {
     static PY: OnceLock<Option<PathBuf>> = OnceLock::new();
     PY.get_or_init(|| {
         let mut candidates = vec![
@@ -77,7 +77,7 @@ fn python() -> Option<&'static Path> {
 }
 
 /// Root, setpriv, a python3 the attacker can run, and `tools`.
-fn attack_ready(tools: &[&str]) -> bool {
+pub(crate) fn attack_ready(tools: &[&str]) -> bool {
     if !is_root() {
         return skip("needs root: root runs releasectl, uid 65534 attacks");
     }
@@ -93,7 +93,7 @@ fn attack_ready(tools: &[&str]) -> bool {
 }
 
 /// Root and `tools` (tests that mount or chown but need no attacker process).
-fn root_ready(tools: &[&str]) -> bool {
+pub(crate) fn root_ready(tools: &[&str]) -> bool {
     if !is_root() {
         return skip("needs root");
     }
@@ -114,7 +114,7 @@ fn tools_ready(tools: &[&str]) -> bool {
     true
 }
 
-fn as_attacker(program: impl AsRef<OsStr>) -> Command {
+pub(crate) fn as_attacker(program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new("setpriv");
     c.args([
         &format!("--reuid={ATTACKER}"),
@@ -136,19 +136,19 @@ fn as_attacker(program: impl AsRef<OsStr>) -> Command {
 ///   src/         stage sources
 ///   attacker/    the attacker's scratch space (uid 65534)
 /// ```
-struct Scene {
+pub(crate) struct Scene {
     tmp: tempfile::TempDir,
 }
 
 impl Scene {
     /// Under /tmp (a disk file system).
-    fn new() -> Scene {
+    pub(crate) fn new() -> Scene {
         Scene::under(Path::new("/tmp"))
     }
 
     /// On tmpfs: races stage thousands of files and fsync each one; on a
     /// disk that would make a round take seconds without making it more real.
-    fn on_tmpfs() -> Scene {
+    pub(crate) fn on_tmpfs() -> Scene {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
             Scene::under(shm)
@@ -174,25 +174,25 @@ impl Scene {
         s
     }
 
-    fn base(&self) -> &Path {
+    pub(crate) fn base(&self) -> &Path {
         self.tmp.path()
     }
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.base().join("root")
     }
     fn victim(&self) -> PathBuf {
         self.base().join("victim")
     }
-    fn etc(&self) -> PathBuf {
+    pub(crate) fn etc(&self) -> PathBuf {
         self.base().join("etc")
     }
-    fn src(&self) -> PathBuf {
+    pub(crate) fn src(&self) -> PathBuf {
         self.base().join("src")
     }
-    fn attacker_dir(&self) -> PathBuf {
+    pub(crate) fn attacker_dir(&self) -> PathBuf {
         self.base().join("attacker")
     }
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
     }
 
@@ -224,13 +224,13 @@ impl Scene {
     }
 
     /// An empty app root again.
-    fn reset_root(&self) {
+    pub(crate) fn reset_root(&self) {
         let _ = fs::remove_dir_all(self.root());
         fs::create_dir(self.root()).unwrap();
     }
 
     /// `releases/<id>` with `version` and `dirs` subdirectories of `files` files each.
-    fn release(&self, id: &str, dirs: usize, files: usize) -> PathBuf {
+    pub(crate) fn release(&self, id: &str, dirs: usize, files: usize) -> PathBuf {
         let d = self.path("releases").join(id);
         fs::create_dir_all(&d).unwrap();
         fs::write(d.join("version"), format!("{id}\n")).unwrap();
@@ -245,11 +245,11 @@ impl Scene {
     }
 
     /// The attacker owns ROOT and everything in it.
-    fn to_attacker(&self) {
+    pub(crate) fn to_attacker(&self) {
         chown_tree(&self.root());
     }
 
-    fn config(&self, app: &str, body: &str) {
+    pub(crate) fn config(&self, app: &str, body: &str) {
         let text = body
             .replace("{root}", &self.root().display().to_string())
             .replace("{base}", &self.base().display().to_string());
@@ -257,12 +257,12 @@ impl Scene {
     }
 
     /// `releasectl --root ROOT`
-    fn rctl(&self) -> Call {
+    pub(crate) fn rctl(&self) -> Call {
         Call::new(&[]).arg("--root").arg(self.root())
     }
 
     /// `releasectl --config-dir ETC`
-    fn rctl_config(&self) -> Call {
+    pub(crate) fn rctl_config(&self) -> Call {
         Call::new(&[]).arg("--config-dir").arg(self.etc())
     }
 
@@ -305,7 +305,7 @@ impl Scene {
     }
 }
 
-fn chown_tree(path: &Path) {
+pub(crate) fn chown_tree(path: &Path) {
     std::os::unix::fs::lchown(path, Some(ATTACKER), Some(ATTACKER))
         .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
     let meta = fs::symlink_metadata(path).unwrap();
@@ -316,7 +316,7 @@ fn chown_tree(path: &Path) {
     }
 }
 
-fn ps(p: &Path) -> String {
+pub(crate) fn ps(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_string()
 }
 
@@ -471,14 +471,14 @@ fn regular_files(top: &Path) -> Vec<PathBuf> {
 
 /// A releasectl command line (optionally under a wrapper such as prlimit or
 /// strace), run in its own process group with a deadline.
-struct Call {
+pub(crate) struct Call {
     cmd: Command,
     shown: Vec<String>,
     limit: Duration,
 }
 
 impl Call {
-    fn new(wrapper: &[&str]) -> Call {
+    pub(crate) fn new(wrapper: &[&str]) -> Call {
         Call::exe(wrapper, Path::new(BIN))
     }
 
@@ -507,26 +507,26 @@ impl Call {
         }
     }
 
-    fn arg(mut self, a: impl AsRef<OsStr>) -> Call {
+    pub(crate) fn arg(mut self, a: impl AsRef<OsStr>) -> Call {
         self.shown.push(a.as_ref().to_string_lossy().into_owned());
         self.cmd.arg(a);
         self
     }
 
-    fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Call {
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Call {
         for a in args {
             self = self.arg(a);
         }
         self
     }
 
-    fn limit(mut self, d: Duration) -> Call {
+    pub(crate) fn limit(mut self, d: Duration) -> Call {
         self.limit = d;
         self
     }
 
     /// Run to completion, or `Err("hung ...")` after killing it at the deadline.
-    fn try_run(mut self) -> Result<Run, String> {
+    pub(crate) fn try_run(mut self) -> Result<Run, String> {
         let shown = self.shown.join(" ");
         let mut child = self
             .cmd
@@ -571,7 +571,7 @@ impl Call {
     }
 
     /// Run a setup step that must succeed.
-    fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         let r = self.try_run().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.code, Some(0), "setup step failed\n{r}");
         r
@@ -589,7 +589,7 @@ fn drain(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// A run, shortened for a findings list.
-fn brief(r: &Run) -> String {
+pub(crate) fn brief(r: &Run) -> String {
     format!(
         "`{}` exit {:?}; stdout: {}; stderr: {}",
         r.shown,
@@ -619,20 +619,20 @@ fn injected_output(text: &str) -> Option<String> {
 // Findings: every failed expectation of a test, reported together
 
 #[derive(Default)]
-struct Findings(Vec<String>);
+pub(crate) struct Findings(Vec<String>);
 
 impl Findings {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
             self.0.push(what());
         }
     }
 
-    fn add(&mut self, what: String) {
+    pub(crate) fn add(&mut self, what: String) {
         self.0.push(what);
     }
 
-    fn done(self, test: &str) {
+    pub(crate) fn done(self, test: &str) {
         if self.0.is_empty() {
             return;
         }
@@ -691,14 +691,14 @@ fn expect_exit_naming(f: &mut Findings, r: &Result<Run, String>, code: i32, need
 // The attacker process
 
 /// The racer, as uid 65534. Dropping it kills and reaps it.
-struct Attacker {
+pub(crate) struct Attacker {
     child: Option<Child>,
 }
 
 impl Attacker {
     /// Start the racer with `spec` (see racer.py) and wait until its links
     /// are planted and it is racing.
-    fn start(scene: &Scene, mut spec: Value) -> Attacker {
+    pub(crate) fn start(scene: &Scene, mut spec: Value) -> Attacker {
         let ready = scene.attacker_dir().join("ready");
         let _ = fs::remove_file(&ready);
         spec["ready"] = json!(ps(&ready));
@@ -730,7 +730,7 @@ impl Attacker {
     }
 
     /// SIGTERM, then its counts (`iterations`, `exchanges`, `seen`).
-    fn stop(&mut self) -> Value {
+    pub(crate) fn stop(&mut self) -> Value {
         let Some(mut child) = self.child.take() else {
             return Value::Null;
         };
@@ -765,14 +765,14 @@ impl Drop for Attacker {
 
 /// Totals of the racer's counts over all rounds.
 #[derive(Default, Debug)]
-struct RaceStats {
+pub(crate) struct RaceStats {
     iterations: u64,
-    exchanges: u64,
+    pub(crate) exchanges: u64,
     seen: u64,
 }
 
 impl RaceStats {
-    fn add(&mut self, v: &Value) {
+    pub(crate) fn add(&mut self, v: &Value) {
         self.iterations += v["iterations"].as_u64().unwrap_or(0);
         self.exchanges += v["exchanges"].as_u64().unwrap_or(0);
         self.seen += v["seen"].as_u64().unwrap_or(0);
@@ -812,7 +812,7 @@ impl Rounds {
 // ---------------------------------------------------------------------------
 // Mounts (tmpfs for a full disk, read-only binds), undone by a guard
 
-struct Mount(PathBuf);
+pub(crate) struct Mount(PathBuf);
 
 impl Mount {
     fn run(args: &[&OsStr]) -> Result<(), String> {
@@ -831,7 +831,7 @@ impl Mount {
         }
     }
 
-    fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+    pub(crate) fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
         let opts = format!("size={size},mode=0755");
         Mount::run(&[
             "-t".as_ref(),

@@ -23,6 +23,7 @@ mod inputs;
 mod json_schema;
 mod locking;
 mod man;
+mod owner_attacks;
 mod packaging;
 mod privilege;
 mod prune;
