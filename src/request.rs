@@ -507,7 +507,17 @@ pub fn submit(requests: &Path, app: &str, release: &str) -> Result<Submitted> {
         .and_then(|()| f.sync_all())
         .map_err(|e| io(e, writing()))?;
     let (ino, uid) = (meta.ino(), meta.uid());
-    let file = tmp.persist(&path).map_err(|e| {
+    // Kept while waiting is a read-only handle on the same inode (reopened
+    // through our own fd: the temp name is the group's to rename). The
+    // write handle is closed before the rename: the path unit watches
+    // PathChanged=, which a close after writing fires, and a write handle
+    // closed at exit would start the watcher a second time for one request.
+    let file = std::fs::File::open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(tmp.as_file())
+    ))
+    .map_err(|e| io(e, writing()))?;
+    tmp.into_temp_path().persist(&path).map_err(|e| {
         io(
             e.error,
             format!("renaming the request to {}", path.display()),

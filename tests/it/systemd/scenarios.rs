@@ -960,6 +960,29 @@ fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
     assert_eq!(doc["error"]["kind"], "activation_failed", "{doc}");
     assert_contains(&err, "health check failed", "the error line of request bad");
     assert_eq!(app.current().as_deref(), Some("good"));
+    // One request, one activation: `request` closes its write handle before
+    // the rename, so its exit does not fire PathChanged= a second time
+    // (time for a second start of the watcher to show, had it fired).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let runs = |to: &str| {
+        app.history()
+            .iter()
+            .filter(|e| e["to"] == to && e["event"] != "requested")
+            .count()
+    };
+    assert_eq!(
+        runs("bad"),
+        1,
+        "history after one request of bad: {:#?}",
+        app.history()
+    );
+    assert_eq!(
+        runs("good"),
+        1,
+        "history after one request of good: {:#?}",
+        app.history()
+    );
+    assert_eq!(app.current().as_deref(), Some("good"));
     // The member reads the state root keeps, without root.
     let (code, out, err) = as_user("rctl-dev", "releasectl status unpriv");
     assert_eq!(code, Some(0), "status: {err}");
@@ -1145,7 +1168,8 @@ fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
         for (what, details, allowed) in cases {
             let args: String = details
                 .iter()
-                .map(|(k, v)| format!(" --detail {k} \"{v}\""))
+                // Single-quoted: the messages hold `$(unit)` and quotes.
+                .map(|(k, v)| format!(" --detail {k} '{}'", v.replace('\'', "'\\''")))
                 .collect();
             let out = c.run_text(&format!(
                 "setpriv --reuid=$(id -u {user}) --regid=$(id -g {user}) --init-groups sleep 30 & pid=$!; \
