@@ -336,8 +336,10 @@ fn publish_holder(root: &RootDir, line: &str) -> Option<(Dir, String)> {
     let name = format!("{}.json", key(root).ok()?);
     let tmp = format!(".{name}.{}", std::process::id());
     let mut f = dir.open_file(&tmp, Access::CreateNew).ok()??;
-    f.write_all(line.as_bytes()).ok()?;
-    dir.rename(&tmp, &name).ok()?;
+    if f.write_all(line.as_bytes()).is_err() || dir.rename(&tmp, &name).is_err() {
+        let _ = dir.unlink(&tmp);
+        return None;
+    }
     Some((dir, name))
 }
 
@@ -348,9 +350,10 @@ fn published_holder(root: &RootDir) -> Option<Holder> {
         .open_file(&format!("{}.json", key(root).ok()?), Access::Read)
         .ok()??;
     let holder = read_holder_from(&mut f)?;
-    Path::new(&format!("/proc/{}", holder.pid))
-        .exists()
-        .then_some(holder)
+    // Left by a run that was killed: its pid is gone, or (reused) belongs
+    // to a process that is not releasectl.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", holder.pid)).ok()?;
+    (comm.trim_end() == "releasectl").then_some(holder)
 }
 
 /// The owner's lock file is a state file like the others: no symlink, no
