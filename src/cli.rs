@@ -93,7 +93,11 @@ pub enum Command {
     History(HistoryArgs),
     /// Remove old releases, never current, previous, pending or last good
     Prune(PruneArgs),
-    /// Validate config, layout and (if systemd is reachable) the units
+    /// Validate config, layout and (if systemd is reachable) the units: a pre-flight that
+    /// a new host passes once set up, before anything is staged
+    ///
+    /// Each unit's state is reported as it is: an inactive unit is started by the first
+    /// activation (also with action = "reload"); a failed unit fails the check.
     Check(AppArg),
     /// Check a release against the manifest recorded when it was staged
     Verify(VerifyArgs),
@@ -345,8 +349,10 @@ pub struct MarkArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The release, as [APP:]RELEASE (default: the current release)
-    #[arg(value_name = "[APP:]RELEASE")]
+    /// An app (its current release), or a release as [APP:]RELEASE (default:
+    /// the current release). A bare word that names a configured app is that
+    /// app; write APP:RELEASE for a release id that is also an app's name
+    #[arg(value_name = "APP | [APP:]RELEASE")]
     pub release: Option<OsString>,
     /// With several apps configured: the app whose current release to verify
     #[arg(long, conflicts_with = "release")]

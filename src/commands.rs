@@ -546,7 +546,8 @@ fn status(app: &App, out: &Output) -> Result<()> {
 
 /// `status`, `list` and `history` of the app named, or of the single one
 /// configured; with several configured and none named, of every app: text
-/// sections headed `== APP ==`, or one JSON array of the per-app documents.
+/// sections headed `== APP ==`, or the one JSON document with the per-app
+/// reports listed under `result.apps`.
 fn each_app(
     source: &Source,
     app: Option<&str>,
@@ -844,16 +845,31 @@ fn recover(source: &Source, r: cli::RecoverArgs, wait: Duration, out: &Output) -
     }
 }
 
-/// `verify [APP:]RELEASE`: the release against its manifest; exit 14 when
+/// Whether `raw` (no `:`) is the name of an app configured in the config
+/// directory: then it is that app, not a release id.
+fn names_an_app(source: &Source, raw: &std::ffi::OsStr) -> Result<bool> {
+    let Some(word) = raw.to_str().filter(|w| !w.contains(':')) else {
+        return Ok(false);
+    };
+    Ok(source.allows_app() && source.all_apps()?.iter().any(|a| a == word))
+}
+
+/// `verify [APP | [APP:]RELEASE]`: the release against its manifest; exit 14 when
 /// anything differs, with every difference in the report.
 fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
-    let (app, id) = match &v.release {
+    // `verify shop`, like `status shop`: a bare word naming a configured
+    // app means that app's current release.
+    let (release, app_name) = match v.release {
+        Some(raw) if names_an_app(source, &raw)? => (None, raw.to_str().map(str::to_string)),
+        release => (release, v.app),
+    };
+    let (app, id) = match &release {
         Some(raw) => {
             let r = release_id::parse_request(raw, source.allows_app())?;
             (source.open(r.app.as_deref())?, r.release)
         }
         None => {
-            let app = source.open(v.app.as_deref())?;
+            let app = source.open(app_name.as_deref())?;
             let Some(id) = app.root.current()? else {
                 return Err(usage(format!(
                     "{}: no current release; name the release to verify",
