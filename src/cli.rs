@@ -92,6 +92,10 @@ pub enum Command {
     /// Show the activation log
     History(HistoryArgs),
     /// Remove old releases, never current, previous, pending or last good
+    ///
+    /// Keeps the N newest good releases: releases marked bad do not count toward N and are
+    /// removed unless protected. `[prune] keep = N` in the app's config prunes after every
+    /// committed activation; releasectl-prune@APP.timer prunes daily.
     Prune(PruneArgs),
     /// Validate config, layout and (if systemd is reachable) the units: a pre-flight that
     /// a new host passes once set up, before anything is staged
@@ -378,7 +382,8 @@ pub struct HistoryArgs {
 pub struct PruneArgs {
     /// The app (default: the single configured app)
     pub app: Option<String>,
-    /// How many of the newest releases to keep (default: the config's `keep`, else 5)
+    /// How many of the newest good releases to keep; bad ones do not count (default: the
+    /// config's `keep`, else 5)
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
     /// Say what would be removed; remove nothing

@@ -438,6 +438,9 @@ fn run_activation(
         }
         Outcome::WouldActivate { from, to } => ("would_activate", from.clone(), to.clone()),
     };
+    if let (Outcome::Activated { .. }, Some(keep)) = (&outcome, app.config.auto_prune) {
+        auto_prune(app, keep);
+    }
     let label = app.label();
     out.print(
         json!({"app": app.name, "root": app.root.path(), "outcome": word, "release": to, "previous": from}),
@@ -455,6 +458,28 @@ fn run_activation(
         from,
         to,
     })
+}
+
+/// `[prune] keep`: after a committed activation, prune to `keep` good
+/// releases. The activation stands whatever happens here: a failure is a
+/// warning. The lock is not waited for: whoever holds it is activating,
+/// and prunes after its own commit.
+fn auto_prune(app: &App, keep: usize) {
+    let label = app.label();
+    match store::prune(app, keep, Duration::ZERO) {
+        Ok(done) if done.plan.remove.is_empty() => {}
+        Ok(done) => log::info(&format!(
+            "{label}: pruned to {keep} good releases ([prune] keep): removed {}",
+            done.plan.remove.join(", ")
+        )),
+        Err(Error::LockBusy(_)) => log::info(&format!(
+            "{label}: not pruned after the activation: the lock is busy (the next activation prunes)"
+        )),
+        Err(e) => log::warn(&format!(
+            "{label}: pruning after the activation failed (the activation stands): {}",
+            e.one_line()
+        )),
+    }
 }
 
 /// `status`. An intent record with nobody holding the lock is an
@@ -768,6 +793,16 @@ fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
 fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
     let keep = p.keep.unwrap_or(app.config.keep);
     if p.dry_run {
+        // Refused as the real run would be (a member in root's layout may
+        // not take the lock), not a plan it then cannot carry out.
+        let state = app.state_dir(false)?;
+        lock::check_can_take(&app.root, state.as_ref()).map_err(|e| {
+            Error::Operational(anyhow::anyhow!(
+                "{}: prune would be refused: {}",
+                app.label(),
+                e.one_line()
+            ))
+        })?;
         let plan = store::plan_prune(&store::inventory(app)?, keep);
         out.print(json!({"dry_run": true, "plan": plan}), || {
             describe_plan(&plan, "would remove")

@@ -59,6 +59,7 @@ pub const ALL: &[(&str, Scenario)] = &[
         "p_nginx_recipe_first_deploy_starts_nginx",
         p_nginx_recipe_first_deploy_starts_nginx,
     ),
+    ("q_prune_timer_prunes_an_app", q_prune_timer_prunes_an_app),
     (
         "o_unprivileged_member_stages_requests_and_starts",
         o_unprivileged_member_stages_requests_and_starts,
@@ -806,6 +807,38 @@ fn p_nginx_recipe_first_deploy_starts_nginx(c: &mut Container) {
 
     let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/first"));
     c.sh("systemctl reload nginx.service");
+}
+
+/// q. The shipped `releasectl-prune@.timer` is enabled per app and its
+/// service prunes that app to its `keep` under the units' sandbox.
+fn q_prune_timer_prunes_an_app(c: &mut Container) {
+    let app = App::create(
+        c,
+        "pruned",
+        "keep = 1\n",
+        &[
+            ("v1", &[("a", "1")]),
+            ("v2", &[("a", "2")]),
+            ("v3", &[("a", "3")]),
+        ],
+    );
+    for v in ["v1", "v2", "v3"] {
+        app.start_at(v);
+    }
+    c.sh("systemctl enable --now releasectl-prune@pruned.timer");
+    assert_eq!(
+        show(c, "releasectl-prune@pruned.timer", "ActiveState"),
+        "active"
+    );
+    c.sh("systemctl start releasectl-prune@pruned.service");
+    assert_eq!(
+        show(c, "releasectl-prune@pruned.service", "Result"),
+        "success"
+    );
+    let left = c.sh("ls /srv/pruned/releases");
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["v2", "v3"]);
+    assert_eq!(app.current().as_deref(), Some("v3"));
+    c.sh("systemctl disable --now releasectl-prune@pruned.timer");
 }
 
 /// c. v2 fails its health check: rollback, and the service is reloaded again
