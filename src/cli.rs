@@ -92,8 +92,16 @@ pub enum Command {
     /// Show the activation log
     History(HistoryArgs),
     /// Remove old releases, never current, previous, pending or last good
+    ///
+    /// Keeps the N newest good releases: releases marked bad do not count toward N and are
+    /// removed unless protected. `[prune] keep = N` in the app's config prunes after every
+    /// committed activation; releasectl-prune@APP.timer prunes daily.
     Prune(PruneArgs),
-    /// Validate config, layout and (if systemd is reachable) the units
+    /// Validate config, layout and (if systemd is reachable) the units: a pre-flight that
+    /// a new host passes once set up, before anything is staged
+    ///
+    /// Each unit's state is reported as it is: an inactive unit is started by the first
+    /// activation (also with action = "reload"); a failed unit fails the check.
     Check(AppArg),
     /// Check a release against the manifest recorded when it was staged
     Verify(VerifyArgs),
@@ -345,8 +353,10 @@ pub struct MarkArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The release, as [APP:]RELEASE (default: the current release)
-    #[arg(value_name = "[APP:]RELEASE")]
+    /// An app (its current release), or a release as [APP:]RELEASE (default:
+    /// the current release). A bare word that names a configured app is that
+    /// app; write APP:RELEASE for a release id that is also an app's name
+    #[arg(value_name = "APP | [APP:]RELEASE")]
     pub release: Option<OsString>,
     /// With several apps configured: the app whose current release to verify
     #[arg(long, conflicts_with = "release")]
@@ -372,7 +382,8 @@ pub struct HistoryArgs {
 pub struct PruneArgs {
     /// The app (default: the single configured app)
     pub app: Option<String>,
-    /// How many of the newest releases to keep (default: the config's `keep`, else 5)
+    /// How many of the newest good releases to keep; bad ones do not count (default: the
+    /// config's `keep`, else 5)
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
     /// Say what would be removed; remove nothing

@@ -438,6 +438,9 @@ fn run_activation(
         }
         Outcome::WouldActivate { from, to } => ("would_activate", from.clone(), to.clone()),
     };
+    if let (Outcome::Activated { .. }, Some(keep)) = (&outcome, app.config.auto_prune) {
+        auto_prune(app, keep);
+    }
     let label = app.label();
     out.print(
         json!({"app": app.name, "root": app.root.path(), "outcome": word, "release": to, "previous": from}),
@@ -455,6 +458,28 @@ fn run_activation(
         from,
         to,
     })
+}
+
+/// `[prune] keep`: after a committed activation, prune to `keep` good
+/// releases. The activation stands whatever happens here: a failure is a
+/// warning. The lock is not waited for: whoever holds it is activating,
+/// and prunes after its own commit.
+fn auto_prune(app: &App, keep: usize) {
+    let label = app.label();
+    match store::prune(app, keep, Duration::ZERO) {
+        Ok(done) if done.plan.remove.is_empty() => {}
+        Ok(done) => log::info(&format!(
+            "{label}: pruned to {keep} good releases ([prune] keep): removed {}",
+            done.plan.remove.join(", ")
+        )),
+        Err(Error::LockBusy(_)) => log::info(&format!(
+            "{label}: not pruned after the activation: the lock is busy (the next activation prunes)"
+        )),
+        Err(e) => log::warn(&format!(
+            "{label}: pruning after the activation failed (the activation stands): {}",
+            e.one_line()
+        )),
+    }
 }
 
 /// `status`. An intent record with nobody holding the lock is an
@@ -546,7 +571,8 @@ fn status(app: &App, out: &Output) -> Result<()> {
 
 /// `status`, `list` and `history` of the app named, or of the single one
 /// configured; with several configured and none named, of every app: text
-/// sections headed `== APP ==`, or one JSON array of the per-app documents.
+/// sections headed `== APP ==`, or the one JSON document with the per-app
+/// reports listed under `result.apps`.
 fn each_app(
     source: &Source,
     app: Option<&str>,
@@ -767,6 +793,16 @@ fn show_history(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
 fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
     let keep = p.keep.unwrap_or(app.config.keep);
     if p.dry_run {
+        // Refused as the real run would be (a member in root's layout may
+        // not take the lock), not a plan it then cannot carry out.
+        let state = app.state_dir(false)?;
+        lock::check_can_take(&app.root, state.as_ref()).map_err(|e| {
+            Error::Operational(anyhow::anyhow!(
+                "{}: prune would be refused: {}",
+                app.label(),
+                e.one_line()
+            ))
+        })?;
         let plan = store::plan_prune(&store::inventory(app)?, keep);
         out.print(json!({"dry_run": true, "plan": plan}), || {
             describe_plan(&plan, "would remove")
@@ -844,16 +880,31 @@ fn recover(source: &Source, r: cli::RecoverArgs, wait: Duration, out: &Output) -
     }
 }
 
-/// `verify [APP:]RELEASE`: the release against its manifest; exit 14 when
+/// Whether `raw` (no `:`) is the name of an app configured in the config
+/// directory: then it is that app, not a release id.
+fn names_an_app(source: &Source, raw: &std::ffi::OsStr) -> Result<bool> {
+    let Some(word) = raw.to_str().filter(|w| !w.contains(':')) else {
+        return Ok(false);
+    };
+    Ok(source.allows_app() && source.all_apps()?.iter().any(|a| a == word))
+}
+
+/// `verify [APP | [APP:]RELEASE]`: the release against its manifest; exit 14 when
 /// anything differs, with every difference in the report.
 fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
-    let (app, id) = match &v.release {
+    // `verify shop`, like `status shop`: a bare word naming a configured
+    // app means that app's current release.
+    let (release, app_name) = match v.release {
+        Some(raw) if names_an_app(source, &raw)? => (None, raw.to_str().map(str::to_string)),
+        release => (release, v.app),
+    };
+    let (app, id) = match &release {
         Some(raw) => {
             let r = release_id::parse_request(raw, source.allows_app())?;
             (source.open(r.app.as_deref())?, r.release)
         }
         None => {
-            let app = source.open(v.app.as_deref())?;
+            let app = source.open(app_name.as_deref())?;
             let Some(id) = app.root.current()? else {
                 return Err(usage(format!(
                     "{}: no current release; name the release to verify",

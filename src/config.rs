@@ -93,7 +93,11 @@ impl Default for Hooks {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub root: PathBuf,
+    /// How many good releases `prune` keeps by default.
     pub keep: usize,
+    /// `[prune] keep`: prune to this many good releases after every
+    /// committed activation (`None`: only when `prune` is run).
+    pub auto_prune: Option<usize>,
     /// Check the release against its manifest before every activation.
     pub verify: bool,
     pub services: Services,
@@ -113,6 +117,7 @@ impl Config {
         Config {
             root,
             keep: 5,
+            auto_prune: None,
             verify: false,
             services: Services {
                 units: Vec::new(),
@@ -208,6 +213,13 @@ struct RawConfig {
     hooks: Option<RawHooks>,
     shared: Option<RawShared>,
     stage: Option<RawStage>,
+    prune: Option<RawPrune>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrune {
+    keep: Spanned<usize>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +283,17 @@ impl RawConfig {
         let mut cfg = Config::ad_hoc(self.root.into_inner());
         if let Some(keep) = self.keep {
             cfg.keep = keep;
+        }
+        if let Some(p) = self.prune {
+            if self.keep.is_some() {
+                return Err(err(
+                    p.keep.span(),
+                    "prune.keep",
+                    "the top-level `keep` says the same: keep one of them ([prune] keep also prunes after every activation)",
+                ));
+            }
+            cfg.keep = p.keep.into_inner();
+            cfg.auto_prune = Some(cfg.keep);
         }
         cfg.verify = self.verify.unwrap_or(false);
         if let Some(s) = self.services {

@@ -175,6 +175,45 @@ fn write_holder(file: &mut File, line: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process could take the app's lock, found out without
+/// taking it or creating anything (for `prune --dry-run`, which must not
+/// promise what the real run is then refused). Root always can: its lock
+/// lives in `/run/releasectl`. Anyone else opens `.releasectl/lock` for
+/// writing, creating it (and `.releasectl/`) if missing: a member in root's
+/// layout cannot. `Err` is the one line saying why not.
+pub fn check_can_take(root: &RootDir, state_dir: Option<&Dir>) -> Result<()> {
+    use std::os::fd::AsFd;
+    if creds::is_root() {
+        return Ok(());
+    }
+    // What the real run writes: the lock file, or the directory it (or
+    // `.releasectl/` itself) would be created in.
+    let (dir, name, shown) = match state_dir {
+        Some(state) if state.stat(LOCK_FILE)?.is_some() => {
+            (state.as_fd(), LOCK_FILE, state.shown(LOCK_FILE))
+        }
+        Some(state) => (state.as_fd(), ".", state.shown(LOCK_FILE)),
+        None => (
+            root.dir().as_fd(),
+            ".",
+            root.dir().shown(crate::root::STATE_DIR).join(LOCK_FILE),
+        ),
+    };
+    rustix::fs::accessat(
+        dir,
+        name,
+        rustix::fs::Access::WRITE_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )
+    .map_err(|e| {
+        Error::Operational(anyhow::anyhow!(
+            "cannot take the lock {}: {} (the lock is root's: run it as root)",
+            shown.display(),
+            std::io::Error::from(e)
+        ))
+    })
+}
+
 /// The current holder, if the lock is held right now (for `status`).
 pub fn current_holder(root: &RootDir, state_dir: Option<&Dir>) -> Result<Option<Holder>> {
     match while_idle(root, state_dir, || Ok(()))? {

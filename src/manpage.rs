@@ -300,7 +300,8 @@ accepted in it.
 Without \fIAPP\fR and without \fB\-\-root\fR, a command acts on the single
 configured app. With several apps configured,
 \fBstatus\fR, \fBlist\fR and \fBhistory\fR show every app (text sections headed
-\fB== APP ==\fR, or one JSON array of the per\-app documents), and the other
+\fB== APP ==\fR; under \fB\-\-json\fR the one document whose
+\fBresult.apps\fR lists the per\-app reports), and the other
 commands fail with exit status 2 and list the apps.
 .SS "Shell completion"
 The completions for bash, zsh and fish complete what is on this machine:

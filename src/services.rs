@@ -16,8 +16,9 @@ pub trait ServiceManager {
         cancel: &Cancel,
     ) -> anyhow::Result<()>;
 
-    /// Whether `unit` exists and can do `action` (for `releasectl check`).
-    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<()>;
+    /// Whether `unit` exists and can do `action` (for `releasectl check`):
+    /// its state and what an activation will do to it, or why it cannot.
+    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String>;
 }
 
 /// Used when no units are configured or `--no-reload` is given.
@@ -28,7 +29,7 @@ impl ServiceManager for NoServices {
         anyhow::bail!("no service manager available to act on {unit}")
     }
 
-    fn probe(&mut self, unit: &str, _: Action) -> anyhow::Result<()> {
+    fn probe(&mut self, unit: &str, _: Action) -> anyhow::Result<String> {
         anyhow::bail!("no service manager available to check {unit}")
     }
 }

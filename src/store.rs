@@ -192,8 +192,10 @@ pub struct PrunePlan {
     pub protected: Vec<String>,
 }
 
-/// Keep the `keep` newest releases, and always current, previous, both ends
-/// of a pending activation and the last release committed successfully.
+/// Keep the `keep` newest releases that are not marked bad, and always
+/// current, previous, both ends of a pending activation, the last release
+/// committed successfully and the one `rollback` would pick. Bad releases
+/// are removed unless protected.
 pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
     let mut protected: HashSet<&str> = HashSet::new();
     protected.extend(inv.current.as_deref());
@@ -215,8 +217,12 @@ pub fn plan_prune(inv: &Inventory, keep: usize) -> PrunePlan {
         keep: Vec::new(),
         protected: Vec::new(),
     };
-    for (i, r) in inv.releases.iter().enumerate() {
-        if i < keep {
+    // Bad releases do not count toward `keep`: N failed deploys in a row
+    // must not push the good releases out.
+    let mut good = 0;
+    for r in &inv.releases {
+        if !r.bad && good < keep {
+            good += 1;
             plan.keep.push(r.id.clone());
         } else if protected.contains(r.id.as_str()) {
             plan.protected.push(r.id.clone());
@@ -325,7 +331,7 @@ mod tests {
                     created: None,
                     current: *id == current,
                     previous: false,
-                    bad: false,
+                    bad: summary.bad.contains(*id),
                     size: None,
                     meta: BTreeMap::new(),
                     dedup: None,
@@ -350,6 +356,22 @@ mod tests {
         assert_eq!(plan.keep, vec!["v5"]);
         assert_eq!(plan.protected, vec!["v2", "v1"]);
         assert_eq!(plan.remove, vec!["v4", "v3"]);
+    }
+
+    /// Bad releases do not count toward `keep`, and go unless protected.
+    #[test]
+    fn prune_keeps_n_good_releases() {
+        let summary = Summary {
+            previous: Some("v1".into()),
+            last_good: Some("v4".into()),
+            bad: ["v5", "v3"].map(String::from).into_iter().collect(),
+            ..Summary::default()
+        };
+        let i = inv(&["v5", "v4", "v3", "v2", "v1"], "v4", summary);
+        let plan = plan_prune(&i, 2);
+        assert_eq!(plan.keep, vec!["v4", "v2"]);
+        assert_eq!(plan.protected, vec!["v1"]);
+        assert_eq!(plan.remove, vec!["v5", "v3"]);
     }
 
     #[test]

@@ -28,13 +28,14 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 units="$scratch/units"
 mkdir "$units"
-for f in "$here"/*.service "$here"/*.path; do
+for f in "$here"/*.service "$here"/*.path "$here"/*.timer; do
     sed "s|/usr/bin/releasectl|$bin|g" "$f" >"$units/$(basename "$f")"
 done
 
 failed=0
 # Templates are verified through an instance, the way systemd loads them.
-for name in deploy@.service deploy-watch@.path deploy-watch@.service releasectl-recover.service; do
+for name in deploy@.service deploy-watch@.path deploy-watch@.service releasectl-recover.service \
+    releasectl-prune@.timer releasectl-prune@.service; do
     case $name in
         # (a ':' in a file name confuses verify, so "web", not "web:v2")
         *@.*) inst=$(echo "$name" | sed 's/@\./@web./') ;;
@@ -74,7 +75,8 @@ else
     echo "tmpfiles  releasectl.tmpfiles.conf: FAILED"; echo "$out" | sed 's/^/    /'; failed=1
 fi
 
-for name in deploy@.service deploy-watch@.service releasectl-recover.service; do
+for name in deploy@.service deploy-watch@.service releasectl-recover.service releasectl-prune@web.service; do
+    [ "$name" = releasectl-prune@web.service ] && cp "$units/releasectl-prune@.service" "$units/$name"
     out=$(systemd-analyze security --offline=true --no-pager "$units/$name" 2>&1) || true
     exposure=$(echo "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
     if [ -z "$exposure" ]; then

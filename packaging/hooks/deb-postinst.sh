@@ -23,8 +23,16 @@ releasectl_activate() {
 	# A release whose activation failed before is not tried again on every
 	# later apt/dnf run (dpkg keeps the package unconfigured and reruns this);
 	# RELEASECTL_FORCE=1 tries it anyway.
+	# The check's own line names --refuse-bad, a flag of this script, not
+	# the operator's: a bad release gets a line of its own; any other
+	# refusal (unknown app, missing release) is shown as releasectl says it.
 	if [ "${RELEASECTL_FORCE:-0}" != 1 ] &&
-		! releasectl activate --dry-run --refuse-bad "$1:$2" >/dev/null; then
+		! releasectl_why=$(releasectl activate --dry-run --refuse-bad "$1:$2" 2>&1 >/dev/null); then
+		case $releasectl_why in
+		*" is marked bad "*)
+			echo "releasectl: $1:$2 is marked bad: its last activation failed (see releasectl history $1); not activating it again" >&2 ;;
+		*) echo "$releasectl_why" >&2 ;;
+		esac
 		echo "releasectl: not activating $1:$2; fix the release and rerun with RELEASECTL_FORCE=1, or remove its package" >&2
 		return 1
 	fi

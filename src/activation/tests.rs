@@ -48,8 +48,8 @@ impl ServiceManager for FakeUnits {
         Ok(())
     }
 
-    fn probe(&mut self, _: &str, _: Action) -> anyhow::Result<()> {
-        Ok(())
+    fn probe(&mut self, _: &str, _: Action) -> anyhow::Result<String> {
+        Ok("active".into())
     }
 }
 

@@ -4,6 +4,13 @@
 //! `JobRemoved` signal, accept only the result "done", then check the unit
 //! is active (and, after a restart, that it is a new invocation).
 //!
+//! `reload` of a unit that is not running (inactive, or failed) starts it,
+//! as `systemctl reload-or-restart` does: a server whose configuration
+//! includes `current/` may not have been able to start before the first
+//! release was activated, and a reload it cannot take would fail that
+//! release. An active unit is reloaded (never restarted: a unit without
+//! `ExecReload=` is refused as before).
+//!
 //! The connection may die under a job: `systemctl restart dbus` takes every
 //! client's connection with it, although the bus is back a moment later.
 //! Such faults are retried over a fresh connection until the job's timeout
@@ -31,6 +38,7 @@ use zbus::zvariant::OwnedObjectPath;
 trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -301,6 +309,15 @@ impl Systemd {
         // Signals of jobs that ended before ours was enqueued are not ours.
         while jobs.try_recv().is_ok() {}
         let job = match action {
+            // Started, not reloaded: see the module's doc. `before` is kept
+            // across a retry, so a retried attempt starts it again (merged
+            // by systemd, or a no-op once it runs).
+            Action::Reload if !before.was_active => {
+                log::info(&format!(
+                    "{unit} is not running: starting it instead of a reload"
+                ));
+                manager.start_unit(unit, "replace")
+            }
             Action::Reload => manager.reload_unit(unit, "replace"),
             Action::Restart => manager.restart_unit(unit, "replace"),
             Action::TryRestart => manager.try_restart_unit(unit, "replace"),
@@ -310,12 +327,10 @@ impl Systemd {
         let result = wait_for_job(jobs, job.as_str(), started, timeout, cancel)
             .map_err(|f| f.context(&format!("{verb} of {unit}")))?;
         if result != "done" {
-            if result == "invalid" && !before.was_active {
-                // systemd's answer to reloading a stopped unit.
-                return Err(Fault::answer(format!(
-                    "{unit} is not running: nothing to {verb}; start it, or use action = \"reload-or-restart\""
-                )));
-            }
+            let verb = match action {
+                Action::Reload if !before.was_active => "start",
+                _ => verb,
+            };
             return Err(Fault::answer(job_failed(unit, verb, &result)));
         }
 
@@ -339,7 +354,7 @@ impl Systemd {
         Ok(())
     }
 
-    fn try_probe(&mut self, unit: &str, action: Action) -> Result<(), String> {
+    fn try_probe(&mut self, unit: &str, action: Action) -> Result<String, String> {
         let verb = action.as_str();
         let fail = |e: zbus::Error| describe(&e, unit, verb);
         let path = self
@@ -359,13 +374,44 @@ impl Systemd {
         }
         let can_reload = proxy.can_reload().map_err(fail)?;
         let can_start = proxy.can_start().map_err(fail)?;
-        match action {
-            Action::Reload if !can_reload => Err(no_reload(unit)),
-            Action::Reload => Ok(()),
-            Action::ReloadOrRestart if can_reload || can_start => Ok(()),
-            _ if can_start => Ok(()),
-            _ => Err(format!("{unit} cannot be restarted (RefuseManualStart=?)")),
+        let state = proxy.active_state().map_err(fail)?;
+        let sub = proxy.sub_state().unwrap_or_default();
+        probe_verdict(unit, action, &state, &sub, can_reload, can_start)
+    }
+}
+
+/// What `check` says of a loaded unit, from its state and abilities: the
+/// state as it is (a failed unit is a problem even though the first
+/// activation would try to start it), and what the activation will do.
+pub fn probe_verdict(
+    unit: &str,
+    action: Action,
+    state: &str,
+    sub: &str,
+    can_reload: bool,
+    can_start: bool,
+) -> Result<String, String> {
+    let verb = action.as_str();
+    let running = is_active(state) || state == "reloading";
+    if state == "failed" {
+        return Err(format!(
+            "{unit} is failed ({sub}); see `systemctl status {unit}`, fix it and `systemctl reset-failed {unit}`"
+        ));
+    }
+    match action {
+        Action::Reload if running && !can_reload => Err(no_reload(unit)),
+        Action::TryRestart if !running => Ok(format!(
+            "{state}: try-restart leaves it stopped (nothing serves the release)"
+        )),
+        _ if !running && !can_start => Err(format!(
+            "{unit} is {state} and cannot be started (RefuseManualStart=?)"
+        )),
+        _ if !running => Ok(format!("{state}: will be started on the first activation")),
+        Action::Reload | Action::ReloadOrRestart if can_reload || can_start => {
+            Ok(format!("{state} ({sub}), can {verb}"))
         }
+        _ if can_start => Ok(format!("{state} ({sub}), can {verb}")),
+        _ => Err(format!("{unit} cannot be restarted (RefuseManualStart=?)")),
     }
 }
 
@@ -381,7 +427,7 @@ impl ServiceManager for Systemd {
             .map_err(anyhow::Error::msg)
     }
 
-    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<()> {
+    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String> {
         self.try_probe(unit, action).map_err(anyhow::Error::msg)
     }
 }

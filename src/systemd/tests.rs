@@ -203,6 +203,11 @@ mod fake {
         /// States `ActiveState` reports, one per read, once a job was
         /// enqueued, before `active`: another job still running on the unit.
         pub transient: std::collections::VecDeque<String>,
+        /// `StartUnit` calls (a start makes the unit active).
+        pub starts: u32,
+        /// The state the unit is in once a job was enqueued (a reload that
+        /// is "done" but leaves the unit failed).
+        pub after_job: Option<String>,
     }
 
     /// systemd's own errors, as it names them on the bus.
@@ -227,12 +232,34 @@ mod fake {
             }
             Ok(ObjectPath::try_from(UNIT).unwrap().into())
         }
+        async fn start_unit(
+            &self,
+            name: &str,
+            _mode: &str,
+            #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        ) -> zbus::fdo::Result<OwnedObjectPath> {
+            {
+                let mut s = self.0.lock().unwrap();
+                s.starts += 1;
+                if s.result == "done" {
+                    s.active = "active".into();
+                }
+            }
+            self.job(name, false, &emitter).await
+        }
         async fn reload_unit(
             &self,
             name: &str,
             _mode: &str,
             #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         ) -> zbus::fdo::Result<OwnedObjectPath> {
+            {
+                // systemd's answer to reloading a unit that is not running.
+                let mut s = self.0.lock().unwrap();
+                if s.active != "active" {
+                    s.result = "invalid".into();
+                }
+            }
             self.job(name, false, &emitter).await
         }
         async fn restart_unit(
@@ -300,6 +327,9 @@ mod fake {
             if s.jobs > 0 {
                 if let Some(next) = s.transient.pop_front() {
                     return next;
+                }
+                if let Some(after) = &s.after_job {
+                    return after.clone();
                 }
             }
             s.active.clone()
@@ -390,8 +420,9 @@ fn a_unit_still_reloading_after_our_job_is_waited_for() {
     reload(&mut sd, Duration::from_secs(30)).unwrap();
     assert!(state.lock().unwrap().transient.is_empty());
 
-    let (mut sd, state, _server) = fake::systemd("done", "failed");
+    let (mut sd, state, _server) = fake::systemd("done", "active");
     state.lock().unwrap().transient = ["reloading"].map(String::from).into();
+    state.lock().unwrap().after_job = Some("failed".into());
     let err = reload(&mut sd, Duration::from_secs(30))
         .unwrap_err()
         .to_string();
@@ -408,7 +439,8 @@ fn a_unit_still_reloading_after_our_job_is_waited_for() {
 
 #[test]
 fn done_but_not_active_is_a_failure() {
-    let (mut sd, _state, _server) = fake::systemd("done", "failed");
+    let (mut sd, state, _server) = fake::systemd("done", "active");
+    state.lock().unwrap().after_job = Some("failed".into());
     let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert!(
         err.contains("web.service is failed (running) after reload"),
@@ -537,4 +569,54 @@ fn systemds_answers_are_not_retried() {
     let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
     assert!(err.starts_with("reload of web.service failed"), "{err}");
     assert_eq!(calls.get(), 0, "reconnected for an answer");
+}
+
+/// The nginx recipe's first deploy: nginx could not start before a release
+/// was current, so `reload` finds it inactive (or failed) and starts it.
+#[test]
+fn a_reload_of_a_unit_that_is_not_running_starts_it() {
+    for state in ["inactive", "failed"] {
+        let (mut sd, fake, _server) = fake::systemd("done", state);
+        act(&mut sd, Action::Reload).unwrap_or_else(|e| panic!("{state}: {e}"));
+        let fake = fake.lock().unwrap();
+        assert_eq!(
+            (fake.starts, fake.active.as_str()),
+            (1, "active"),
+            "{state}"
+        );
+    }
+    // A running unit is reloaded, not started.
+    let (mut sd, fake, _server) = fake::systemd("done", "active");
+    act(&mut sd, Action::Reload).unwrap();
+    assert_eq!(fake.lock().unwrap().starts, 0);
+    // A start that fails is named as a start.
+    let (mut sd, _fake, _server) = fake::systemd("failed", "inactive");
+    let err = act(&mut sd, Action::Reload).unwrap_err().to_string();
+    assert!(err.starts_with("start of web.service failed"), "{err}");
+}
+
+/// `check` reports the unit's state as it is: a failed unit is a problem,
+/// an inactive one is what the first activation will start.
+#[test]
+fn check_tells_the_units_state() {
+    let v = |action, state| probe_verdict("nginx.service", action, state, "dead", true, true);
+    let failed = v(Action::Reload, "failed").unwrap_err();
+    assert!(failed.starts_with("nginx.service is failed"), "{failed}");
+    assert_eq!(
+        v(Action::Reload, "inactive").unwrap(),
+        "inactive: will be started on the first activation"
+    );
+    assert!(v(Action::Reload, "active").unwrap().contains("can reload"));
+    let no_exec_reload = probe_verdict(
+        "web.service",
+        Action::Reload,
+        "active",
+        "running",
+        false,
+        true,
+    );
+    assert!(no_exec_reload.unwrap_err().contains("no ExecReload="));
+    assert!(v(Action::TryRestart, "inactive")
+        .unwrap()
+        .contains("leaves it stopped"));
 }

@@ -390,6 +390,28 @@ fn check_names_programs_that_cannot_run() {
     assert!(r.one_line_error().contains("2 check(s) failed"), "{r}");
 }
 
+/// `check` is a pre-flight: on a host set up per the README (config in
+/// place, ROOT created, nothing staged yet) it passes, says no release is
+/// staged yet, and creates nothing.
+#[test]
+fn check_passes_on_a_fresh_host() {
+    let d = Dir::new();
+    d.config(
+        "web",
+        "root = \"{root}\"\n[hooks]\npre_activate = [[\"/bin/true\"]]\n",
+    );
+    let before = d.tree();
+    let r = d.cmd_config().args(["check", "web"]).ok();
+    assert!(
+        r.stdout
+            .contains("ok    releases/: not created yet: no release is staged yet"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("ok    current: none yet"), "{r}");
+    assert!(!r.stdout.contains("FAIL"), "{r}");
+    before.assert_same(&d.tree(), "check");
+}
+
 /// post_swap runs with `current` already on the new release (so `nginx -t`
 /// checks the configuration it ships), and its failure rolls back.
 #[test]

@@ -60,3 +60,26 @@ fn pages_are_lint_clean() {
         );
     }
 }
+
+/// What releasectl(1) says `--json` gives for several apps is what it
+/// gives: the one envelope, the per-app reports under `result.apps` (it
+/// once said "one JSON array").
+#[test]
+fn several_apps_under_json_are_described_as_they_are() {
+    let page = std::fs::read_to_string(man_dir().join("releasectl.1")).unwrap();
+    let flat = page.replace('\n', " ");
+    assert!(
+        !flat.contains("JSON array"),
+        "releasectl.1 still says JSON array"
+    );
+    assert!(flat.contains("\\fBresult.apps\\fR lists the per\\-app reports"));
+    let d = common::Dir::new();
+    for app in ["api", "web"] {
+        d.config(app, "root = \"{root}\"\n");
+    }
+    let doc = d.cmd_config().args(["--json", "status"]).ok().envelope();
+    assert_eq!(doc["command"], "status", "{doc:#}");
+    let apps = doc["result"]["apps"].as_array().expect("result.apps");
+    assert_eq!(apps.len(), 2, "{doc:#}");
+    assert_eq!(apps[1]["app"], "web", "{doc:#}");
+}

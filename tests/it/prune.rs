@@ -148,11 +148,13 @@ retries = 1
         .json();
     assert_eq!(dry["plan"], real["plan"]);
 
-    // Kept: the newest (v5, though bad), current/last good v2, previous v1.
-    assert_eq!(ids(&real["plan"]["keep"]), ["v5"], "{real:#}");
-    assert_eq!(ids(&real["plan"]["protected"]), ["v1", "v2"], "{real:#}");
-    assert_eq!(ids(&real["plan"]["remove"]), ["v3", "v4"], "{real:#}");
-    assert_eq!(d.release_names(), ["v1", "v2", "v5"]);
+    // `--keep 1` keeps one *good* release: the bad v5, v4, v3 do not count
+    // and go (it once kept the bad v5 as "the newest"). Kept: the newest
+    // good one, current/last good v2; protected: previous v1.
+    assert_eq!(ids(&real["plan"]["keep"]), ["v2"], "{real:#}");
+    assert_eq!(ids(&real["plan"]["protected"]), ["v1"], "{real:#}");
+    assert_eq!(ids(&real["plan"]["remove"]), ["v3", "v4", "v5"], "{real:#}");
+    assert_eq!(d.release_names(), ["v1", "v2"]);
     assert_eq!(d.assert_current_complete(), "v2");
 
     // And back to the previous release still works after pruning.
@@ -289,4 +291,118 @@ post_activate = [["/bin/sh", "-c", "[ \"$RELEASECTL_RELEASE\" != v3 ] || [ ! -e 
     assert_eq!(d.release_names(), ["v1", "v2", "v3"]);
     d.cmd_config().args(["rollback", "web"]).ok();
     assert_eq!(d.assert_current_complete(), "v2");
+}
+
+/// A member of the group in the README's "Without root" layout may stage
+/// but not prune (the lock is root's): `prune --dry-run` says so, exit 1
+/// like the real prune, instead of listing what the real run then cannot
+/// remove. Neither changes anything; root's dry run still plans.
+#[test]
+fn a_members_dry_run_is_refused_like_the_real_prune() {
+    if !common::need_root("members are other uids") || !common::have_tool("setpriv") {
+        return;
+    }
+    const GID: u32 = 4243;
+    let member = || {
+        common::TestCommand::under(&[
+            "setpriv",
+            "--reuid=65534",
+            &format!("--regid={GID}"),
+            &format!("--groups={GID}"),
+        ])
+    };
+    let d = Dir::new();
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    for p in [d.base(), &d.root()] {
+        chmod(p, 0o755);
+    }
+    let all = ["v1", "v2", "v3"];
+    d.releases(&all);
+    age(&d, &all);
+    for id in all {
+        d.cmd().args(["activate", id]).ok();
+    }
+    let releases = d.path("releases");
+    std::os::unix::fs::chown(&releases, Some(0), Some(GID)).unwrap();
+    chmod(&releases, 0o3775);
+
+    let before = d.tree();
+    let dry = member()
+        .arg("--root")
+        .arg(d.root())
+        .args(["prune", "--keep", "0", "--dry-run"])
+        .expect(1);
+    assert!(
+        dry.one_line_error()
+            .contains("prune would be refused: cannot take the lock"),
+        "{dry}"
+    );
+    assert!(!dry.stdout.contains("would remove"), "{dry}");
+    let real = member()
+        .arg("--root")
+        .arg(d.root())
+        .args(["prune", "--keep", "0"])
+        .expect(1);
+    assert!(
+        real.one_line_error().contains("Permission denied"),
+        "{real}"
+    );
+    before.assert_same(&d.tree(), "a member's prune");
+
+    let root_dry = d.cmd().args(["prune", "--keep", "0", "--dry-run"]).ok();
+    assert!(root_dry.stdout.contains("would remove v1"), "{root_dry}");
+}
+
+/// `[prune] keep = N`: every committed activation prunes to N good
+/// releases by itself (never current, previous or last good); a failed
+/// activation prunes nothing, and its bad release does not count. Given
+/// with the top-level `keep` too, the config is refused naming the key.
+#[test]
+fn prune_keep_in_the_config_prunes_after_each_activation() {
+    let d = Dir::new();
+    d.config(
+        "web",
+        r#"root = "{root}"
+[prune]
+keep = 1
+[health]
+command = ["/bin/sh", "-c", "[ $RELEASECTL_RELEASE != v4 ]"]
+retries = 1
+"#,
+    );
+    let all = ["v1", "v2", "v3", "v4", "v5"];
+    // Staged one by one, as deploys do, then activated.
+    let deploy = |n: usize, code: i32| {
+        d.releases(&all[n..=n]);
+        let present: Vec<&str> = all[..=n]
+            .iter()
+            .copied()
+            .filter(|id| d.path(&format!("releases/{id}")).exists())
+            .collect();
+        age(&d, &present);
+        d.cmd_config()
+            .args(["activate", &format!("web:{}", all[n])])
+            .expect(code)
+    };
+    deploy(0, 0);
+    deploy(1, 0);
+    assert_eq!(d.release_names(), ["v1", "v2"]);
+    let r = deploy(2, 0);
+    assert!(r.stderr.contains("removed v1"), "{r}");
+    assert_eq!(d.release_names(), ["v2", "v3"]);
+    let r = deploy(3, 11);
+    assert!(!r.stderr.contains("pruned"), "{r}");
+    assert_eq!(d.release_names(), ["v2", "v3", "v4"]);
+    let r = deploy(4, 0);
+    assert!(r.stderr.contains("removed v4, v2"), "{r}");
+    // v5 current and kept, v3 previous: rollback still has its target.
+    assert_eq!(d.release_names(), ["v3", "v5"]);
+    d.cmd_config().args(["rollback"]).ok();
+    assert_eq!(d.assert_current_complete(), "v3");
+
+    d.config("web", "root = \"{root}\"\nkeep = 3\n[prune]\nkeep = 1\n");
+    let r = d.cmd_config().args(["status"]).expect(2);
+    assert!(r.one_line_error().contains(":4: key `prune.keep`"), "{r}");
 }

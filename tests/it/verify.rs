@@ -158,3 +158,49 @@ fn archives_get_manifests_and_verify_defaults_to_current() {
     let doc = d.cmd().args(["--json", "verify"]).expect(14).json();
     assert_eq!(differences(&doc), ["removed b.txt"]);
 }
+
+/// `verify APP` is that app's current release, as `status APP` is that
+/// app: a bare word naming a configured app is the app; `APP:RELEASE`
+/// names a release, also one whose id is an app's name.
+#[test]
+fn verify_takes_an_app_like_every_other_command() {
+    let d = Dir::new();
+    staged(&d);
+    d.cmd().args(["activate", "r1"]).ok();
+    let src = d.outside().join("src");
+    d.cmd().arg("stage").arg(&src).args(["--id", "web"]).ok();
+    for app in ["shop", "web"] {
+        d.config(app, "root = \"{root}\"\n");
+    }
+    let r = d
+        .cmd_config()
+        .args(["--json", "verify", "shop"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&r["app"], &r["release"]),
+        (&"shop".into(), &"r1".into()),
+        "{r:#}"
+    );
+    // An app name wins over a release id: `web` is the app here…
+    let r = d.cmd_config().args(["--json", "verify", "web"]).ok().json();
+    assert_eq!(
+        (&r["app"], &r["release"]),
+        (&"web".into(), &"r1".into()),
+        "{r:#}"
+    );
+    // … and APP:RELEASE names the release called `web`.
+    let r = d
+        .cmd_config()
+        .args(["--json", "verify", "shop:web"])
+        .ok()
+        .json();
+    assert_eq!(r["release"], "web", "{r:#}");
+    // A word that is no app is a release id, refused as before when the
+    // app is ambiguous.
+    let r = d.cmd_config().args(["verify", "r1"]).expect(2);
+    assert!(
+        r.one_line_error().contains("several apps configured"),
+        "{r}"
+    );
+}

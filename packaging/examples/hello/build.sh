@@ -61,7 +61,7 @@ for version in 1.0 2.0 3.0; do
 	echo "hello $version" >"$rel/public/index.html"
 	# Release 3.0 is broken on purpose: no health endpoint.
 	if [ "$version" != 3.0 ]; then
-		echo ok >"$rel/public/healthz"
+		echo "release $version" >"$rel/public/healthz"
 	fi
 	script deb-postinst.sh "$version" >"$d/DEBIAN/postinst"
 	script deb-prerm.sh "$version" >"$d/DEBIAN/prerm"

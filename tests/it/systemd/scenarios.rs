@@ -56,6 +56,11 @@ pub const ALL: &[(&str, Scenario)] = &[
         k_bus_restart_during_reload_commits,
     ),
     (
+        "p_nginx_recipe_first_deploy_starts_nginx",
+        p_nginx_recipe_first_deploy_starts_nginx,
+    ),
+    ("q_prune_timer_prunes_an_app", q_prune_timer_prunes_an_app),
+    (
         "o_unprivileged_member_stages_requests_and_starts",
         o_unprivileged_member_stages_requests_and_starts,
     ),
@@ -744,6 +749,96 @@ fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
     );
     let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/ngt"));
     c.sh("systemctl reload nginx.service");
+}
+
+/// p. The README's nginx recipe on a new host: nginx cannot run before a
+/// release is current (its site includes `current/nginx/site.conf`), so the
+/// first deploy finds it stopped, or failed. `check` is the pre-flight: it
+/// passes with nginx stopped and nothing staged ("will be started on the
+/// first activation"), and names nginx once it has failed. The first
+/// deploy then starts nginx instead of reloading it, commits, and nginx
+/// serves the release.
+fn p_nginx_recipe_first_deploy_starts_nginx(c: &mut Container) {
+    let port = 18097;
+    let recipe = readme_nginx_recipe(port);
+    c.sh("mkdir -p /srv/first");
+    c.write(
+        "/etc/releasectl/first.toml",
+        format!("root = \"/srv/first\"\n{recipe}"),
+    );
+    c.write(
+        &format!("{SCRATCH}/p-v1/nginx/site.conf"),
+        nginx_release_site("v1"),
+    );
+    c.write(
+        "/etc/nginx/sites-enabled/first",
+        format!(
+            "server {{\n  listen 127.0.0.1:{port};\n  include /srv/first/current/nginx/site.conf;\n}}\n"
+        ),
+    );
+    c.sh("systemctl stop nginx.service");
+
+    let fresh = c.sh("releasectl check first");
+    assert_contains(&fresh, "no release is staged yet", "check on a fresh host");
+    assert_contains(
+        &fresh,
+        "unit nginx.service: inactive: will be started on the first activation",
+        "check on a fresh host",
+    );
+
+    // What boot does with this site before any release: nginx fails.
+    c.sh_fails("systemctl start nginx.service");
+    assert_eq!(show(c, "nginx.service", "ActiveState"), "failed");
+    let (_, failed) = c.sh_fails("releasectl check first");
+    assert_contains(
+        &failed,
+        "FAIL  unit nginx.service: nginx.service is failed",
+        "check with nginx failed",
+    );
+
+    c.sh(&format!(
+        "releasectl deploy --app first {SCRATCH}/p-v1 --id v1"
+    ));
+    let app = App::existing(c, "first");
+    assert_eq!(app.current().as_deref(), Some("v1"));
+    assert_eq!(event(&app.last_event()), ("activated", "", "v1"));
+    assert_eq!(show(c, "nginx.service", "ActiveState"), "active");
+    wait_served(c, port, "release v1");
+
+    let _ = std::fs::remove_file(c.path("/etc/nginx/sites-enabled/first"));
+    c.sh("systemctl reload nginx.service");
+}
+
+/// q. The shipped `releasectl-prune@.timer` is enabled per app and its
+/// service prunes that app to its `keep` under the units' sandbox.
+fn q_prune_timer_prunes_an_app(c: &mut Container) {
+    let app = App::create(
+        c,
+        "pruned",
+        "keep = 1\n",
+        &[
+            ("v1", &[("a", "1")]),
+            ("v2", &[("a", "2")]),
+            ("v3", &[("a", "3")]),
+        ],
+    );
+    for v in ["v1", "v2", "v3"] {
+        app.start_at(v);
+    }
+    c.sh("systemctl enable --now releasectl-prune@pruned.timer");
+    assert_eq!(
+        show(c, "releasectl-prune@pruned.timer", "ActiveState"),
+        "active"
+    );
+    c.sh("systemctl start releasectl-prune@pruned.service");
+    assert_eq!(
+        show(c, "releasectl-prune@pruned.service", "Result"),
+        "success"
+    );
+    let left = c.sh("ls /srv/pruned/releases");
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["v2", "v3"]);
+    assert_eq!(app.current().as_deref(), Some("v3"));
+    c.sh("systemctl disable --now releasectl-prune@pruned.timer");
 }
 
 /// c. v2 fails its health check: rollback, and the service is reloaded again
