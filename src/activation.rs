@@ -470,6 +470,8 @@ impl Transaction<'_> {
                 log::warn(&format!("cannot record the running hook: {}", e.one_line()));
             }
         };
+        // Before it starts (its group is not known yet), then with its group.
+        record(0);
         let ran = process::run_tracked(
             argv,
             &self.release.proc_path(),

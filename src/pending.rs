@@ -97,9 +97,10 @@ pub fn remove(state_dir: &Dir) -> Result<()> {
 ///
 /// A hook runs in its own process group, which releasectl kills at a
 /// timeout or a signal; but a `kill -9` of releasectl leaves the group
-/// running after the lock is free. So the group is recorded while it runs,
-/// and the next holder of the lock (an activation's recovery step, or
-/// `recover`) kills what is left of it ([`reap_hook`]).
+/// running after the lock is free. So the hook is recorded while it runs
+/// (before it starts, then with its process group), and the next holder of
+/// the lock (an activation's recovery step, or `recover`) kills what is left
+/// of it ([`reap_hook`]).
 ///
 /// Why not a parent-death signal: without `unsafe` (no `pre_exec`) it would
 /// take a wrapper such as `setpriv --pdeathsig=KILL`, a dependency on
@@ -110,10 +111,13 @@ pub fn remove(state_dir: &Dir) -> Result<()> {
 ///
 /// Every process of the hook carries `RELEASECTL_HOOK_ID=TOKEN` in its
 /// environment (inherited by its children), where TOKEN starts with ROOT's
-/// device and inode. A process is killed only if it is in the recorded
-/// group and carries the token: a recycled group id or a record copied
-/// from another app's root (the file is in ROOT, which its owner may
-/// write) matches nothing that is not this app's hook.
+/// device and inode. A process is killed only if it carries the token,
+/// whatever its group (a member that called setsid too): a recycled group
+/// id matches nothing, and a record copied from another app's root (the
+/// file is in ROOT, which its owner may write) is refused by its prefix.
+/// The lock is held meanwhile, so no hook of this root legitimately runs.
+/// The token is recorded before the hook starts: a kill between its start
+/// and the record must not lose it.
 pub const HOOK_FILE: &str = "hook.json";
 const HOOK_TMP: &str = "hook.json.tmp";
 /// The environment variable that marks a hook's processes.
@@ -121,7 +125,7 @@ pub const HOOK_ID_VAR: &str = "RELEASECTL_HOOK_ID";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningHook {
-    /// The process group (the hook's first process's pid).
+    /// The process group (the hook's first process's pid); 0 until known.
     pub pgid: u32,
     /// The value of `RELEASECTL_HOOK_ID` its processes carry.
     pub token: String,
@@ -192,7 +196,7 @@ pub fn reap_hook(state_dir: &Dir, root_key: &str) -> Result<Option<Reaped>> {
         ));
         return Ok(None);
     };
-    let killed = kill_marked_group(hook.pgid, &hook.token);
+    let killed = kill_marked(&hook.token);
     Ok(Some(Reaped {
         command: hook.command,
         pgid: hook.pgid,
@@ -202,8 +206,7 @@ pub fn reap_hook(state_dir: &Dir, root_key: &str) -> Result<Option<Reaped>> {
 
 fn valid_hook(h: &RunningHook, root_key: &str) -> bool {
     let printable = |s: &str| s.len() <= 4096 && !s.chars().any(char::is_control);
-    h.pgid > 1
-        && h.pgid <= i32::MAX as u32
+    h.pgid <= i32::MAX as u32
         && printable(&h.command)
         && printable(&h.token)
         && h.token
@@ -211,14 +214,14 @@ fn valid_hook(h: &RunningHook, root_key: &str) -> bool {
             .is_some_and(|rest| rest.starts_with(':'))
 }
 
-/// SIGKILL every process in group `pgid` whose environment carries the
-/// hook's token; the pids killed. Repeated until none is left, since a
-/// member may fork while we look.
-fn kill_marked_group(pgid: u32, token: &str) -> Vec<u32> {
+/// SIGKILL every process whose environment carries the hook's token; the
+/// pids killed. Repeated until none is left, since one may fork while we
+/// look.
+fn kill_marked(token: &str) -> Vec<u32> {
     let needle = format!("{HOOK_ID_VAR}={token}");
     let mut killed = Vec::new();
     for _ in 0..10 {
-        let found = marked_members(pgid, needle.as_bytes());
+        let found = marked(needle.as_bytes());
         if found.is_empty() {
             break;
         }
@@ -236,14 +239,14 @@ fn kill_marked_group(pgid: u32, token: &str) -> Vec<u32> {
     killed
 }
 
-/// Pids in group `pgid` with `needle` as one entry of their environment.
-fn marked_members(pgid: u32, needle: &[u8]) -> Vec<u32> {
+/// Pids with `needle` as one entry of their environment.
+fn marked(needle: &[u8]) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     procs
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| process_group(pid) == Some(pgid))
+        .filter(|&pid| pid != std::process::id())
         .filter(|&pid| {
             let env = std::fs::File::open(format!("/proc/{pid}/environ")).and_then(|f| {
                 let mut buf = Vec::new();
@@ -252,14 +255,6 @@ fn marked_members(pgid: u32, needle: &[u8]) -> Vec<u32> {
             env.is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle))
         })
         .collect()
-}
-
-/// The process group of `pid`, from /proc/PID/stat (field 5, after the
-/// command name in parentheses, which may itself hold spaces and ')').
-fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -286,14 +281,15 @@ mod tests {
         // Wait until the shell has started its sleep.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let needle = format!("{HOOK_ID_VAR}={token}");
-        while marked_members(ours.id(), needle.as_bytes()).len() < 2 {
+        while marked(needle.as_bytes()).len() < 2 {
             assert!(std::time::Instant::now() < deadline, "sleep did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        // The record names the other group with our token: nothing of it dies.
+        // A record with a token nobody carries kills nothing, whatever
+        // group it names.
         let planted = RunningHook {
             pgid: other.id(),
-            token: token.clone(),
+            token: hook_token("1-2"),
             command: "sleep 30".into(),
         };
         hook_started(&state, &planted).unwrap();
@@ -310,7 +306,8 @@ mod tests {
         hook_started(
             &state,
             &RunningHook {
-                pgid: ours.id(),
+                pgid: 0,
+                token,
                 ..planted
             },
         )
@@ -318,7 +315,7 @@ mod tests {
         let reaped = reap_hook(&state, "1-2").unwrap().unwrap();
         assert_eq!(reaped.killed.len(), 2, "{reaped:?}");
         assert!(!ours.wait().unwrap().success());
-        assert!(marked_members(ours.id(), needle.as_bytes()).is_empty());
+        assert!(marked(needle.as_bytes()).is_empty());
         assert_eq!(
             other.try_wait().unwrap(),
             None,
