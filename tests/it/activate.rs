@@ -144,9 +144,17 @@ pre_activate = [["/bin/sh", "-c", "{ pwd; env | grep ^RELEASECTL_ | sort; } > {b
     d.cmd_config().args(["activate", "web:v1"]).ok();
     d.cmd_config().args(["activate", "web:v2"]).ok();
     let env = std::fs::read_to_string(d.outside().join("env")).unwrap();
+    // The hook's mark differs from run to run: present, then left out.
+    assert!(env.contains("\nRELEASECTL_HOOK_ID="), "{env}");
+    let env: String = env
+        .lines()
+        .filter(|l| !l.starts_with("RELEASECTL_HOOK_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let root = d.root().display().to_string();
     let want = format!(
-        "{root}/releases/v2\nRELEASECTL_APP=web\nRELEASECTL_PREVIOUS=v1\n\
+        "{root}/releases/v2\nRELEASECTL_ACTION=activate\nRELEASECTL_APP=web\n\
+         RELEASECTL_PHASE=pre_activate\nRELEASECTL_PREVIOUS=v1\n\
          RELEASECTL_RELEASE=v2\nRELEASECTL_ROOT={root}\n"
     );
     assert_eq!(env, want);

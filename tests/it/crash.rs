@@ -175,8 +175,13 @@ fn signal_during_health_check(sig: Signal, name: &str) {
     assert!(reason.contains(name), "history does not say why: {last}");
 
     let list = d.cmd_config().args(["--json", "list"]).ok().json()["releases"].clone();
+    // Stopped, not refused: recorded as interrupted, and not bad.
+    assert_eq!(last["interrupted"], name, "{last}");
     let v2 = list.as_array().unwrap().iter().find(|r| r["id"] == "v2");
-    assert_eq!(v2.unwrap()["bad"], true, "{list:#}");
+    assert_eq!(v2.unwrap()["bad"], false, "{list:#}");
+    d.cmd_config()
+        .args(["activate", "web:v2", "--refuse-bad", "--no-health"])
+        .ok();
 }
 
 #[test]
