@@ -119,6 +119,7 @@ pub fn activate(
         cancel,
     )?;
     history::check_writable(&state)?;
+    reap_left_hook(app, &state)?;
 
     // 3. Finish an interrupted activation before starting ours. Whatever
     //    the recovery found, the units may still run the interrupted
@@ -147,6 +148,13 @@ pub fn activate(
         verify(app, &state, &from, &to, &release)?;
     }
 
+    let action = if recovered && from.as_deref() == Some(to.as_str()) {
+        "recover"
+    } else if opts.mark_from_bad || *target == Target::PreviousGood {
+        "rollback"
+    } else {
+        "activate"
+    };
     let tx = Transaction {
         app,
         state: &state,
@@ -159,6 +167,9 @@ pub fn activate(
         recovered,
         units_touched: false,
         started,
+        action,
+        interrupted: None,
+        root_key: lock::key(&app.root)?,
     };
     tx.run()
 }
@@ -180,15 +191,33 @@ struct Transaction<'a> {
     units_touched: bool,
     /// When the activation began, for the duration recorded.
     started: std::time::Instant,
+    /// Why it runs, for hooks and health commands (`RELEASECTL_ACTION`):
+    /// `activate`, `rollback`, or `recover` (the restored release redone
+    /// after an interrupted activation was undone).
+    action: &'static str,
+    /// The signal that interrupted it: recorded with the rollback or abort,
+    /// so that `to` is not marked bad (it was stopped, not refused).
+    interrupted: Option<&'static str>,
+    /// ROOT's device-inode, the prefix of the hooks' process marks.
+    root_key: String,
 }
 
 impl Transaction<'_> {
     fn run(mut self) -> Result<Outcome> {
+        let result = self.transact();
+        if let Err(e) = &result {
+            self.on_failure(e);
+        }
+        result
+    }
+
+    fn transact(&mut self) -> Result<Outcome> {
         let arrow = self.arrow();
         log::info(&format!("{arrow}: activating"));
 
         // 5. pre_activate hooks: a failure here changes nothing.
         if let Err(why) = self.hooks("pre_activate", &self.app.config.hooks.pre_activate) {
+            self.interrupted = self.cancel.received();
             let reason = format!("{why:#}");
             if let Err(e) = self.record(Event::Aborted, Some(&reason)) {
                 log::warn(&format!("cannot record the abort: {}", e.one_line()));
@@ -245,7 +274,12 @@ impl Transaction<'_> {
         // 8–10. Services, health, post hooks; any failure or signal rolls back.
         match self.bring_up().and_then(|()| self.post_hooks()) {
             Ok(()) => self.commit(),
-            Err(why) => self.roll_back(&format!("{why:#}")),
+            Err(why) => {
+                // A signal makes every step fail (a hook or check killed, a
+                // job abandoned); the failure is then the signal's.
+                self.interrupted = self.cancel.received();
+                self.roll_back(&format!("{why:#}"))
+            }
         }
     }
 
@@ -278,7 +312,7 @@ impl Transaction<'_> {
     }
 
     /// Step 11.
-    fn commit(self) -> Result<Outcome> {
+    fn commit(&mut self) -> Result<Outcome> {
         // Committed means recorded. If the record cannot be written (disk
         // full, I/O error), the activation is undone rather than left live
         // and undecided for the next run to revert silently.
@@ -295,17 +329,18 @@ impl Transaction<'_> {
         if let Err(e) = pending::remove(self.state) {
             log::warn(&e.one_line());
         }
+        publish_live(self.app, &self.to, self.from.as_deref());
         let msg = format!("{}: {} active", self.app.label(), self.to);
         notify::status(&msg);
         log::info(&format!("{}: committed", self.arrow()));
         Ok(Outcome::Activated {
-            from: self.from,
-            to: self.to,
+            from: self.from.clone(),
+            to: self.to.clone(),
         })
     }
 
     /// Put `from` back the same atomic way, redo the services for it, record why.
-    fn roll_back(mut self, why: &str) -> Result<Outcome> {
+    fn roll_back(&mut self, why: &str) -> Result<Outcome> {
         let arrow = self.arrow();
         let back = self.from.clone().unwrap_or_else(|| "(none)".into());
         log::error(&format!("{arrow}: {why}; rolling back to {back}"));
@@ -386,6 +421,7 @@ impl Transaction<'_> {
             match *key {
                 "RELEASECTL_RELEASE" => *value = from.to_string(),
                 "RELEASECTL_PREVIOUS" => *value = self.to.clone(),
+                "RELEASECTL_ACTION" => *value = "rollback-of-failed".into(),
                 _ => {}
             }
         }
@@ -397,20 +433,96 @@ impl Transaction<'_> {
         act_on_units(self.app, self.services, release, &cancel)
     }
 
-    fn hooks(&self, phase: &str, hooks: &[Vec<String>]) -> Step {
-        let cwd = self.release.proc_path();
-        let timeout = self.app.config.hooks.timeout;
+    fn hooks(&self, phase: &'static str, hooks: &[Vec<String>]) -> Step {
         for argv in hooks {
             self.cancel.check()?;
             notify::status(&format!("{}: {phase} {}", self.arrow(), argv[0]));
-            notify::extend_timeout(timeout + Duration::from_secs(10));
-            let deadline = std::time::Instant::now().checked_add(timeout);
-            process::run(argv, &cwd, &self.env(), deadline, self.cancel)
+            self.hook(phase, argv, Vec::new(), self.cancel)
                 .with_context(|| format!("{phase} hook"))?;
         }
         Ok(())
     }
 
+    /// Run one hook with the transaction's environment plus `extra`, its
+    /// process group recorded while it runs (see [`pending::HOOK_FILE`]).
+    fn hook(
+        &self,
+        phase: &'static str,
+        argv: &[String],
+        extra: Vec<(&'static str, String)>,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()> {
+        let timeout = self.app.config.hooks.timeout;
+        notify::extend_timeout(timeout + Duration::from_secs(10));
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let token = pending::hook_token(&self.root_key);
+        let mut env = self.env();
+        env.push(("RELEASECTL_PHASE", phase.to_string()));
+        env.push((pending::HOOK_ID_VAR, token.clone()));
+        env.extend(extra);
+        let mut record = |pgid| {
+            let hook = pending::RunningHook {
+                pgid,
+                token: token.clone(),
+                command: process::shell_words(argv),
+            };
+            if let Err(e) = pending::hook_started(self.state, &hook) {
+                log::warn(&format!("cannot record the running hook: {}", e.one_line()));
+            }
+        };
+        // Before it starts (its group is not known yet), then with its group.
+        record(0);
+        let ran = process::run_tracked(
+            argv,
+            &self.release.proc_path(),
+            &env,
+            deadline,
+            cancel,
+            &mut record,
+        );
+        if let Err(e) = pending::hook_ended(self.state) {
+            log::warn(&format!("cannot clear the hook record: {}", e.one_line()));
+        }
+        ran
+    }
+
+    /// `[hooks] on_failure`, after a failed activation was rolled back or
+    /// aborted, or its rollback failed (exit 11 or 12), to notify or page.
+    /// Not after an interruption: the operator who stopped it knows. Their
+    /// failure is logged and changes nothing, the exit status included.
+    fn on_failure(&self, e: &Error) {
+        let hooks = &self.app.config.hooks.on_failure;
+        let code = e.exit_code();
+        let failed = [
+            crate::error::exit::ACTIVATION_FAILED,
+            crate::error::exit::ROLLBACK_FAILED,
+        ];
+        if hooks.is_empty() || !failed.contains(&code) {
+            return;
+        }
+        if let Some(sig) = self.cancel.received() {
+            log::info(&format!(
+                "{}: interrupted by {sig}; on_failure hooks not run",
+                self.arrow()
+            ));
+            return;
+        }
+        let live = self.app.root.current().ok().flatten().unwrap_or_default();
+        let extra = vec![
+            ("RELEASECTL_FAILURE", log::clean(&e.one_line()).into_owned()),
+            ("RELEASECTL_EXIT", code.to_string()),
+            ("RELEASECTL_LIVE", live),
+        ];
+        for argv in hooks {
+            // A second Ctrl-C must not cut the notification of the first failure short.
+            if let Err(why) = self.hook("on_failure", argv, extra.clone(), &Cancel::never()) {
+                log::warn(&format!("{}: on_failure hook: {why:#}", self.app.label()));
+            }
+        }
+    }
+
+    /// What hooks and health commands find in their environment (see
+    /// releasectl.toml(5), ENVIRONMENT).
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("RELEASECTL_APP", self.app.name.clone().unwrap_or_default()),
@@ -420,6 +532,7 @@ impl Transaction<'_> {
                 "RELEASECTL_ROOT",
                 self.app.root.path().display().to_string(),
             ),
+            ("RELEASECTL_ACTION", self.action.to_string()),
         ]
     }
 
@@ -431,6 +544,9 @@ impl Transaction<'_> {
             Some(&self.to),
         );
         e.reason = reason.map(str::to_string);
+        if matches!(event, Event::RolledBack | Event::Aborted) {
+            e.interrupted = self.interrupted.map(str::to_string);
+        }
         e.live = match event {
             Event::Activated | Event::Reverted => Some(self.to.clone()),
             Event::RolledBack | Event::Aborted => self.from.clone(),
@@ -539,8 +655,11 @@ pub fn recover(
         lock_timeout,
         &Cancel::never(),
     )?;
+    let reaped = reap_left_hook(app, &state)?;
     let Some(p) = pending::read(Some(&state))? else {
-        log::info(&format!("{}: nothing to recover", app.label()));
+        if !reaped {
+            log::info(&format!("{}: nothing to recover", app.label()));
+        }
         return Ok(false);
     };
     // Redo the units whenever an intent was found, moved or not: after a
@@ -565,6 +684,72 @@ pub fn recover(
         ));
     }
     Ok(recovered)
+}
+
+/// Where the live release of each configured app is published for its own
+/// units: `APP.env`, root's, 0644, in root's `/run/releasectl/apps/`.
+pub const LIVE_DIR: &str = "apps";
+
+/// Write `/run/releasectl/apps/APP.env` (`RELEASECTL_APP=`,
+/// `RELEASECTL_RELEASE=`, `RELEASECTL_PREVIOUS=`) once an activation
+/// committed, for the app's units (`EnvironmentFile=-/run/releasectl/apps/
+/// APP.env`) and anything else that wants the id without reading the link.
+/// Nothing is written into the release: it is the deploy user's content, and
+/// one copy may be live on one host and staged on another. Best effort (the
+/// activation stands either way), root only (`/run/releasectl` is root's),
+/// configured apps only (a `--root` activation has no name to file it by).
+fn publish_live(app: &App, to: &str, from: Option<&str>) {
+    let Some(name) = app.name.as_deref() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let body = format!(
+        "RELEASECTL_APP={name}\nRELEASECTL_RELEASE={to}\nRELEASECTL_PREVIOUS={}\n",
+        from.unwrap_or("")
+    );
+    let written = lock::run_subdir(LIVE_DIR, 0o755, true).and_then(|dir| {
+        let dir = dir.expect("created");
+        let tmp = format!(".{name}.env.tmp");
+        let mut f = dir
+            .open_file(&tmp, crate::root::Access::CreateNew)?
+            .expect("created");
+        std::io::Write::write_all(&mut f, body.as_bytes())
+            .with_context(|| format!("writing {}", dir.shown(&tmp).display()))?;
+        drop(f);
+        dir.rename(&tmp, &format!("{name}.env"))
+    });
+    if let Err(e) = written {
+        log::warn(&format!(
+            "{}: live release not published: {}",
+            app.label(),
+            e.one_line()
+        ));
+    }
+}
+
+/// Kill what is left of a hook whose releasectl was killed (`kill -9`
+/// during a hook), and say so; the caller holds the lock. `true`: a hook
+/// was found.
+fn reap_left_hook(app: &App, state: &Dir) -> Result<bool> {
+    let Some(r) = pending::reap_hook(state, &lock::key(&app.root)?)? else {
+        return Ok(false);
+    };
+    let label = app.label();
+    let hook = &r.command;
+    log::warn(&if r.killed.is_empty() {
+        format!("{label}: hook `{hook}` of an interrupted activation had ended by itself")
+    } else {
+        let pids: Vec<String> = r.killed.iter().map(u32::to_string).collect();
+        format!(
+            "{label}: killed what was left of hook `{hook}` of an interrupted activation \
+             (process group {}: pid {})",
+            r.pgid,
+            pids.join(", ")
+        )
+    });
+    Ok(true)
 }
 
 /// Restore the `from` of an interrupted activation and record it. Services

@@ -73,6 +73,7 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         ("pre_activate", &hooks.pre_activate),
         ("post_swap", &hooks.post_swap),
         ("post_activate", &hooks.post_activate),
+        ("on_failure", &hooks.on_failure),
     ]
     .into_iter()
     .flat_map(|(phase, list)| list.iter().map(move |argv| (phase, argv)))

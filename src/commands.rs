@@ -248,6 +248,8 @@ fn activate_requested(
                 req.release
             ));
         }
+        // History records who asked (the request file's owner).
+        crate::history::set_requester(req.uid);
         let result = check_flags(&a.flags).and_then(|()| {
             let app = source.open(Some(&name))?;
             out.about(&app, Some(&req.release));

@@ -74,6 +74,10 @@ pub struct Hooks {
     /// service configuration (`nginx -t`) while a failure costs no reload.
     pub post_swap: Vec<Vec<String>>,
     pub post_activate: Vec<Vec<String>>,
+    /// After an activation failed and was rolled back (or aborted, or its
+    /// rollback failed): to notify or page. Their own failure is logged and
+    /// changes nothing (see `Transaction::on_failure`).
+    pub on_failure: Vec<Vec<String>>,
     /// The bound on each hook; a hook still running then is killed.
     pub timeout: Duration,
 }
@@ -84,6 +88,7 @@ impl Default for Hooks {
             pre_activate: Vec::new(),
             post_swap: Vec::new(),
             post_activate: Vec::new(),
+            on_failure: Vec::new(),
             timeout: Duration::from_secs(3600),
         }
     }
@@ -265,6 +270,7 @@ struct RawHooks {
     pre_activate: Option<Vec<Spanned<Vec<String>>>>,
     post_swap: Option<Vec<Spanned<Vec<String>>>>,
     post_activate: Option<Vec<Spanned<Vec<String>>>>,
+    on_failure: Option<Vec<Spanned<Vec<String>>>>,
     timeout: Option<Spanned<u64>>,
 }
 
@@ -387,6 +393,11 @@ impl RawConfig {
                     hooks.post_activate,
                     "hooks.post_activate",
                     &mut cfg.hooks.post_activate,
+                ),
+                (
+                    hooks.on_failure,
+                    "hooks.on_failure",
+                    &mut cfg.hooks.on_failure,
                 ),
             ] {
                 for argv in list.unwrap_or_default() {
@@ -563,9 +574,11 @@ timeout = 5
 [hooks]
 pre_activate = [["/usr/local/bin/warm-cache"]]
 post_activate = []
+on_failure = [["/usr/local/bin/page", "web"]]
 "#,
         )
         .unwrap();
+        assert_eq!(cfg.hooks.on_failure, [["/usr/local/bin/page", "web"]]);
         assert_eq!(cfg.keep, 3);
         assert_eq!(cfg.services.action, Action::ReloadOrRestart);
         assert_eq!(cfg.health.retries, 2);

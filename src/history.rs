@@ -17,10 +17,11 @@ pub enum Event {
     /// An activation committed: `to` is current.
     Activated,
     /// An activation failed after the swap (or was interrupted) and `from`
-    /// is current again. `to` is marked bad.
+    /// is current again. `to` is marked bad, unless `interrupted` says a
+    /// signal stopped it.
     RolledBack,
     /// An activation failed before the swap (pre_activate hook); nothing
-    /// changed. `to` is marked bad.
+    /// changed. `to` is marked bad, unless `interrupted` is set.
     Aborted,
     /// The rollback itself failed: manual attention needed.
     RollbackFailed,
@@ -82,9 +83,51 @@ pub struct Entry {
     /// The `stage --meta` pairs of `to` (git revision, build URL, who).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub meta: std::collections::BTreeMap<String, String>,
+    /// `rolled_back`/`aborted` because a signal stopped the activation
+    /// (`SIGINT`, `SIGTERM`, `SIGHUP`: Ctrl-C, `systemctl stop`): `to` was
+    /// not refused, so it is not marked bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
+    /// Who asked, for an activation started by a request file (`activate
+    /// --request`): the file's owner, and its user name if it resolves.
+    /// `uid`/`user` stay root's: releasectl acted as root on their behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 static TRIGGER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The owner of the request being acted on (`activate --request`).
+static REQUESTER: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+
+/// Record `uid` as the requester of the entries written from now on.
+pub fn set_requester(uid: u32) {
+    *REQUESTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(uid);
+}
+
+fn requester() -> Option<u32> {
+    *REQUESTER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The name of `uid` in /etc/passwd (bounded read; NSS sources such as LDAP
+/// are not asked: no library of ours speaks them), if it is a plain name.
+pub fn user_name(uid: u32) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open("/etc/passwd")
+        .ok()?
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let found = f.nth(1)?.parse::<u32>().ok()? == uid;
+        (found && plain_user(name)).then(|| name.to_string())
+    })
+}
 
 /// Name the trigger explicitly (`activate --request` sets `path`).
 pub fn set_trigger(trigger: &'static str) {
@@ -110,12 +153,15 @@ fn trigger() -> &'static str {
 /// `$SUDO_USER`, if it is a plain user name.
 fn sudo_user() -> Option<String> {
     let user = std::env::var("SUDO_USER").ok()?;
-    let plain = !user.is_empty()
+    plain_user(&user).then_some(user)
+}
+
+fn plain_user(user: &str) -> bool {
+    !user.is_empty()
         && user.len() <= 64
         && user
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    plain.then_some(user)
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl Entry {
@@ -134,6 +180,9 @@ impl Entry {
             trigger: Some(trigger().to_string()),
             duration_ms: None,
             meta: std::collections::BTreeMap::new(),
+            interrupted: None,
+            requester_uid: requester(),
+            requester: requester().and_then(user_name),
         }
     }
 
@@ -377,6 +426,8 @@ impl Summarizer {
                     s.last_good = Some(to.clone());
                     self.last_activated.insert(to, self.seq);
                 }
+                // Stopped by a signal: not refused, so not bad (nor good).
+                Event::RolledBack | Event::Aborted if e.interrupted.is_some() => {}
                 Event::RolledBack | Event::Aborted | Event::RollbackFailed | Event::MarkedBad => {
                     s.bad.insert(to);
                 }
@@ -467,6 +518,25 @@ mod tests {
         assert!(tail(Some(&state), 0).unwrap().is_empty());
         let s = summary(Some(&state)).unwrap();
         assert_eq!(s.previous.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_not_bad() {
+        let stopped = |event| Entry {
+            interrupted: Some("SIGINT".into()),
+            ..e(event, Some("v1"), "v2")
+        };
+        let s = summarize(&[
+            e(Event::Activated, None, "v1"),
+            stopped(Event::RolledBack),
+            stopped(Event::Aborted),
+        ]);
+        assert!(s.bad.is_empty(), "{:?}", s.bad);
+        // Not good either: never committed, so no rollback target.
+        assert_eq!(s.good_newest_first, vec!["v1"]);
+        // A signal does not clear an earlier failure.
+        let s = summarize(&[e(Event::RolledBack, None, "v2"), stopped(Event::RolledBack)]);
+        assert!(s.bad.contains("v2"));
     }
 
     #[test]

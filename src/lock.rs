@@ -288,7 +288,7 @@ fn is_permission(e: &Error) -> bool {
 
 /// ROOT's key in `/run/releasectl/`: its device and inode, which no rename
 /// of anything inside ROOT can change.
-fn key(root: &RootDir) -> Result<String> {
+pub(crate) fn key(root: &RootDir) -> Result<String> {
     let st = root.dir().stat_self()?;
     Ok(format!("{}-{}", st.st_dev, st.st_ino))
 }
@@ -296,7 +296,7 @@ fn key(root: &RootDir) -> Result<String> {
 /// `/run/releasectl/NAME`, created as root's (mode `mode`) if missing and
 /// `create`; refused unless it is a directory of root's that nobody else
 /// may write in (or, with `private`, enter).
-fn run_subdir(name: &str, mode: u32, create: bool) -> Result<Option<Dir>> {
+pub(crate) fn run_subdir(name: &str, mode: u32, create: bool) -> Result<Option<Dir>> {
     let Some(run) = Dir::open_path(Path::new("/run"))? else {
         return Ok(None);
     };

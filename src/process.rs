@@ -27,6 +27,19 @@ pub fn run(
     deadline: Option<Instant>,
     cancel: &Cancel,
 ) -> Result<()> {
+    run_tracked(argv, cwd, env, deadline, cancel, &mut |_| {})
+}
+
+/// [`run`], calling `started` with the process group id as soon as the
+/// command runs (an activation records it: see [`crate::pending::HOOK_FILE`]).
+pub fn run_tracked(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(&str, String)],
+    deadline: Option<Instant>,
+    cancel: &Cancel,
+    started: &mut dyn FnMut(u32),
+) -> Result<()> {
     let shown = shell_words(argv);
     let (output, writer) =
         std::io::pipe().map_err(|e| anyhow!("`{shown}`: no pipe for its output: {e}"))?;
@@ -48,6 +61,7 @@ pub fn run(
     // end of the output when the hook's processes have closed theirs.
     drop(cmd);
     let child = spawned.map_err(|e| anyhow!("`{shown}` could not start: {e}"))?;
+    started(child.id());
     let relayed = Relay::start(output);
     let outcome = watch(child, &shown, deadline, cancel);
     relayed.finish();

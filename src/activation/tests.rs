@@ -439,3 +439,144 @@ fn a_signal_during_a_pre_activate_hook_changes_nothing() {
     assert_eq!(f.current(), "v1");
     assert!(!f.pending());
 }
+
+/// A hook that appends `WORDS` (shell words, expanded) to `log`.
+fn logging_hook(log: &Path, words: &str) -> Vec<String> {
+    let script = format!("echo \"{words}\" >> '{}'", log.display());
+    ["/bin/sh", "-c", &script].map(String::from).to_vec()
+}
+
+fn log_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hooks_and_checks_know_why_they_run() {
+    // v2 fails its check: rolled back, v1 re-checked, on_failure told why.
+    let mut f = fixture(true);
+    let log = f._dir.path().join("log");
+    let why = "$RELEASECTL_PHASE $RELEASECTL_ACTION $RELEASECTL_RELEASE $RELEASECTL_PREVIOUS";
+    f.app.config.hooks.pre_activate = vec![logging_hook(&log, why)];
+    let check = format!(
+        "echo \"health $RELEASECTL_ACTION $RELEASECTL_RELEASE\" >> '{}'; test -e healthy",
+        log.display()
+    );
+    f.app.config.health.command = Some(["/bin/sh", "-c", &check].map(String::from).to_vec());
+    f.app.config.hooks.on_failure = vec![
+        vec!["/bin/false".to_string()],
+        logging_hook(
+            &log,
+            &format!("{why} $RELEASECTL_EXIT $RELEASECTL_LIVE $RELEASECTL_FAILURE"),
+        ),
+    ];
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &Cancel::never()).unwrap_err();
+    // A failing on_failure hook changes nothing: still 11, rolled back.
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_units_redone_and_v1_back(&f, &units);
+    let lines = log_lines(&log);
+    assert_eq!(lines[0], "pre_activate activate v2 v1");
+    assert!(
+        lines.contains(&"health activate v2".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"health rollback-of-failed v1".to_string()),
+        "{lines:?}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("on_failure activate v2 v1 11 v1 "),
+        "{last}"
+    );
+    assert!(last.contains("rolled back to v1"), "{last}");
+    // The hook's record is gone once it ended.
+    assert!(!f.root.join(".releasectl").join(pending::HOOK_FILE).exists());
+}
+
+#[test]
+fn a_rollback_tells_its_hooks_so() {
+    let mut f = fixture(false);
+    let log = f._dir.path().join("log");
+    f.app.config.hooks.post_activate = vec![logging_hook(
+        &log,
+        "$RELEASECTL_ACTION $RELEASECTL_RELEASE $RELEASECTL_PREVIOUS",
+    )];
+    let mut units = FakeUnits::new(&f.root);
+    // v1 is live but has no history yet: record it, then v2 and back.
+    activate(
+        &f.app,
+        &Target::Release("v1".into()),
+        &Options {
+            force: true,
+            ..Options::default()
+        },
+        &mut units,
+        &Cancel::never(),
+    )
+    .unwrap();
+    f.activate(&mut units, &Cancel::never()).unwrap();
+    let back = Options {
+        mark_from_bad: true,
+        ..Options::default()
+    };
+    activate(
+        &f.app,
+        &Target::PreviousGood,
+        &back,
+        &mut units,
+        &Cancel::never(),
+    )
+    .unwrap();
+    assert_eq!(f.current(), "v1");
+    assert_eq!(
+        log_lines(&log),
+        ["activate v1 v1", "activate v2 v1", "rollback v1 v2"]
+    );
+}
+
+#[test]
+fn an_interrupted_activation_is_recorded_as_such_and_not_bad() {
+    let mut f = fixture(false);
+    let log = f._dir.path().join("log");
+    f.app.config.health.command = None;
+    f.app.config.hooks.post_activate = vec![["/bin/sh", "-c", "touch hooked; exec sleep 30"]
+        .map(String::from)
+        .to_vec()];
+    f.app.config.hooks.on_failure = vec![logging_hook(&log, "on_failure ran")];
+    let cancel = Cancel::never();
+    let waiter = cancel_when(&f.root.join("releases/v2"), "hooked", &cancel);
+    let mut units = FakeUnits::new(&f.root);
+    let e = f.activate(&mut units, &cancel).unwrap_err();
+    waiter.join().unwrap();
+    assert_eq!(e.exit_code(), crate::error::exit::ACTIVATION_FAILED, "{e}");
+    assert_eq!(f.current(), "v1");
+    let state = f.app.state_dir(false).unwrap();
+    let last = history::read(state.as_ref()).unwrap().pop().unwrap();
+    assert_eq!(last.event, Event::RolledBack);
+    assert_eq!(last.interrupted.as_deref(), Some("SIGTERM"));
+    assert!(history::summary(state.as_ref()).unwrap().bad.is_empty());
+    assert!(
+        log_lines(&log).is_empty(),
+        "on_failure ran after an interruption"
+    );
+    // --refuse-bad does not refuse it.
+    let again = Options {
+        refuse_bad: true,
+        ..Options::default()
+    };
+    f.app.config.hooks.post_activate.clear();
+    activate(
+        &f.app,
+        &Target::Release("v2".into()),
+        &again,
+        &mut units,
+        &Cancel::never(),
+    )
+    .unwrap();
+    assert_eq!(f.current(), "v2");
+}

@@ -144,9 +144,17 @@ pre_activate = [["/bin/sh", "-c", "{ pwd; env | grep ^RELEASECTL_ | sort; } > {b
     d.cmd_config().args(["activate", "web:v1"]).ok();
     d.cmd_config().args(["activate", "web:v2"]).ok();
     let env = std::fs::read_to_string(d.outside().join("env")).unwrap();
+    // The hook's mark differs from run to run: present, then left out.
+    assert!(env.contains("\nRELEASECTL_HOOK_ID="), "{env}");
+    let env: String = env
+        .lines()
+        .filter(|l| !l.starts_with("RELEASECTL_HOOK_ID="))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let root = d.root().display().to_string();
     let want = format!(
-        "{root}/releases/v2\nRELEASECTL_APP=web\nRELEASECTL_PREVIOUS=v1\n\
+        "{root}/releases/v2\nRELEASECTL_ACTION=activate\nRELEASECTL_APP=web\n\
+         RELEASECTL_PHASE=pre_activate\nRELEASECTL_PREVIOUS=v1\n\
          RELEASECTL_RELEASE=v2\nRELEASECTL_ROOT={root}\n"
     );
     assert_eq!(env, want);
@@ -602,4 +610,34 @@ fn request_app_names_accept_systemd_escapes() {
         .arg(&requests)
         .ok();
     assert_eq!(d.assert_current_complete(), "v1");
+}
+
+/// A committed activation publishes the live release for the app's units
+/// in /run/releasectl/apps/APP.env (root's, 0644); releasectl writes
+/// nothing into the release itself.
+#[test]
+fn a_commit_publishes_the_live_release_in_run() {
+    if !rustix::process::geteuid().is_root() {
+        return eprintln!("skipped: /run/releasectl is root's");
+    }
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    // A name of this test's own: /run is shared with every other test.
+    let app = format!("envpub{}", std::process::id());
+    d.config(&app, "root = \"{root}\"\n");
+    let v2 = d.root().join("releases/v2");
+    let before = common::Tree::of(&v2);
+    d.cmd_config().args(["activate", &format!("{app}:v1")]).ok();
+    d.cmd_config().args(["activate", &format!("{app}:v2")]).ok();
+    let file = std::path::PathBuf::from(format!("/run/releasectl/apps/{app}.env"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        text,
+        format!("RELEASECTL_APP={app}\nRELEASECTL_RELEASE=v2\nRELEASECTL_PREVIOUS=v1\n")
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
+    before.assert_same(&common::Tree::of(&v2), "the release after its activation");
 }

@@ -175,8 +175,13 @@ fn signal_during_health_check(sig: Signal, name: &str) {
     assert!(reason.contains(name), "history does not say why: {last}");
 
     let list = d.cmd_config().args(["--json", "list"]).ok().json()["releases"].clone();
+    // Stopped, not refused: recorded as interrupted, and not bad.
+    assert_eq!(last["interrupted"], name, "{last}");
     let v2 = list.as_array().unwrap().iter().find(|r| r["id"] == "v2");
-    assert_eq!(v2.unwrap()["bad"], true, "{list:#}");
+    assert_eq!(v2.unwrap()["bad"], false, "{list:#}");
+    d.cmd_config()
+        .args(["activate", "web:v2", "--refuse-bad", "--no-health"])
+        .ok();
 }
 
 #[test]
@@ -408,4 +413,70 @@ fn status_says_when_an_activation_was_interrupted() {
     let after = d.cmd_config().args(["--json", "status", "web"]).ok().json();
     assert_eq!(after["interrupted"], false, "{after:#}");
     assert_eq!(after["current"], "v1", "{after:#}");
+}
+
+/// Processes whose argv holds `mark` as a whole argument (zombies have none).
+fn processes_with_arg(mark: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|argv| argv.split(|&b| b == 0).any(|a| a == mark.as_bytes()))
+        })
+        .collect()
+}
+
+/// `kill -9` of releasectl during a hook (before the swap, with no intent
+/// record yet, and after it) leaves the hook's processes running; `recover`
+/// kills them and says so, and the lock is not needed by them.
+#[test]
+fn sigkill_during_a_hook_then_recover_leaves_no_hook_process() {
+    for (i, phase) in ["pre_activate", "post_activate"].iter().enumerate() {
+        let d = Dir::new();
+        d.releases(&["v1", "v2"]);
+        // A number GNU sleep adds to its 30 s: a mark in its argv and its shell's.
+        let mark = format!("0.{}{i}", std::process::id());
+        d.config(
+            "web",
+            &format!(
+                "root = \"{{root}}\"\n[hooks]\n{phase} = [[\"/bin/sh\", \"-c\", \
+                 \"test $RELEASECTL_RELEASE = v2 || exit 0; touch {{base}}/outside/hooked; \
+                 /bin/sleep 30 $0 & wait\", \"{mark}\"]]\n"
+            ),
+        );
+        d.cmd_config().args(["activate", "web:v1"]).ok();
+        let mut child = d.cmd_config().args(["activate", "web:v2"]).spawn();
+        assert!(
+            wait_for(&d.outside().join("hooked"), LONG),
+            "{phase} hook never ran"
+        );
+        let started = std::time::Instant::now();
+        while processes_with_arg(&mark).len() < 2 {
+            assert!(started.elapsed() < LONG, "the hook's sleep never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal(&child, Signal::KILL);
+        let _ = child.wait();
+        assert!(
+            !processes_with_arg(&mark).is_empty(),
+            "the hook died with releasectl by itself; this test proves nothing"
+        );
+        let run = d.cmd_config().args(["recover", "web"]).ok();
+        assert!(
+            run.stderr.contains("killed what was left of hook"),
+            "{}",
+            run.stderr
+        );
+        let started = std::time::Instant::now();
+        while !processes_with_arg(&mark).is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{phase}: hook processes left after recover: {:?}",
+                processes_with_arg(&mark)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(d.current().as_deref(), Some("v1"));
+    }
 }

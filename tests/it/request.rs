@@ -609,3 +609,27 @@ fn sigterm_ends_the_wait_for_the_results_lock() {
     assert!(r.stderr.contains("not recorded"), "{r}");
     assert!(outcomes(&d).is_empty(), "recorded anyway");
 }
+
+/// History says who asked: the request file's owner, by uid and by name
+/// (`uid`, `user` stay those of the root process that acted).
+#[test]
+fn history_records_the_requester() {
+    let d = scene();
+    let file = requests(&d).join("web");
+    std::fs::write(&file, "v2\n").unwrap();
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    watcher(&d);
+    let last = d.history().pop().expect("an entry");
+    assert_eq!(last["event"], "rolled_back", "{last}");
+    assert_eq!(last["requester_uid"], 65534, "{last}");
+    let name = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some("65534"))
+        .map(|l| l.split(':').next().unwrap().to_string());
+    assert_eq!(last["requester"].as_str(), name.as_deref(), "{last}");
+    assert_eq!(last["trigger"], "path", "{last}");
+    // A direct activation names no requester.
+    d.cmd_config().args(["activate", "web:v1", "--force"]).ok();
+    assert!(d.history().pop().unwrap().get("requester_uid").is_none());
+}

@@ -64,6 +64,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         "o_unprivileged_member_stages_requests_and_starts",
         o_unprivileged_member_stages_requests_and_starts,
     ),
+    (
+        "p_privilege_drop_recipe_under_the_units",
+        p_privilege_drop_recipe_under_the_units,
+    ),
     // Last: it reboots the container.
     (
         "j_power_cut_then_boot_recovers",
@@ -1645,4 +1649,84 @@ fn bus_restart_during_reload<'c>(c: &'c Container, name: &str, healthy: bool) ->
             .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
     });
     app
+}
+
+/// The README's privilege-drop recipe, the `[hooks]` block exactly as the
+/// README prints it (read from README.md, so the two cannot drift).
+fn readme_setpriv_recipe() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("setpriv"))
+        .expect("README.md has a ```toml block with the setpriv recipe")
+        .to_string()
+}
+
+/// p. The README's privilege-drop hook under `deploy@` and under the path
+/// unit (deploy-watch@): the migration runs as the app's user (it writes
+/// its `id -u`), and each activation commits.
+fn p_privilege_drop_recipe_under_the_units(c: &mut Container) {
+    let recipe = readme_setpriv_recipe();
+    c.sh("id -u web >/dev/null 2>&1 || useradd --system --no-create-home web");
+    let web_uid = c.sh("id -u web").trim().to_string();
+    assert_ne!(web_uid, "0");
+    let out = format!("{SCRATCH}/p-uids");
+    c.sh(&format!("mkdir -p {out} && chown web {out}"));
+    let migrate = format!("#!/bin/sh\nid -u > {out}/$RELEASECTL_RELEASE\n");
+    let releases: Vec<(&str, [(&str, &str); 1])> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| (*v, [("bin/migrate", migrate.as_str())]))
+        .collect();
+    let releases: Vec<(&str, &[(&str, &str)])> =
+        releases.iter().map(|(v, f)| (*v, &f[..])).collect();
+    let app = App::create(c, "dropper", &recipe, &releases);
+    c.sh(&format!("chmod 0755 {}/releases/*/bin/migrate", app.root()));
+    app.start_at("v1");
+    let ran_as = |v: &str| c.sh(&format!("cat {out}/{v}")).trim().to_string();
+    assert_eq!(ran_as("v1"), web_uid, "from the command line");
+
+    c.sh("systemctl start deploy@dropper:v2");
+    assert_eq!(app.current().as_deref(), Some("v2"));
+    assert_eq!(event(&app.last_event()), ("activated", "v1", "v2"));
+    assert_eq!(ran_as("v2"), web_uid, "under deploy@");
+
+    let watch = "deploy-watch@dropper.service";
+    c.sh("systemctl start deploy-watch@dropper.path");
+    c.sh(
+        "cd /var/lib/releasectl/requests && printf 'v3\\n' > .dropper.new && \
+         mv .dropper.new dropper",
+    );
+    c.wait_for("the request for v3 to be activated", PATIENCE, || {
+        let state = show(c, watch, "ActiveState");
+        match app.current() {
+            Some(v) if v == "v3" && state == "inactive" => Ok(()),
+            v => Err(format!("current {v:?}, {watch} {state}")),
+        }
+    });
+    assert_eq!(event(&app.last_event()), ("activated", "v2", "v3"));
+    assert_eq!(ran_as("v3"), web_uid, "under deploy-watch@");
+    // What the README says of runuser: it works from the command line but
+    // not under the units, whose sandbox refuses pam_limits' calls.
+    let runuser = format!(
+        "root = \"/srv/ru\"\n[hooks]\npre_activate = [[\"/usr/sbin/runuser\", \"-u\", \
+         \"web\", \"--\", \"/bin/sh\", \"-c\", \"id -u > {out}/ru-$RELEASECTL_RELEASE\"]]\n"
+    );
+    c.write("/etc/releasectl/ru.toml", runuser);
+    c.sh("mkdir -p /srv/ru/releases/v1 /srv/ru/releases/v2");
+    c.sh("releasectl activate ru:v1 --no-reload --no-health");
+    assert_eq!(ran_as("ru-v1"), web_uid, "runuser from the command line");
+    c.sh_fails("systemctl start deploy@ru:v2");
+    assert_contains(
+        &journal(c, "deploy@ru:v2.service"),
+        "pam_limits",
+        "the journal of runuser under deploy@",
+    );
+    let story = journal(c, "deploy@dropper:v2.service") + &journal(c, watch);
+    assert!(
+        !story.contains("Operation not permitted"),
+        "setpriv was refused something under the units:\n{story}"
+    );
 }
