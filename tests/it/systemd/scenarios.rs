@@ -65,8 +65,8 @@ pub const ALL: &[(&str, Scenario)] = &[
         o_unprivileged_member_stages_requests_and_starts,
     ),
     (
-        "p_privilege_drop_recipe_under_the_units",
-        p_privilege_drop_recipe_under_the_units,
+        "r_privilege_drop_recipe_under_the_units",
+        r_privilege_drop_recipe_under_the_units,
     ),
     // Last: it reboots the container.
     (
@@ -1668,7 +1668,7 @@ fn readme_setpriv_recipe() -> String {
 /// p. The README's privilege-drop hook under `deploy@` and under the path
 /// unit (deploy-watch@): the migration runs as the app's user (it writes
 /// its `id -u`), and each activation commits.
-fn p_privilege_drop_recipe_under_the_units(c: &mut Container) {
+fn r_privilege_drop_recipe_under_the_units(c: &mut Container) {
     let recipe = readme_setpriv_recipe();
     c.sh("id -u web >/dev/null 2>&1 || useradd --system --no-create-home web");
     let web_uid = c.sh("id -u web").trim().to_string();
