@@ -697,7 +697,7 @@ fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
         "ngt",
         "[services]\nunits = [\"nginx.service\"]\naction = \"reload\"\n\
          [health]\nurl = \"http://127.0.0.1:80/\"\nexpect = \"release {release}\"\n\
-         retries = 2000\ninterval = 0\ntimeout = 20\n\
+         interval = 0.1\ntimeout = 20\n\
          [hooks]\npost_swap = [[\"/usr/sbin/nginx\", \"-t\", \"-q\"]]\n",
         &[
             ("v1", &[("nginx/site.conf", ok1.as_str())]),
