@@ -23,8 +23,8 @@ cat > "$work/etc/web.toml" <<TOML
 root = "$root"
 [health]
 command = ["/bin/sh", "-c", "grep -q 'hello 3' version && exit 1; exit 0"]
-retries = 2
-interval = 0
+interval = 0.1
+timeout = 1
 TOML
 echo "hello 3" > "$work/build/version"
 rctl --config-dir "$work/etc" stage --app web "$work/build" --id v3

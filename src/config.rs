@@ -45,14 +45,20 @@ pub struct Services {
 pub struct Health {
     pub command: Option<Vec<String>>,
     pub url: Option<String>,
-    /// How many times the check is tried before the release is declared unhealthy.
-    pub retries: u32,
+    /// A cap on the attempts (outside the start period); `None`: as many
+    /// as fit in `timeout`.
+    pub retries: Option<u32>,
+    /// The pause between attempts (fractions of a second allowed).
     pub interval: Duration,
+    /// The bound on the whole gate: attempts go on until one passes (or
+    /// `consecutive` in a row) or this much time has passed since it began.
     pub timeout: Duration,
-    /// Text the URL's answer (body or a header value) must contain, with
-    /// `{release}` replaced by the release being checked: proves the new
-    /// release answers, not a worker still running the old configuration.
-    pub expect: Option<String>,
+    /// Texts the URL's answer must all contain, each in the body or in a
+    /// header value, with `{release}` replaced by the release being
+    /// checked: proves the new release answers, not a worker still running
+    /// the old configuration. Several markers prove several things (the
+    /// server configuration's header and the code's body). Empty: any 2xx.
+    pub expect: Vec<String>,
     /// Passing attempts in a row needed (workers of a reloaded server are
     /// replaced one by one).
     pub consecutive: u32,
@@ -132,10 +138,13 @@ impl Config {
             health: Health {
                 command: None,
                 url: None,
-                retries: 5,
+                retries: None,
+                // One attempt a second: nothing for any server to answer,
+                // and an old config without `interval` behaves as before.
+                // A gate that must see a reload land sets a shorter one.
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(30),
-                expect: None,
+                expect: Vec::new(),
                 consecutive: 1,
                 start_period: Duration::ZERO,
             },
@@ -257,11 +266,54 @@ struct RawHealth {
     command: Option<Spanned<Vec<String>>>,
     url: Option<Spanned<String>>,
     retries: Option<u32>,
-    interval: Option<Spanned<u64>>,
-    timeout: Option<Spanned<u64>>,
-    expect: Option<Spanned<String>>,
+    interval: Option<Spanned<Seconds>>,
+    timeout: Option<Spanned<Seconds>>,
+    expect: Option<Spanned<OneOrMany>>,
     consecutive: Option<Spanned<u32>>,
-    start_period: Option<Spanned<u64>>,
+    start_period: Option<Spanned<Seconds>>,
+}
+
+/// `expect = "marker"` or `expect = ["marker", "marker"]`.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a string or an array of strings")]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A number of seconds as written: an integer (what older configs have)
+/// or a float (`0.1`). Range checks happen in [`fractional_seconds`].
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Seconds, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of seconds (such as 1 or 0.5)")
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -333,46 +385,38 @@ impl RawConfig {
                 }
                 cfg.health.url = Some(url.into_inner());
             }
-            cfg.health.retries = h.retries.unwrap_or(cfg.health.retries).max(1);
+            cfg.health.retries = h.retries.map(|n| n.max(1));
             if let Some(expect) = h.expect {
-                if cfg.health.url.is_none() {
-                    return Err(err(
-                        expect.span(),
-                        "health.expect",
-                        "needs health.url (it is looked for in the URL's answer)",
-                    ));
-                }
-                if expect.get_ref().is_empty() {
-                    return Err(err(expect.span(), "health.expect", "must not be empty"));
-                }
-                cfg.health.expect = Some(expect.into_inner());
+                cfg.health.expect = check_expect(expect, cfg.health.url.is_some(), &err)?;
             }
             if let Some(n) = h.consecutive {
-                if *n.get_ref() == 0 || *n.get_ref() > cfg.health.retries {
-                    return Err(err(
-                        n.span(),
-                        "health.consecutive",
-                        &format!("must be between 1 and retries ({})", cfg.health.retries),
-                    ));
+                let cap = cfg.health.retries.unwrap_or(u32::MAX);
+                if *n.get_ref() == 0 || *n.get_ref() > cap {
+                    let msg = match cfg.health.retries {
+                        Some(r) => format!("must be between 1 and retries ({r})"),
+                        None => "must be at least 1".to_string(),
+                    };
+                    return Err(err(n.span(), "health.consecutive", &msg));
                 }
                 cfg.health.consecutive = n.into_inner();
             }
             if let Some(t) = h.interval {
-                cfg.health.interval = seconds(t, "health.interval", &err)?;
+                cfg.health.interval = fractional_seconds(t, "health.interval", false, &err)?;
             }
             if let Some(t) = h.timeout {
-                cfg.health.timeout = seconds(t, "health.timeout", &err)?;
+                cfg.health.timeout = fractional_seconds(t, "health.timeout", true, &err)?;
             }
             if let Some(t) = h.start_period {
                 let span = t.span();
-                cfg.health.start_period = seconds(t, "health.start_period", &err)?;
+                cfg.health.start_period =
+                    fractional_seconds(t, "health.start_period", false, &err)?;
                 if cfg.health.start_period >= cfg.health.timeout {
                     return Err(err(
                         span,
                         "health.start_period",
                         &format!(
                             "must be shorter than health.timeout ({}s), which bounds it",
-                            cfg.health.timeout.as_secs()
+                            cfg.health.timeout.as_secs_f64()
                         ),
                     ));
                 }
@@ -497,6 +541,51 @@ fn seconds(
     Ok(Duration::from_secs(value.into_inner()))
 }
 
+/// `[health] interval`, `timeout`, `start_period`: finite, not negative,
+/// at most [`MAX_SECONDS`], and above zero where zero would mean no time at
+/// all (`timeout`: a gate that never looks).
+fn fractional_seconds(
+    value: Spanned<Seconds>,
+    key: &str,
+    positive: bool,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<Duration> {
+    let s = value.get_ref().0;
+    let low_ok = if positive { s > 0.0 } else { s >= 0.0 };
+    // NaN fails both comparisons, so it is refused here too.
+    if !(low_ok && s <= MAX_SECONDS as f64) {
+        let low = if positive { "more than 0" } else { "0 or more" };
+        return Err(err(
+            value.span(),
+            key,
+            &format!("{s} is not a number of seconds {low} and at most {MAX_SECONDS}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// `expect`: needs the URL it is looked for in; no marker may be empty (an
+/// empty one is found in every answer), nor the list.
+fn check_expect(
+    expect: Spanned<OneOrMany>,
+    has_url: bool,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<Vec<String>> {
+    let span = expect.span();
+    if !has_url {
+        return Err(err(
+            span,
+            "health.expect",
+            "needs health.url (it is looked for in the URL's answer)",
+        ));
+    }
+    let markers = expect.into_inner().into_vec();
+    if markers.is_empty() || markers.iter().any(String::is_empty) {
+        return Err(err(span, "health.expect", "must not be empty"));
+    }
+    Ok(markers)
+}
+
 /// A command is an argv list whose program is an absolute path: hooks run as
 /// root without a shell, so nothing is looked up in `$PATH`.
 fn check_argv(
@@ -581,7 +670,7 @@ on_failure = [["/usr/local/bin/page", "web"]]
         assert_eq!(cfg.hooks.on_failure, [["/usr/local/bin/page", "web"]]);
         assert_eq!(cfg.keep, 3);
         assert_eq!(cfg.services.action, Action::ReloadOrRestart);
-        assert_eq!(cfg.health.retries, 2);
+        assert_eq!(cfg.health.retries, Some(2));
         assert_eq!(cfg.hooks.pre_activate.len(), 1);
     }
 
@@ -628,8 +717,73 @@ on_failure = [["/usr/local/bin/page", "web"]]
         );
         let c = parse("root = \"/srv\"\n[health]\nurl = \"http://x/\"\nexpect = \"{release}\"\nconsecutive = 2\n")
             .unwrap();
-        assert_eq!(c.health.expect.as_deref(), Some("{release}"));
+        assert_eq!(c.health.expect, ["{release}"]);
         assert_eq!(c.health.consecutive, 2);
+    }
+
+    #[test]
+    fn health_times_take_fractions_and_old_integers() {
+        let c = parse(
+            "root = \"/srv\"\n[health]\nurl = \"http://x/\"\ninterval = 0.1\ntimeout = 2.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_millis(100));
+        assert_eq!(c.health.timeout, Duration::from_millis(2500));
+        assert_eq!(c.health.retries, None);
+        let c = parse("root = \"/srv\"\n[health]\nurl = \"http://x/\"\ninterval = 0\ntimeout = 20\nretries = 3\n")
+            .unwrap();
+        assert_eq!(c.health.interval, Duration::ZERO);
+        assert_eq!(c.health.timeout, Duration::from_secs(20));
+        assert_eq!(c.health.retries, Some(3));
+        for (body, needle) in [
+            (
+                "timeout = 0",
+                ":4: key `health.timeout`: 0 is not a number of seconds more than 0",
+            ),
+            ("timeout = -1.5", ":4: key `health.timeout`: -1.5 is not"),
+            ("timeout = nan", ":4: key `health.timeout`: NaN is not"),
+            ("timeout = inf", ":4: key `health.timeout`: inf is not"),
+            (
+                "interval = -0.1",
+                ":4: key `health.interval`: -0.1 is not a number of seconds 0 or more",
+            ),
+            (
+                "interval = 86400.5",
+                ":4: key `health.interval`: 86400.5 is not",
+            ),
+            ("interval = \"1s\"", ":4: key `health.interval`"),
+        ] {
+            let e = parse(&format!(
+                "root = \"/srv\"\n[health]\nurl = \"http://x/\"\n{body}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn expect_is_one_marker_or_a_list() {
+        let c = parse(
+            "root = \"/srv\"\n[health]\nurl = \"http://x/\"\nexpect = [\"a {release}\", \"b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.health.expect, ["a {release}", "b"]);
+        for body in ["expect = []", "expect = [\"a\", \"\"]", "expect = \"\""] {
+            let e = parse(&format!(
+                "root = \"/srv\"\n[health]\nurl = \"http://x/\"\n{body}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(":4: key `health.expect`: must not be empty"),
+                "{body}: {e}"
+            );
+        }
+        let e = parse("root = \"/srv\"\n[health]\nurl = \"http://x/\"\nexpect = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a string or an array of strings"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The post-swap health check: a command and/or an HTTP URL, tried up to
-//! `retries` times, `interval` apart, within an overall `timeout`.
+//! The post-swap health check: a command and/or an HTTP URL, tried
+//! `interval` apart until it passes (`consecutive` times in a row) or
+//! `timeout` has passed since the gate began; `retries`, when set, also caps
+//! the attempts. The timeout is a time budget on purpose: a gate that gives
+//! up after N quick attempts rolls back a good release on a host whose
+//! reload happens to be slow today.
 
 use crate::cancel::Cancel;
 use crate::config::Health;
@@ -7,9 +11,22 @@ use anyhow::{anyhow, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// What the attempts so far came to.
+#[derive(Default)]
+struct Tally {
+    attempts: u32,
+    failed: u32,
+    /// Attempts counted against `retries` (not those failed in the start
+    /// period).
+    counted: u32,
+    failed_in_grace: u32,
+    streak: u32,
+}
+
 /// `Ok` once `consecutive` attempts in a row pass every configured check;
-/// otherwise the reason of the last failed attempt. `release` is the
-/// release being checked (for `expect`'s `{release}`).
+/// otherwise the reason of the last failed attempt, with how many failed in
+/// how long. `release` is the release being checked (for `expect`'s
+/// `{release}`).
 pub fn wait_healthy(
     h: &Health,
     release: &str,
@@ -17,72 +34,90 @@ pub fn wait_healthy(
     env: &[(&str, String)],
     cancel: &Cancel,
 ) -> Result<()> {
+    let started = Instant::now();
     // Bounded at load; saturate rather than panic all the same.
-    let deadline = Instant::now()
+    let deadline = started
         .checked_add(h.timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-    let expect = h.expect.as_ref().map(|e| e.replace("{release}", release));
+        .unwrap_or_else(|| started + Duration::from_secs(86_400));
+    let expect: Vec<String> = h
+        .expect
+        .iter()
+        .map(|e| e.replace("{release}", release))
+        .collect();
     // Within the start period a failed attempt is not counted against
     // `retries`: an app that takes a while to come up is not failed for it.
-    let grace_ends = Instant::now() + h.start_period;
+    let grace_ends = started + h.start_period;
     let mut last = anyhow!("no attempt made");
-    let mut failures = FailureLog::default();
-    let mut streak = 0;
-    let mut attempt = 0;
-    while attempt < h.retries {
-        attempt += 1;
+    let mut log = FailureLog::default();
+    let mut t = Tally::default();
+    loop {
         cancel.check()?;
-        if Instant::now() >= deadline {
-            return Err(last.context(format!(
-                "health check timed out after {}s",
-                h.timeout.as_secs()
-            )));
-        }
-        match attempt_once(h, expect.as_deref(), cwd, env, deadline, cancel) {
+        t.attempts += 1;
+        match attempt_once(h, &expect, cwd, env, deadline, cancel) {
             Ok(()) => {
-                streak += 1;
+                t.streak += 1;
+                t.counted += 1;
                 crate::log::debug(&format!(
-                    "health check passed on attempt {attempt} ({streak} of {} in a row)",
-                    h.consecutive
+                    "health check passed on attempt {} ({} of {} in a row)",
+                    t.attempts, t.streak, h.consecutive
                 ));
-                if streak >= h.consecutive {
+                if t.streak >= h.consecutive {
                     return Ok(());
                 }
             }
-            Err(why) if Instant::now() < grace_ends => {
-                streak = 0;
-                let _ = failures.note(|| format!("health check (start period): {why:#}"));
-                last = why;
-                attempt -= 1;
-                sleep_until(Instant::now() + h.interval, deadline, cancel)?;
-                continue;
-            }
             Err(why) => {
-                streak = 0;
-                let _ = failures
-                    .note(|| format!("health check attempt {attempt}/{}: {why:#}", h.retries));
+                t.streak = 0;
+                t.failed += 1;
+                if Instant::now() < grace_ends {
+                    t.failed_in_grace += 1;
+                    let _ = log.note(|| format!("health check (start period): {why:#}"));
+                } else {
+                    t.counted += 1;
+                    let cap = h.retries.map_or(String::new(), |r| format!("/{r}"));
+                    let n = t.attempts;
+                    let _ = log.note(|| format!("health check attempt {n}{cap}: {why:#}"));
+                }
                 last = why;
             }
         }
-        if attempt < h.retries {
-            sleep_until(Instant::now() + h.interval, deadline, cancel)?;
+        if h.retries.is_some_and(|r| t.counted >= r) {
+            break;
         }
+        // No point waiting for an attempt that could not start in time.
+        let next = Instant::now() + h.interval;
+        if next >= deadline {
+            break;
+        }
+        sleep_until(next, cancel)?;
     }
     cancel.check()?;
-    if streak > 0 {
-        return Err(anyhow!(
-            "health check passed only {streak} of {} times in a row within {} attempts",
+    Err(gave_up(h, &t, started.elapsed(), last))
+}
+
+/// The gate's failure: how many attempts failed in how long, then why the
+/// last one did.
+fn gave_up(h: &Health, t: &Tally, took: Duration, last: anyhow::Error) -> anyhow::Error {
+    let took = format!("{:.1}s", took.as_secs_f64());
+    if t.streak > 0 {
+        return anyhow!(
+            "health check passed only {} of {} times in a row: {} attempts in {took}",
+            t.streak,
             h.consecutive,
-            h.retries
-        ));
+            t.attempts
+        );
     }
-    Err(last.context(format!("health check failed {} times", h.retries)))
+    let mut what = format!("health check failed {} times in {took}", t.failed);
+    if !h.start_period.is_zero() {
+        let after = t.failed - t.failed_in_grace;
+        what += &format!(", {after} of them after the start period");
+    }
+    last.context(what)
 }
 
 /// Failed attempts as log lines: the first few, then at most one a second.
-/// The nginx recipe retries at once (`interval = 0`) for up to `timeout`,
-/// which can be thousands of attempts; the journal gets a line a second and
-/// a count of the rest, not a line per try.
+/// A short `interval` over a long `timeout` can be hundreds of attempts;
+/// the journal gets a line a second and a count of the rest, not a line per
+/// try.
 #[derive(Default)]
 struct FailureLog {
     shown: u32,
@@ -118,12 +153,13 @@ impl FailureLog {
 
 fn attempt_once(
     h: &Health,
-    expect: Option<&str>,
+    expect: &[String],
     cwd: &Path,
     env: &[(&str, String)],
     deadline: Instant,
     cancel: &Cancel,
 ) -> Result<()> {
+    // Each attempt is bounded by what is left of the gate's time.
     if let Some(argv) = &h.command {
         crate::process::run(argv, cwd, env, Some(deadline), cancel)?;
     }
@@ -141,8 +177,10 @@ fn attempt_once(
 const MAX_BODY: u64 = 1 << 20;
 
 /// GET `url`; only a 2xx answer within `timeout` counts, and with `expect`
-/// only one whose body (first MiB) or a header value contains it.
-pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<()> {
+/// only one that contains every marker, each in the body (first MiB) or in
+/// a header value: a header set by the server's configuration and a body
+/// printed by the code are checked by one request.
+pub fn http_ok(url: &str, expect: &[String], timeout: Duration) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout(timeout.max(Duration::from_millis(1)))
         .redirects(0)
@@ -153,31 +191,44 @@ pub fn http_ok(url: &str, expect: Option<&str>, timeout: Duration) -> Result<()>
         Err(ureq::Error::Status(code, _)) => return Err(anyhow!("GET {url} answered {code}")),
         Err(e) => return Err(anyhow!("GET {url}: {e}")),
     };
-    let Some(expect) = expect else {
-        return Ok(());
-    };
-    let in_header = resp
+    let headers: Vec<String> = resp
         .headers_names()
         .iter()
-        .any(|n| resp.all(n).iter().any(|v| v.contains(expect)));
-    if in_header {
+        .flat_map(|n| resp.all(n).into_iter().map(str::to_string))
+        .collect();
+    let in_headers = |m: &String| headers.iter().any(|v| v.contains(m.as_str()));
+    let mut missing: Vec<&String> = expect.iter().filter(|m| !in_headers(m)).collect();
+    if !missing.is_empty() {
+        let mut body = Vec::new();
+        let reader: Box<dyn std::io::Read + Send + Sync> = resp.into_reader();
+        std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX_BODY), &mut body)
+            .map_err(|e| anyhow!("GET {url}: reading the answer: {e}"))?;
+        let body = String::from_utf8_lossy(&body);
+        missing.retain(|m| !body.contains(m.as_str()));
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    let mut body = Vec::new();
-    let reader: Box<dyn std::io::Read + Send + Sync> = resp.into_reader();
-    std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX_BODY), &mut body)
-        .map_err(|e| anyhow!("GET {url}: reading the answer: {e}"))?;
-    if String::from_utf8_lossy(&body).contains(expect) {
-        return Ok(());
-    }
+    let found: Vec<&String> = expect.iter().filter(|m| !missing.contains(m)).collect();
+    let had = if found.is_empty() {
+        String::new()
+    } else {
+        format!(", only with {}", quoted(&found))
+    };
     Err(anyhow!(
-        "GET {url} answered, but not with {expect:?} (an old worker or the old release?)"
+        "GET {url} answered, but not with {}{had} (an old worker or the old release?)",
+        quoted(&missing)
     ))
 }
 
+/// `"a"` or `"a", "b"`.
+fn quoted(markers: &[&String]) -> String {
+    let q: Vec<String> = markers.iter().map(|m| format!("{m:?}")).collect();
+    q.join(", ")
+}
+
 /// Sleep in short steps so a signal is noticed promptly.
-fn sleep_until(until: Instant, deadline: Instant, cancel: &Cancel) -> Result<()> {
-    let until = until.min(deadline);
+fn sleep_until(until: Instant, cancel: &Cancel) -> Result<()> {
     while Instant::now() < until {
         cancel.check()?;
         std::thread::sleep(
@@ -213,10 +264,10 @@ mod tests {
         Health {
             command: Some(cmd.iter().map(|s| s.to_string()).collect()),
             url: None,
-            retries,
+            retries: Some(retries),
             interval: Duration::from_millis(10),
             timeout: Duration::from_secs(10),
-            expect: None,
+            expect: Vec::new(),
             consecutive: 1,
             start_period: Duration::ZERO,
         }
@@ -250,10 +301,10 @@ mod tests {
         Health {
             command: None,
             url: Some(url),
-            retries,
+            retries: Some(retries),
             interval: Duration::from_millis(1),
             timeout: Duration::from_secs(10),
-            expect: Some("release {release}".into()),
+            expect: vec!["release {release}".into()],
             consecutive,
             start_period: Duration::ZERO,
         }
@@ -292,6 +343,65 @@ mod tests {
             &Cancel::never(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn every_expected_marker_must_appear_in_the_body_or_a_header() {
+        // nginx + php-fpm: the configuration's header and the code's body.
+        let mut h = gate(String::new(), 1, 1);
+        h.expect = vec!["X-Config {release}".into(), "code {release}".into()];
+        let check = |h: &mut Health, answer| {
+            h.url = Some(serve(vec![answer]));
+            wait_healthy(h, "v2", Path::new("/"), &[], &Cancel::never())
+                .map_err(|e| format!("{e:#}"))
+        };
+        // Old nginx workers serve the new code: only the body marker.
+        let e = check(&mut h, (200, "X-Release: X-Config v1\r\n", "code v2")).unwrap_err();
+        assert!(
+            e.contains("not with \"X-Config v2\", only with \"code v2\""),
+            "{e}"
+        );
+        // The new configuration in front of a broken code path.
+        let e = check(&mut h, (200, "X-Release: X-Config v2\r\n", "error")).unwrap_err();
+        assert!(
+            e.contains("not with \"code v2\", only with \"X-Config v2\""),
+            "{e}"
+        );
+        check(&mut h, (200, "X-Release: X-Config v2\r\n", "code v2")).unwrap();
+        // Both in the body do as well.
+        check(&mut h, (200, "", "X-Config v2 code v2")).unwrap();
+    }
+
+    #[test]
+    fn without_retries_attempts_go_on_until_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        // Passes once 1.5 s have gone by since the first attempt.
+        let script = "now=$(date +%s%3N); [ -e t0 ] || echo $now > t0; \
+                      [ $((now - $(cat t0))) -ge 1500 ]";
+        let mut h = health(&["/bin/sh", "-c", script], 1);
+        h.retries = None;
+        h.interval = Duration::from_millis(100);
+        h.timeout = Duration::from_secs(5);
+        wait_healthy(&h, "v1", dir.path(), &[], &Cancel::never()).unwrap();
+
+        let mut h = health(&["/bin/false"], 1);
+        h.retries = None;
+        h.interval = Duration::from_millis(100);
+        h.timeout = Duration::from_secs(1);
+        let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never())
+            .map_err(|e| format!("{e:#}"))
+            .unwrap_err();
+        let n: u32 = e
+            .strip_prefix("health check failed ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {e:?}"));
+        assert!(n > 1, "{e}");
+        // How long it took is said too (not asserted: the host may be slow).
+        assert!(
+            e.contains(" times in ") && e.contains("s: `/bin/false` failed"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -366,7 +476,7 @@ mod tests {
         let e = wait_healthy(&h, "v1", Path::new("/"), &[], &Cancel::never())
             .map_err(|e| format!("{e:#}"))
             .unwrap_err();
-        assert!(e.contains("failed 2 times"), "{e}");
+        assert!(e.contains(", 2 of them after the start period"), "{e}");
     }
 
     #[test]

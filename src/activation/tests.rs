@@ -77,7 +77,7 @@ fn fixture(v2_sick: bool) -> Fixture {
         "-c".into(),
         "test -e healthy".into(),
     ]);
-    app.config.health.retries = 1;
+    app.config.health.retries = Some(1);
     Fixture {
         _dir: dir,
         root,

@@ -641,3 +641,132 @@ fn a_commit_publishes_the_live_release_in_run() {
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
     before.assert_same(&common::Tree::of(&v2), "the release after its activation");
 }
+
+/// An HTTP server on 127.0.0.1 answering every request 200 with `header`
+/// (a full header line) and `body`, until the test process ends; its URL.
+fn serve_forever(header: &'static str, body: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/revision.php", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\n{header}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// The `[health]` table of the README's nginx + php-fpm recipe (the TOML
+/// block in "Behind nginx" whose `expect` is a list), with `url` pointing
+/// at `url`. Its units are not here: this suite has no systemd.
+fn readme_php_fpm_gate(url: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let (_, section) = readme.split_once("\n## Behind nginx").unwrap();
+    let block = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split_once("```").unwrap().0)
+        .find(|b| b.contains("expect = ["))
+        .expect("the README's nginx + php-fpm recipe (`expect = [...]`)");
+    let health: Vec<&str> = block
+        .lines()
+        .skip_while(|l| *l != "[health]")
+        .take_while(|l| *l == "[health]" || !l.starts_with('['))
+        .map(|l| if l.starts_with("url = ") { "" } else { l })
+        .collect();
+    assert!(health.len() > 2, "no [health] in the recipe:\n{block}");
+    format!("{}\nurl = \"{url}\"\n", health.join("\n"))
+}
+
+/// The README's nginx + php-fpm gate, two markers: an answer carrying only
+/// the code's (old nginx workers in front of the new PHP) or only the
+/// configuration's rolls the release back (exit 11); both commit.
+#[test]
+fn every_expect_marker_must_be_in_the_answer() {
+    for (header, body, commits) in [
+        ("X-Release: config v1;", "code v2;", false),
+        ("X-Release: config v2;", "code v1;", false),
+        ("X-Release: config v2;", "code v2;", true),
+    ] {
+        let d = Dir::new();
+        d.releases(&["v1", "v2"]);
+        let gate = readme_php_fpm_gate(&serve_forever(header, body));
+        // The recipe's 20 s would make each failing case wait that long.
+        let gate = gate.replace("timeout = 20", "timeout = 1");
+        d.config("web", &format!("root = \"{{root}}\"\n{gate}"));
+        d.cmd_config()
+            .args(["activate", "web:v1", "--no-health"])
+            .ok();
+        if commits {
+            d.cmd_config().args(["activate", "web:v2"]).ok();
+            assert_eq!(d.assert_current_complete(), "v2");
+            continue;
+        }
+        let r = d.cmd_config().args(["activate", "web:v2"]).expect(11);
+        assert!(r.stderr.contains("answered, but not with"), "{r}");
+        assert_eq!(d.assert_current_complete(), "v1", "{header} {body}");
+        assert_eq!(events(&d), ["activated v1", "rolled_back v2"]);
+    }
+}
+
+/// `timeout` bounds the gate, not `retries`: a command that passes only
+/// 1.5 s after the first attempt, tried every 0.1 s within 5 s and no
+/// `retries`, commits.
+#[test]
+fn a_slow_start_passes_within_the_timeout() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    let script = "now=$(date +%s%3N); [ -e {base}/t0 ] || echo $now > {base}/t0; \
+                  [ $((now - $(cat {base}/t0))) -ge 1500 ]";
+    d.config(
+        "web",
+        &format!(
+            "root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", \"{script}\"]\n\
+             interval = 0.1\ntimeout = 5\n"
+        ),
+    );
+    d.cmd_config().args(["activate", "web:v2"]).ok();
+    assert_eq!(d.assert_current_complete(), "v2");
+    assert_eq!(events(&d), ["activated v2"]);
+}
+
+/// A gate that never passes gives up when `timeout` has passed, saying how
+/// many attempts failed in how long.
+#[test]
+fn a_gate_that_never_passes_says_how_often_it_tried() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    d.config(
+        "web",
+        "root = \"{root}\"\n[health]\ncommand = [\"/bin/false\"]\ninterval = 0.1\ntimeout = 1\n",
+    );
+    d.cmd_config()
+        .args(["activate", "web:v1", "--no-health"])
+        .ok();
+    let r = d.cmd_config().args(["activate", "web:v2"]).expect(11);
+    assert_eq!(d.assert_current_complete(), "v1");
+    let reason = d.history().pop().unwrap()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let n: u32 = reason
+        .split("health check failed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {reason:?}\n{r}"));
+    assert!(n > 1, "{reason}");
+    assert!(reason.contains(" times in "), "{reason}");
+    assert!(r.stderr.contains(&format!("failed {n} times in ")), "{r}");
+}

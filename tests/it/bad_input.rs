@@ -281,6 +281,25 @@ fn config_relative_hook() {
 }
 
 #[test]
+fn config_health_times_out_of_range() {
+    for (body, needle) in [
+        ("timeout = 0", "0 is not a number of seconds more than 0"),
+        ("timeout = -1", "-1 is not"),
+        ("timeout = nan", "NaN is not"),
+        (
+            "interval = -0.5",
+            "-0.5 is not a number of seconds 0 or more",
+        ),
+    ] {
+        let key = format!("`health.{}`", body.split(' ').next().unwrap());
+        refuse_config(
+            &format!("root = \"{{root}}\"\n[health]\ncommand = [\"/bin/true\"]\n{body}\n"),
+            &[":4:", &key, needle],
+        );
+    }
+}
+
+#[test]
 fn config_unknown_app() {
     let d = Dir::new();
     d.releases(&["v1"]);
