@@ -39,9 +39,10 @@ thread_local! {
 /// (euid 0) acts as anyone else; an unprivileged run has only its own
 /// rights, which is what the rule asks for.
 pub fn is_root() -> bool {
-    // The saved uid, not the effective one: a thread acting as an owner is
-    // still a root process.
-    rustix::process::getuid().is_root()
+    // The real uid, not the effective one: a thread acting as an owner is
+    // still a root process. It never changes, so it is asked once.
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::getuid().is_root())
 }
 
 /// Whom a directory's contents are written as, given its owner and the

@@ -282,10 +282,9 @@ impl Record {
         release: Option<&Dir>,
         max: u64,
     ) -> Result<Option<(Header, Record)>> {
-        let Some((file, shown)) = crate::staged::open_record(releases, id, release)? else {
+        let Some((file, shown, len)) = crate::staged::open_record(releases, id, release)? else {
             return Ok(None);
         };
-        let len = file.metadata().map_err(|e| invalid(&shown, e))?.len();
         if len > max {
             return Err(invalid(
                 &shown,

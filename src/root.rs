@@ -62,7 +62,24 @@ pub struct Dir {
     /// [`crate::creds`]): `None` for root's own directories (and in an
     /// unprivileged run), else the owner of the first directory on the way
     /// down from ROOT that another user owns.
-    act: Option<Owner>,
+    act: Act,
+}
+
+/// [`Dir::act`], worked out on the first write: most handles are only
+/// read through, and an fstat per open would cost `list` 10 000 of them.
+#[derive(Debug)]
+struct Act {
+    /// The rule of the parent directory.
+    parent: Option<Owner>,
+    here: std::sync::OnceLock<Option<Owner>>,
+}
+
+impl Act {
+    fn known(act: Option<Owner>) -> Act {
+        let here = std::sync::OnceLock::new();
+        let _ = here.set(act);
+        Act { parent: act, here }
+    }
 }
 
 impl AsFd for Dir {
@@ -314,7 +331,7 @@ impl Dir {
             fd,
             shown: self.shown.clone(),
             trust: self.trust,
-            act: self.act,
+            act: Act::known(self.act()),
         })
     }
 
@@ -353,7 +370,7 @@ impl Dir {
     /// EXDEV: the caller copies instead, reading with the one's rights and
     /// writing with the other's.
     pub fn move_to(&self, from: &str, dest: &Dir, to: &str) -> std::result::Result<(), Errno> {
-        if self.act != dest.act {
+        if self.act() != dest.act() {
             return Err(Errno::XDEV);
         }
         self.as_owner_io(|| {
@@ -364,11 +381,25 @@ impl Dir {
     /// Open the regular file `name` for reading, without following a
     /// symlink or blocking on a FIFO, judged by what was opened.
     pub fn open_read(&self, name: &str) -> Result<File> {
+        self.open_read_stat(name)?.map(|(f, _)| f).ok_or_else(|| {
+            io_error(
+                Errno::NOENT,
+                format!("opening {}", self.shown(name).display()),
+            )
+        })
+    }
+
+    /// [`Self::open_read`] with what the open file's fstat said; `None` if
+    /// `name` does not exist.
+    pub fn open_read_stat(&self, name: &str) -> Result<Option<(File, Stat)>> {
         let shown = self.shown(name);
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = rfs::openat(&self.fd, name, flags, Mode::empty())
-            .map_err(|e| io_error(e, format!("opening {}", shown.display())))?;
+        let fd = match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_error(e, format!("opening {}", shown.display()))),
+        };
         let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(Error::Operational(anyhow::anyhow!(
@@ -376,7 +407,7 @@ impl Dir {
                 shown.display()
             )));
         }
-        Ok(File::from(fd))
+        Ok(Some((File::from(fd), st)))
     }
 
     /// `renameat2(RENAME_NOREPLACE)` within this directory: the raw errno,
@@ -466,14 +497,15 @@ impl Dir {
     }
 
     fn child(&self, fd: OwnedFd, name: impl AsRef<Path>) -> Dir {
-        // An fstat that fails leaves the parent's rule, which is never
-        // more than what the parent's owner may do.
-        let act = match rfs::fstat(&fd) {
-            Ok(st) => creds::for_dir(self.act, st.st_uid, st.st_gid),
-            Err(_) => self.act.or(Some(Owner {
-                uid: self.trust.root_owner,
-                gid: self.trust.root_owner,
-            })),
+        let parent = self.act();
+        // Below another user's directory the answer is known already.
+        let act = if parent.is_some() || !creds::is_root() {
+            Act::known(parent)
+        } else {
+            Act {
+                parent,
+                here: std::sync::OnceLock::new(),
+            }
         };
         Dir {
             fd,
@@ -485,21 +517,31 @@ impl Dir {
 
     /// Whose rights writes in this directory are made with.
     pub fn act(&self) -> Option<Owner> {
-        self.act
+        *self.act.here.get_or_init(|| {
+            // An fstat that fails leaves ROOT's owner's rights, never more
+            // than what the parent's owner may do.
+            match rfs::fstat(&self.fd) {
+                Ok(st) => creds::for_dir(self.act.parent, st.st_uid, st.st_gid),
+                Err(_) => self.act.parent.or(Some(Owner {
+                    uid: self.trust.root_owner,
+                    gid: self.trust.root_owner,
+                })),
+            }
+        })
     }
 
     /// The uid that files this process creates here belong to.
     pub fn writer(&self) -> u32 {
-        self.act.map_or(self.trust.me, |o| o.uid)
+        self.act().map_or(self.trust.me, |o| o.uid)
     }
 
     /// Run a write in this directory with its owner's rights.
     pub fn as_owner<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        creds::acting(self.act, f)
+        creds::acting(self.act(), f)
     }
 
     fn as_owner_io<T>(&self, f: impl FnOnce() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
-        creds::acting_io(self.act, f)
+        creds::acting_io(self.act(), f)
     }
 }
 
@@ -646,7 +688,7 @@ fn open_trusted(path: &Path) -> rustix::io::Result<Dir> {
             me: rustix::process::geteuid().as_raw(),
             root_owner: st.st_uid,
         },
-        act: creds::for_dir(None, st.st_uid, st.st_gid),
+        act: Act::known(creds::for_dir(None, st.st_uid, st.st_gid)),
     })
 }
 

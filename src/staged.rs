@@ -177,17 +177,16 @@ pub fn open_record(
     releases: &Dir,
     id: &str,
     release: Option<&Dir>,
-) -> Result<Option<(std::fs::File, PathBuf)>> {
+) -> Result<Option<(std::fs::File, PathBuf, u64)>> {
     let Some(dir) = releases.open_dir(DIR)? else {
         return Ok(None);
     };
     let shown = dir.shown(id);
-    if dir.stat(id)?.is_none() {
+    // Opened without a look first, and judged by the one fstat of what was
+    // opened: `list` does this for every release.
+    let Some((file, st)) = dir.open_read_stat(id)? else {
         return Ok(None);
-    }
-    let file = dir.open_read(id)?;
-    let st = rustix::fs::fstat(&file)
-        .map_err(|e| crate::root::io_error(e, format!("stat {}", shown.display())))?;
+    };
     let refuse = |why: String| {
         Error::Operational(anyhow::anyhow!(
             "{} {why}; refusing to use it",
@@ -201,24 +200,27 @@ pub fn open_record(
         )));
     }
     let owner = st.st_uid;
-    let release_owner = match release {
-        Some(r) => Some(r.stat_self()?.st_uid),
-        None => releases
-            .stat(id)?
-            .filter(|r| FileType::from_raw_mode(r.st_mode) == FileType::Directory)
-            .map(|r| r.st_uid),
+    // The release's owner is looked up only for a record nobody else wrote.
+    let release_owner = || -> Result<Option<u32>> {
+        Ok(match release {
+            Some(r) => Some(r.stat_self()?.st_uid),
+            None => releases
+                .stat(id)?
+                .filter(|r| FileType::from_raw_mode(r.st_mode) == FileType::Directory)
+                .map(|r| r.st_uid),
+        })
     };
     let trusted = owner == 0
         || owner == rustix::process::geteuid().as_raw()
         || owner == releases.stat_self()?.st_uid
-        || release_owner == Some(owner);
+        || release_owner()? == Some(owner);
     if !trusted {
         return Err(refuse(format!(
             "is owned by uid {owner}, who owns neither release {id} nor {}",
             releases.shown("").display()
         )));
     }
-    Ok(Some((file, shown)))
+    Ok(Some((file, shown, st.st_size as u64)))
 }
 
 /// The recorded staging times, by release id. A missing or unreadable
