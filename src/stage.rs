@@ -461,7 +461,8 @@ fn copy_files(
             what.display()
         ))
     };
-    for name in crate::root::read_entries(src)
+    // Listing a directory reopens it (`openat(fd, ".")`): as root too.
+    for name in as_reader(|| crate::root::read_entries(src))
         .map(|entries| {
             entries
                 .iter()

@@ -205,11 +205,9 @@ post_swap = [["/bin/sh", "-c", "touch {base}/outside/in-post-swap; sleep 60"]]
 "#,
     );
     // The operator's source stays root's and root-only: read as root.
-    std::fs::set_permissions(
-        d.outside(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    for dir in [d.outside(), src.clone(), src.join("storage")] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
     let tar = d.outside().join("app.tar");
     let made = Command::new("tar")
         .arg("-C")
