@@ -68,15 +68,20 @@ fn open_for_writing(releases: &Dir) -> Result<Dir> {
     let (mode, group) = dir_mode(&releases.stat_self()?);
     let dir = releases.open_or_create_dir(DIR, 0o700)?;
     let st = dir.stat_self()?;
-    if st.st_uid == rustix::process::geteuid().as_raw()
+    // Ours: written by us, or by the owner whose rights we write with
+    // below their `releases/` (see crate::creds), and changed with them.
+    if st.st_uid == dir.writer()
         && (st.st_mode & 0o7777 != mode || group.is_some_and(|g| g != st.st_gid))
     {
         let fail =
             |e| crate::root::io_error(e, format!("chmod of {}", releases.shown(DIR).display()));
-        if let Some(gid) = group {
-            rustix::fs::fchown(&dir, None, Some(rustix::fs::Gid::from_raw(gid))).map_err(fail)?;
-        }
-        rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode)).map_err(fail)?;
+        dir.as_owner(|| {
+            if let Some(gid) = group {
+                rustix::fs::fchown(&dir, None, Some(rustix::fs::Gid::from_raw(gid)))
+                    .map_err(fail)?;
+            }
+            rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode)).map_err(fail)
+        })?;
     }
     Ok(dir)
 }
@@ -94,7 +99,7 @@ pub fn check_writable(releases: &Dir) -> Result<()> {
         return Ok(());
     };
     let st = dir.stat_self()?;
-    if st.st_uid == rustix::process::geteuid().as_raw() {
+    if st.st_uid == dir.writer() {
         return Ok(()); // ours: widened if need be when recording
     }
     rustix::fs::accessat(&dir, ".", rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK, AtFlags::EACCESS)

@@ -287,6 +287,18 @@ post_swap = [["/bin/sh", "-c", "touch {base}/outside/in-post-swap; sleep 60"]]
     if d.path("releases/.stage-4194304-1").exists() {
         findings.push("prune left a dead stage's temp tree".into());
     }
+    // The records stay readable for everyone's `list` and `status`.
+    let staged = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.path("releases/.staged"))
+            .unwrap()
+            .permissions(),
+    );
+    if staged & 0o7777 != 0o755 {
+        findings.push(format!(
+            "releases/.staged has mode {:o}, not 755",
+            staged & 0o7777
+        ));
+    }
     let others = not_owners(&d.root());
     if !others.is_empty() {
         findings.push(format!("not the owner's:\n{others}"));
