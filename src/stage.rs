@@ -122,58 +122,49 @@ fn write_tree<'r>(
     shared: &[SharedPath],
     inputs: &Inputs,
 ) -> Result<(TempTree<'r>, Manifest, Dedup)> {
-    releases.as_owner(|| write_tree_as_owner(app, releases, src, source, shared, inputs))
-}
+    releases.as_owner(|| {
+        let tmp = TempTree::create(releases)?;
+        // Files identical to the current release's share its data.
+        let mut dedup = Dedup::open(&app.root, releases, tmp.fd(), app.config.dedup)?;
+        // What is written, path by path, with each file's hash taken on the way.
+        let mut m = Manifest::default();
 
-fn write_tree_as_owner<'r>(
-    app: &App,
-    releases: &'r Dir,
-    src: Source,
-    source: &Path,
-    shared: &[SharedPath],
-    inputs: &Inputs,
-) -> Result<(TempTree<'r>, Manifest, Dedup)> {
-    let tmp = TempTree::create(releases)?;
-    // Files identical to the current release's share its data.
-    let mut dedup = Dedup::open(&app.root, releases, tmp.fd(), app.config.dedup)?;
-    // What is written, path by path, with each file's hash taken on the way.
-    let mut m = Manifest::default();
-
-    let top_mode = match src {
-        Source::Dir(fd) => {
-            let mode = rfs::fstat(&fd)
-                .map_err(|e| io_error(e, format!("stat {}", source.display())))?
-                .st_mode;
-            copy_files(
-                fd.as_fd(),
-                tmp.fd(),
-                source,
-                &mut Vec::new(),
-                &mut m,
-                &mut dedup,
-            )?;
-            dir_mode(mode)
-        }
-        Source::Archive(archive, checks) => {
-            // One pass over the archive: unpacked, hashed and fed to the
-            // signature check as it is read; a mismatch discards the tree.
-            let mut reader = input::Reader::start(archive, *checks)?;
-            let shown = reader.shown().to_string();
-            // Oversized headers are refused before the tar crate buffers them.
-            let unpacked = reader.decoded().and_then(|tar| {
-                let capped = HeaderCap::new(tar, &shown);
-                unpack(capped, tmp.fd(), &mut m, inputs.strip, &mut dedup)
-            });
-            reader.finish(unpacked)?;
-            0o755
-        }
-    };
-    // Before the flush and the publishing rename: the release is published
-    // with its links, and the manifest describes it so.
-    crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
-    rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
-        .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
-    Ok((tmp, m, dedup))
+        let top_mode = match src {
+            Source::Dir(fd) => {
+                let mode = rfs::fstat(&fd)
+                    .map_err(|e| io_error(e, format!("stat {}", source.display())))?
+                    .st_mode;
+                copy_files(
+                    fd.as_fd(),
+                    tmp.fd(),
+                    source,
+                    &mut Vec::new(),
+                    &mut m,
+                    &mut dedup,
+                )?;
+                dir_mode(mode)
+            }
+            Source::Archive(archive, checks) => {
+                // One pass over the archive: unpacked, hashed and fed to the
+                // signature check as it is read; a mismatch discards the tree.
+                let mut reader = input::Reader::start(archive, *checks)?;
+                let shown = reader.shown().to_string();
+                // Oversized headers are refused before the tar crate buffers them.
+                let unpacked = reader.decoded().and_then(|tar| {
+                    let capped = HeaderCap::new(tar, &shown);
+                    unpack(capped, tmp.fd(), &mut m, inputs.strip, &mut dedup)
+                });
+                reader.finish(unpacked)?;
+                0o755
+            }
+        };
+        // Before the flush and the publishing rename: the release is published
+        // with its links, and the manifest describes it so.
+        crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
+        rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
+            .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
+        Ok((tmp, m, dedup))
+    })
 }
 
 /// Stage an id that exists already: unchanged if `source` gives exactly
