@@ -882,11 +882,28 @@ impl RootDir {
     }
 
     fn subdir(&self, name: &str, create: bool) -> Result<Option<Dir>> {
-        if create {
-            self.dir.open_or_create_dir(name, 0o755).map(Some)
-        } else {
-            self.dir.open_dir(name)
+        if !create {
+            return self.dir.open_dir(name);
         }
+        let dir = self.dir.open_or_create_dir(name, 0o755)?;
+        // Made by root in a user's ROOT by an older version: root now
+        // writes there with the user's rights, who cannot write in it.
+        // Said plainly, instead of a "Permission denied" further on.
+        if let Some(owner) = self.dir.act() {
+            if dir.stat_self()?.st_uid == 0 {
+                return Err(Error::Operational(anyhow::anyhow!(
+                    "{} belongs to root, but {} to uid {}: root writes below it with that \
+                     user's rights (README, Security model); give it to them once: \
+                     chown -R {}: {}",
+                    dir.shown.display(),
+                    self.path().display(),
+                    owner.uid,
+                    owner.uid,
+                    dir.shown.display()
+                )));
+            }
+        }
+        Ok(Some(dir))
     }
 }
 

@@ -313,3 +313,36 @@ post_swap = [["/bin/sh", "-c", "touch {base}/outside/in-post-swap; sleep 60"]]
     let current = std::fs::read_link(d.path("current")).unwrap();
     assert_eq!(current, Path::new("releases/d1"));
 }
+
+/// A `releases/` or `.releasectl/` an older version made as root in a
+/// user's ROOT: root now writes there with the user's rights, so it says
+/// how to hand it over (exit 1, one line), and changes nothing.
+#[test]
+fn roots_old_directories_in_a_users_root_are_named() {
+    if !need_root("an app root another user owns") {
+        return;
+    }
+    for name in ["releases", ".releasectl"] {
+        let d = Dir::new();
+        d.releases(&["v1"]);
+        chown_owner(&d.root());
+        std::fs::create_dir_all(d.path(name)).unwrap();
+        std::os::unix::fs::chown(d.path(name), Some(0), Some(0)).unwrap();
+        let src = d.outside().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("index.html"), "v\n").unwrap();
+        let before = d.tree();
+        let args: &[&str] = if name == "releases" {
+            &["stage", src.to_str().unwrap(), "--id", "v2"]
+        } else {
+            &["activate", "v1"]
+        };
+        let r = d.cmd().args(args).expect(1);
+        let line = r.one_line_error();
+        assert!(
+            line.contains(&format!("chown -R {OWNER}: ")) && line.contains(name),
+            "{name}: {r}"
+        );
+        before.assert_same(&d.tree(), &format!("{name} of root's"));
+    }
+}
