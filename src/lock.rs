@@ -14,7 +14,10 @@
 //! and the user's own runs (a `prune` from their crontab) still exclude
 //! each other; only that user (and root) can open it. An unprivileged run
 //! takes just `.releasectl/lock`. Every wait is bounded and ends on
-//! SIGINT/SIGTERM (see [`crate::cancel`]).
+//! SIGINT/SIGTERM (see [`crate::cancel`]). A lock taken for what may be a
+//! read-only decision ([`acquire_quiet`]) writes its holder into
+//! `.releasectl/lock` only when it is announced, so a run that changes
+//! nothing leaves ROOT untouched.
 //!
 //! Who holds root's lock is published for everyone else in
 //! `/run/releasectl/holders/DEV-INO.json` (root's, 0644): it is only read,
