@@ -942,8 +942,8 @@ fn unpack(
 /// the same entries taken and refused (names, types, `strip`, a stream cut
 /// short), each file hashed as it is read. Later entries replace earlier
 /// ones as they do on disk; an entry under a non-directory, a directory
-/// replaced by anything else, or a hard link to what is not an earlier
-/// file is refused, as unpacking refuses it.
+/// replaced by anything else, or a hard link to a directory or to nothing
+/// earlier in the archive is refused, as unpacking refuses it.
 fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<()> {
     let hit_eof = Rc::new(Cell::new(false));
     let mut archive = tar::Archive::new(EofWatch {
@@ -1049,11 +1049,13 @@ fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<()> {
                 continue;
             }
             let tkey: Vec<&[u8]> = tparts.iter().map(|p| p.as_bytes()).collect();
+            // linkat links a symlink itself too; a directory is never in
+            // `m` while listing (see `dirs`).
             match m.get(&tkey) {
-                Some(item @ Item::File { .. }) => item.clone(),
-                _ => {
+                Some(item) => item.clone(),
+                None => {
                     return Err(refuse(format!(
-                        "hard link {}: target {} is not a file in the archive before it",
+                        "hard link {}: target {} is not in the archive before it",
                         path.display(),
                         target.display()
                     )))

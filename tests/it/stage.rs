@@ -573,7 +573,10 @@ fn unchanged_restage_and_dry_run_write_nothing_under_root() {
     let d = Dir::new();
     let src = source(&d);
     let tar = d.outside().join("r.tar.gz");
-    make_tar(&tar, &entries(), true);
+    // A hard link to a symlink links the symlink itself, as unpacking does.
+    let mut with_links = entries();
+    with_links.push(TarEntry::Hardlink("link2", "link"));
+    make_tar(&tar, &with_links, true);
     let shared = ["--shared-dir", "sub/logs"];
     d.cmd()
         .args(["stage", "--id", "dir"])
