@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --locked
-rctl() { echo "+ releasectl $*" >&2; target/debug/releasectl "$@"; }
+# Where cargo put it: CARGO_TARGET_DIR or build.target-dir if set, else target/.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin=$target_dir/debug/releasectl
+rctl() { echo "+ releasectl $*" >&2; "$bin" "$@"; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

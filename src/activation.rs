@@ -111,7 +111,9 @@ pub fn activate(
 
     // 2. Take the lock: from here on we are the only activation of this app.
     let state = app.state_dir(true)?.expect("state dir created");
-    let _lock = lock::acquire(
+    // Quiet: an activation of the release already active writes nothing
+    // under ROOT, not even the lock file; it is told before any change.
+    let mut lock = lock::acquire_quiet(
         &app.root,
         &state,
         &Holder::me(&planned),
@@ -129,6 +131,7 @@ pub fn activate(
     //    is already current.
     let mut recovered = false;
     if let Some(p) = pending::read(Some(&state))? {
+        lock.announce()?;
         recovered = matches!(recover_pending(app, &state, &p)?, Recovery::Restored { .. });
     }
 
@@ -144,6 +147,7 @@ pub fn activate(
         log::info(&format!("{label}: {to} is already active"));
         return Ok(Outcome::AlreadyActive { release: to });
     }
+    lock.announce()?;
     if opts.verify || app.config.verify {
         verify(app, &state, &from, &to, &release)?;
     }

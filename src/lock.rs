@@ -14,7 +14,10 @@
 //! and the user's own runs (a `prune` from their crontab) still exclude
 //! each other; only that user (and root) can open it. An unprivileged run
 //! takes just `.releasectl/lock`. Every wait is bounded and ends on
-//! SIGINT/SIGTERM (see [`crate::cancel`]).
+//! SIGINT/SIGTERM (see [`crate::cancel`]). A lock taken for what may be a
+//! read-only decision ([`acquire_quiet`]) writes its holder into
+//! `.releasectl/lock` only when it is announced, so a run that changes
+//! nothing leaves ROOT untouched.
 //!
 //! Who holds root's lock is published for everyone else in
 //! `/run/releasectl/holders/DEV-INO.json` (root's, 0644): it is only read,
@@ -69,6 +72,10 @@ impl std::fmt::Display for Holder {
 #[derive(Debug)]
 pub struct Lock {
     _files: Vec<File>,
+    /// The lock files under ROOT not yet told who holds them, and the line
+    /// to tell them (see [`acquire_quiet`]).
+    untold: Vec<File>,
+    line: String,
     /// The published holder file, removed when the lock is released.
     holder: Option<(Dir, String)>,
 }
@@ -85,11 +92,31 @@ impl Drop for Lock {
 struct Place {
     file: File,
     shown: PathBuf,
+    /// `.releasectl/lock`, under ROOT (root's own lives in `/run`).
+    in_root: bool,
 }
 
 /// Take the app's lock, waiting up to `timeout`. `state_dir` is the app's
 /// `.releasectl` directory handle.
 pub fn acquire(
+    root: &RootDir,
+    state_dir: &Dir,
+    me: &Holder,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Lock> {
+    let mut lock = acquire_quiet(root, state_dir, me, timeout, cancel)?;
+    lock.announce()?;
+    Ok(lock)
+}
+
+/// [`acquire`], but the lock files under ROOT are not told who holds them
+/// until [`Lock::announce`]: a run that finds nothing to do under the lock
+/// (an activation of the release already active) leaves ROOT untouched,
+/// not even the lock file's modification time. Until then a user's own
+/// run waiting on `.releasectl/lock` names the previous holder; root's
+/// runs wait on root's own lock, which is told at once.
+pub fn acquire_quiet(
     root: &RootDir,
     state_dir: &Dir,
     me: &Holder,
@@ -106,7 +133,8 @@ pub fn acquire(
     }
     // We own the lock: record who we are for anyone who finds it busy.
     let line = serde_json::to_string(me).expect("holder serializes") + "\n";
-    for place in &mut places {
+    let (untold, mut told): (Vec<Place>, Vec<Place>) = places.into_iter().partition(|p| p.in_root);
+    for place in &mut told {
         write_holder(&mut place.file, &line)?;
     }
     let holder = if creds::is_root() {
@@ -115,9 +143,23 @@ pub fn acquire(
         None
     };
     Ok(Lock {
-        _files: places.into_iter().map(|p| p.file).collect(),
+        _files: told.into_iter().map(|p| p.file).collect(),
+        untold: untold.into_iter().map(|p| p.file).collect(),
+        line,
         holder,
     })
+}
+
+impl Lock {
+    /// Write who holds the lock into the lock files under ROOT, before
+    /// anything is changed under it (once; later calls do nothing more).
+    pub fn announce(&mut self) -> Result<()> {
+        for file in &mut self.untold {
+            write_holder(file, &self.line)?;
+        }
+        self._files.append(&mut self.untold);
+        Ok(())
+    }
 }
 
 fn wait_for(
@@ -271,6 +313,7 @@ fn places(root: &RootDir, state_dir: Option<&Dir>, create: bool) -> Result<Vec<P
             Ok(Some(file)) => out.push(Place {
                 file,
                 shown: state.shown(LOCK_FILE),
+                in_root: true,
             }),
             Ok(None) => {}
             // Someone else's lock we may not open: a read-only view goes
@@ -354,6 +397,7 @@ fn private_lock(root: &RootDir, create: bool) -> Result<Option<Place>> {
     Ok(Some(Place {
         file,
         shown: dir.shown(&name),
+        in_root: false,
     }))
 }
 

@@ -63,16 +63,22 @@ pub fn stage(
     inputs: &Inputs,
 ) -> Result<Staged> {
     let (src, exists) = preflight(app, source, id, shared, inputs)?;
+    if let (Some(id), true) = (id, exists) {
+        // An id staged already is only compared: nothing under ROOT is
+        // written, whatever the outcome (a resumed rollout writes nothing).
+        let releases = existing_releases(app, id)?;
+        crate::progress::begin();
+        let staged = restage(app, &releases, src, source, id, shared, inputs);
+        crate::progress::end();
+        return staged;
+    }
     let fresh = app.root.releases_dir(false)?.is_none();
     if let Some(releases) = app.root.releases_dir(false)? {
         crate::staged::check_writable(&releases)?;
     }
     let releases = app.root.releases_dir(true)?.expect("created");
     crate::progress::begin();
-    let staged = match id.filter(|_| exists) {
-        Some(id) => restage(app, &releases, src, source, id, shared, inputs),
-        None => build(app, &releases, src, source, id, shared, inputs),
-    };
+    let staged = build(app, &releases, src, source, id, shared, inputs);
     crate::progress::end();
     if staged.is_err() && fresh {
         // A refused first stage leaves the root as it found it (removed
@@ -82,7 +88,9 @@ pub fn stage(
     staged
 }
 
-/// What `stage --dry-run` found: `would_stage` or `unchanged`.
+/// What `stage --dry-run` found: `would_stage` or `unchanged`. Like a
+/// re-stage of an existing id it writes nothing: the source is read and
+/// hashed as staging would, and compared with a fresh read of the release.
 pub fn plan(
     app: &App,
     source: &Path,
@@ -94,18 +102,79 @@ pub fn plan(
     let (Some(id), true) = (id, exists) else {
         return Ok("would_stage");
     };
-    let releases = app.root.releases_dir(false)?.expect("the release exists");
-    // The only way to know is to read the source as staging would. It is
-    // written to a temp tree (removed on return) without its shared paths,
-    // so `shared/` is not seeded, and compared with them left out.
-    let (tmp, mut m, _) = write_tree(app, &releases, src, source, &[], inputs)?;
-    let mut now = read_existing(&releases, id)?;
-    for path in shared {
-        m.remove(&path.key());
-        now.remove(&path.key());
+    let releases = existing_releases(app, id)?;
+    compare(&releases, src, source, id, shared, inputs).map(|()| "unchanged")
+}
+
+/// `releases/`, which held `id` a moment ago.
+fn existing_releases(app: &App, id: &str) -> Result<Dir> {
+    app.root.releases_dir(false)?.ok_or_else(|| removed(id))
+}
+
+fn removed(id: &str) -> Error {
+    Error::Operational(anyhow::anyhow!(
+        "release {id} was removed while it was compared; stage again"
+    ))
+}
+
+/// Refuse (exit 2) unless staging `src` would give exactly the release
+/// `id` as it is now, its shared paths linked. Nothing is written: the
+/// source is read and hashed as staging reads it (see [`source_manifest`])
+/// and compared with a fresh read of the release, not with its staging
+/// record, so a release edited since it was staged is not "unchanged".
+fn compare(
+    releases: &Dir,
+    src: Source,
+    source: &Path,
+    id: &str,
+    shared: &[SharedPath],
+    inputs: &Inputs,
+) -> Result<()> {
+    let mut m = source_manifest(src, source, inputs)?;
+    expect_links(&mut m, shared);
+    let now = read_existing(releases, id)?;
+    same_content(id, &now, &m)
+}
+
+/// The manifest staging `src` would record, found without writing
+/// anything: a directory is walked as [`copy_files`] walks it, an archive
+/// read (and its signature checked) as [`write_tree`] reads it, each file
+/// hashed on the way. The shared paths' links are not in it.
+fn source_manifest(src: Source, source: &Path, inputs: &Inputs) -> Result<Manifest> {
+    let mut m = Manifest::default();
+    match src {
+        Source::Dir(fd) => {
+            let off = &mut Dedup::off();
+            copy_files(fd.as_fd(), None, source, &mut Vec::new(), &mut m, off)?;
+        }
+        Source::Archive(archive, checks) => {
+            let mut reader = input::Reader::start(archive, *checks)?;
+            let shown = reader.shown().to_string();
+            let listed = reader.decoded().and_then(|tar| {
+                let capped = HeaderCap::new(tar, &shown);
+                list(capped, &mut m, inputs.strip)
+            });
+            reader.finish(listed)?;
+        }
     }
-    drop(tmp);
-    same_content(id, &now, &m).map(|()| "unchanged")
+    Ok(m)
+}
+
+/// Put in `m` what [`crate::shared::link`] would: each shared path a
+/// symlink into `shared/`, the directories on its way created 0755 if the
+/// source had none.
+fn expect_links(m: &mut Manifest, shared: &[SharedPath]) {
+    for p in shared {
+        let key = p.key();
+        for n in 1..key.len() {
+            m.items
+                .entry(manifest::encode(&key[..n]))
+                .or_insert(Item::Dir { mode: 0o755 });
+        }
+        m.remove(&key);
+        let target = manifest::encode(&[p.link_target().as_bytes()]);
+        m.put(&key, Item::Symlink { target });
+    }
 }
 
 /// Write the tree of `src` into a new temp tree under `releases`, shared
@@ -136,7 +205,7 @@ fn write_tree<'r>(
                     .st_mode;
                 copy_files(
                     fd.as_fd(),
-                    tmp.fd(),
+                    Some(tmp.fd()),
                     source,
                     &mut Vec::new(),
                     &mut m,
@@ -168,8 +237,8 @@ fn write_tree<'r>(
 }
 
 /// Stage an id that exists already: unchanged if `source` gives exactly
-/// the tree that is there now (compared with a fresh read of the release,
-/// not with its record), refused otherwise. Nothing is published either way.
+/// the tree that is there now (see [`compare`]), refused otherwise.
+/// Nothing is written either way.
 fn restage(
     app: &App,
     releases: &Dir,
@@ -179,10 +248,7 @@ fn restage(
     shared: &[SharedPath],
     inputs: &Inputs,
 ) -> Result<Staged> {
-    let (tmp, m, _) = write_tree(app, releases, src, source, shared, inputs)?;
-    let now = read_existing(releases, id)?;
-    drop(tmp);
-    same_content(id, &now, &m)?;
+    compare(releases, src, source, id, shared, inputs)?;
     crate::log::info(&format!(
         "{}: release {id} is already staged with this content",
         app.label()
@@ -197,9 +263,7 @@ fn restage(
 fn read_existing(releases: &Dir, id: &str) -> Result<Manifest> {
     match releases.open_dir(id)? {
         Some(dir) => manifest::scan(&dir),
-        None => Err(Error::Operational(anyhow::anyhow!(
-            "release {id} was removed while it was compared; stage again"
-        ))),
+        None => Err(removed(id)),
     }
 }
 
@@ -428,13 +492,14 @@ pub(crate) fn copy_tree(
     path: &mut Vec<Vec<u8>>,
     m: &mut Manifest,
 ) -> Result<()> {
-    copy_files(src, dst, shown, path, m, &mut Dedup::off())
+    copy_files(src, Some(dst), shown, path, m, &mut Dedup::off())
 }
 
-/// [`copy_tree`], sharing unchanged files through `dedup`.
+/// [`copy_tree`], sharing unchanged files through `dedup`. Without `dst`
+/// nothing is written: the manifest the copy would give is built alone.
 fn copy_files(
     src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
+    dst: Option<BorrowedFd<'_>>,
     shown: &Path,
     path: &mut Vec<Vec<u8>>,
     m: &mut Manifest,
@@ -478,8 +543,10 @@ fn copy_files(
                             fail(e, "readlink")
                         }
                     })?;
-                rfs::symlinkat(target.as_c_str(), dst, name.as_c_str())
-                    .map_err(|e| fail(e, "creating a symlink for"))?;
+                if let Some(dst) = dst {
+                    rfs::symlinkat(target.as_c_str(), dst, name.as_c_str())
+                        .map_err(|e| fail(e, "creating a symlink for"))?;
+                }
                 m.put(
                     &parts,
                     Item::Symlink {
@@ -493,15 +560,20 @@ fn copy_files(
                         Errno::NOTDIR | Errno::LOOP => changed(&from),
                         e => fail(e, "opening"),
                     })?;
-                rfs::mkdirat(dst, name.as_c_str(), Mode::from_raw_mode(0o700))
-                    .map_err(|e| fail(e, "creating a directory for"))?;
-                let out = rfs::openat(dst, name.as_c_str(), DIR_FLAGS, Mode::empty())
-                    .map_err(|e| fail(e, "opening the copy of"))?;
+                let out = match dst {
+                    Some(dst) => {
+                        Some(make_dir(dst, name.as_c_str()).map_err(|(e, what)| fail(e, what))?)
+                    }
+                    None => None,
+                };
                 let mode = dir_mode(rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode);
                 m.put(&parts, Item::Dir { mode });
-                copy_files(sub.as_fd(), out.as_fd(), &from, path, m, dedup)?;
-                rfs::fchmod(&out, Mode::from_raw_mode(mode))
-                    .map_err(|e| fail(e, "chmod of the copy of"))?;
+                let into = out.as_ref().map(|o| o.as_fd());
+                copy_files(sub.as_fd(), into, &from, path, m, dedup)?;
+                if let Some(out) = out {
+                    rfs::fchmod(&out, Mode::from_raw_mode(mode))
+                        .map_err(|e| fail(e, "chmod of the copy of"))?;
+                }
             }
             FileType::RegularFile => {
                 // O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO swapped in
@@ -521,20 +593,30 @@ fn copy_files(
                 {
                     return Err(changed(&from));
                 }
-                let create = || {
-                    create_file(dst, name.as_c_str(), now.st_mode)
-                        .map_err(|e| fail(e, "creating the copy of"))
+                let mut input = File::from(input);
+                let written = match dst {
+                    Some(dst) => {
+                        let create = || {
+                            create_file(dst, name.as_c_str(), now.st_mode)
+                                .map_err(|e| fail(e, "creating the copy of"))
+                        };
+                        let new = NewFile {
+                            dir: dst,
+                            name: name.as_c_str(),
+                            parts: &parts,
+                            mode: file_mode(now.st_mode),
+                            size: Some(now.st_size as u64),
+                        };
+                        dedup
+                            .write_file(new, &mut input, &create)
+                            .map(|w| (w.size, w.sha256))
+                    }
+                    None => {
+                        manifest::copy_hashing(&mut input, &mut io::sink()).map_err(Failure::Io)
+                    }
                 };
-                let new = NewFile {
-                    dir: dst,
-                    name: name.as_c_str(),
-                    parts: &parts,
-                    mode: file_mode(now.st_mode),
-                    size: Some(now.st_size as u64),
-                };
-                let written = dedup.write_file(new, &mut File::from(input), &create);
                 let (size, sha256) = match written {
-                    Ok(w) => (w.size, w.sha256),
+                    Ok(w) => w,
                     Err(Failure::Create(e)) => return Err(e),
                     Err(Failure::Io(e)) => {
                         return Err(Error::Operational(
@@ -561,6 +643,16 @@ fn copy_files(
         path.pop();
     }
     Ok(())
+}
+
+/// Create the directory `name` (0700 until it is filled) in `dst` and open it.
+fn make_dir(
+    dst: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+) -> std::result::Result<OwnedFd, (Errno, &'static str)> {
+    rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))
+        .map_err(|e| (e, "creating a directory for"))?;
+    rfs::openat(dst, name, DIR_FLAGS, Mode::empty()).map_err(|e| (e, "opening the copy of"))
 }
 
 /// Read the source with root's own rights, also while the copy is
@@ -834,6 +926,157 @@ fn unpack(
         let dir =
             walk(dst, &parts).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         rfs::fchmod(&dir, Mode::from_raw_mode(*mode)).map_err(|e| write_error(e, path))?;
+    }
+    Ok(())
+}
+
+/// What [`unpack`] would record for a tar stream, found without writing:
+/// the same entries taken and refused (names, types, `strip`, a stream cut
+/// short), each file hashed as it is read. Later entries replace earlier
+/// ones as they do on disk; an entry under a non-directory, a directory
+/// replaced by anything else, or a hard link to a directory or to nothing
+/// earlier in the archive is refused, as unpacking refuses it.
+fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<()> {
+    let hit_eof = Rc::new(Cell::new(false));
+    let mut archive = tar::Archive::new(EofWatch {
+        inner: reader,
+        hit: hit_eof.clone(),
+    });
+    let refuse = |what: String| -> Error { usage(format!("archive refused: {what}")) };
+    let entries = archive
+        .entries()
+        .map_err(|e| refuse(format!("unreadable: {e}")))?;
+    let mut dirs: BTreeMap<String, u32> = BTreeMap::new();
+    let mut count = 0usize;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
+        let named = entry
+            .path()
+            .map_err(|e| refuse(format!("bad entry name: {e}")))?
+            .into_owned();
+        let Some(path) = input::strip(&named, strip) else {
+            continue;
+        };
+        let parts =
+            components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o644);
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        count += 1;
+        let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut x| {
+            x.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
+        });
+        if sparse {
+            return Err(refuse(format!(
+                "entry {}: sparse files are not supported",
+                path.display()
+            )));
+        }
+        let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        if key.is_empty() {
+            if kind.is_dir() {
+                continue;
+            }
+            return Err(refuse(format!("entry {} has no name", path.display())));
+        }
+        let bad = |why: &str| refuse(format!("entry {}: {why}", path.display()));
+        // The directories on the way: implied ones are made 0755.
+        for n in 1..key.len() {
+            let k = manifest::encode(&key[..n]);
+            if m.items.contains_key(&k) {
+                return Err(bad("goes through a name that is not a directory"));
+            }
+            dirs.entry(k).or_insert(0o755);
+        }
+        let k = manifest::encode(&key);
+        let is_dir = dirs.contains_key(&k);
+        if kind.is_dir() {
+            if m.items.contains_key(&k) {
+                return Err(bad("is listed twice"));
+            }
+            dirs.insert(k, dir_mode(mode));
+            continue;
+        }
+        if is_dir {
+            return Err(bad("is listed twice"));
+        }
+        let item = if kind.is_file() || kind.is_contiguous() {
+            let (size, sha256) = manifest::copy_hashing(&mut entry, &mut io::sink())
+                .map_err(|e| read_error(e, &format!("entry {}", path.display())))?;
+            Item::File {
+                mode: file_mode(mode),
+                size,
+                sha256,
+            }
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(format!("symlink {} has no target", path.display())))?;
+            let target = CString::new(target.as_os_str().as_bytes())
+                .map_err(|_| refuse(format!("symlink {}: bad target", path.display())))?;
+            Item::Symlink {
+                target: manifest::encode(&[target.as_bytes()]),
+            }
+        } else if kind.is_hard_link() {
+            let named = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
+                .into_owned();
+            let target = input::strip(&named, strip).ok_or_else(|| {
+                refuse(format!(
+                    "hard link {}: its target {} is stripped away by --strip-components {strip}",
+                    path.display(),
+                    named.display()
+                ))
+            })?;
+            let tparts = components(&target)
+                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+            if tparts == parts {
+                continue;
+            }
+            let tkey: Vec<&[u8]> = tparts.iter().map(|p| p.as_bytes()).collect();
+            // linkat links a symlink itself too; a directory is never in
+            // `m` while listing (see `dirs`).
+            match m.get(&tkey) {
+                Some(item) => item.clone(),
+                None => {
+                    return Err(refuse(format!(
+                        "hard link {}: target {} is not in the archive before it",
+                        path.display(),
+                        target.display()
+                    )))
+                }
+            }
+        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            return Err(bad("devices and fifos are not staged"));
+        } else {
+            return Err(bad(&format!("unsupported entry type {kind:?}")));
+        };
+        m.items.insert(k, item);
+    }
+    if hit_eof.get() {
+        return Err(refuse(
+            "the archive is cut short (no end-of-archive block)".into(),
+        ));
+    }
+    if count == 0 {
+        return Err(refuse(if strip > 0 {
+            format!("nothing is left after --strip-components {strip}")
+        } else {
+            "the archive is empty".into()
+        }));
+    }
+    let mut rest = archive.into_inner();
+    io::copy(&mut (&mut rest).take(16 << 20), &mut io::sink())
+        .map_err(|e| read_error(e, "after the last entry"))?;
+    for (k, mode) in dirs {
+        m.items.insert(k, Item::Dir { mode });
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod bounds;
 mod completion;
 mod crash;
 mod dedup;
+mod demo;
 mod fleet;
 mod hook_output;
 mod inputs;

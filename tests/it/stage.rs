@@ -539,3 +539,124 @@ fn expect_current_empty_means_no_current() {
         "a refused activation",
     );
 }
+
+/// `find ROOT -printf` with modification times: [`Tree`] leaves mtimes
+/// out, and "nothing is written" must hold for them too.
+fn listing(root: &Path) -> String {
+    let out = std::process::Command::new("find")
+        .arg(root)
+        .args(["-printf", "%p %y %m %U %T@\n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "find failed");
+    let mut lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn assert_listing_same(before: &str, after: &str, what: &str) {
+    if before != after {
+        panic!("{what} wrote under ROOT:\n--- before\n{before}\n--- after\n{after}");
+    }
+}
+
+/// An id already staged is compared, never written: `stage --dry-run` and
+/// an unchanged re-stage (from a directory, from an archive, with a shared
+/// path) leave ROOT as it was, mtimes included, and no temp tree comes and
+/// goes under `releases/` (which would change its mtime).
+#[test]
+fn unchanged_restage_and_dry_run_write_nothing_under_root() {
+    let d = Dir::new();
+    let src = source(&d);
+    let tar = d.outside().join("r.tar.gz");
+    // A hard link to a symlink links the symlink itself, as unpacking does.
+    let mut with_links = entries();
+    with_links.push(TarEntry::Hardlink("link2", "link"));
+    make_tar(&tar, &with_links, true);
+    let shared = ["--shared-dir", "sub/logs"];
+    d.cmd()
+        .args(["stage", "--id", "dir"])
+        .args(shared)
+        .arg(&src)
+        .ok();
+    d.cmd().args(["stage", "--id", "tar"]).arg(&tar).ok();
+    let before = listing(&d.root());
+    for (id, from, extra) in [("dir", &src, &shared[..]), ("tar", &tar, &[][..])] {
+        let r = d
+            .cmd()
+            .args(["--json", "stage", "--dry-run", "--id", id])
+            .args(extra)
+            .arg(from)
+            .ok()
+            .json();
+        assert_eq!(r["outcome"], "unchanged", "{id}: {r}");
+        let r = d
+            .cmd()
+            .args(["--json", "stage", "--id", id])
+            .args(extra)
+            .arg(from)
+            .ok()
+            .json();
+        assert_eq!(r["unchanged"], true, "{id}: {r}");
+        assert_listing_same(&before, &listing(&d.root()), &format!("re-staging {id}"));
+    }
+    // Without its shared path the directory gives another tree: refused.
+    let run = d
+        .cmd()
+        .args(["stage", "--dry-run", "--id", "dir"])
+        .arg(&src)
+        .expect(2);
+    assert!(
+        run.one_line_error().contains("sub/logs"),
+        "{}",
+        run.one_line_error()
+    );
+    std::fs::write(src.join("version"), "other\n").unwrap();
+    let run = d
+        .cmd()
+        .args(["stage", "--id", "dir"])
+        .args(shared)
+        .arg(&src)
+        .expect(2);
+    assert!(
+        run.one_line_error().contains("changed version"),
+        "{}",
+        run.one_line_error()
+    );
+    assert_listing_same(&before, &listing(&d.root()), "refused re-stages");
+}
+
+/// Root activating the release already active over an app root another
+/// user owns takes that user's `.releasectl/lock` too, but writes nothing
+/// into it: a resumed rollout leaves ROOT as it was, mtimes included.
+#[test]
+fn activating_the_active_release_leaves_the_lock_file_untouched() {
+    if !common::need_root("an app root owned by another user") {
+        return;
+    }
+    let d = Dir::new();
+    d.releases(&["r1"]);
+    d.cmd().args(["activate", "r1", "--no-health"]).ok();
+    crate::attack::chown_tree(&d.root());
+    d.cmd().args(["activate", "r1", "--no-health"]).ok();
+    assert!(
+        d.path(".releasectl/lock").exists(),
+        "the owner's lock was not taken"
+    );
+    let before = listing(&d.root());
+    let r = d
+        .cmd()
+        .args(["--json", "activate", "r1", "--no-health"])
+        .ok()
+        .json();
+    assert_eq!(r["outcome"], "already_active", "{r}");
+    assert_listing_same(
+        &before,
+        &listing(&d.root()),
+        "activating the active release",
+    );
+}

@@ -434,6 +434,14 @@ impl Host {
             .sh(&format!("find {ROOT} -printf '%y %m %u %p %l\\n' | sort"))
     }
 
+    /// `find /srv/web -printf '%p %y %m %U %T@'`, sorted: the paths, types,
+    /// modes, owners and modification times of the whole app root, to
+    /// prove a run wrote nothing there (not even a file rewritten alike).
+    pub fn tree_with_times(&self) -> String {
+        self.c
+            .sh(&format!("find {ROOT} -printf '%p %y %m %U %T@\\n' | sort"))
+    }
+
     /// Rewrite the nginx include of this host and reload nginx.
     pub fn nginx_extra(&self, conf: &str) {
         self.c.write("/etc/nginx/fleet-extra.conf", conf);

@@ -303,6 +303,19 @@ fn host_lost_mid_run_others_roll_back_it_recovers(fleet: &mut Fleet, ans: &Ansib
         "host3 not reported unreachable:\n{}",
         tail(&run.out, 60)
     );
+    // Unreachable in the recap too (not "ignored"), and every line about
+    // the rollback names its host, not an unrendered `{{ item }}`.
+    let recap = run.recap();
+    assert_eq!(
+        recap["host3"].get("unreachable").copied(),
+        Some(1),
+        "host3 not counted unreachable: {recap:?}"
+    );
+    assert!(
+        !run.out.contains("{{"),
+        "an unrendered template in the output:\n{}",
+        tail(&run.out, 60)
+    );
 
     // Back on: the hook is gone (an operator fixed the config), and the boot
     // unit releasectl-recover.service finishes the interrupted activation.
@@ -337,18 +350,39 @@ fn host_lost_mid_run_others_roll_back_it_recovers(fleet: &mut Fleet, ans: &Ansib
 
 fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("c1");
-    let before: Vec<String> = fleet.hosts.iter().map(|h| h.tree()).collect();
+    let trees = |fleet: &Fleet| -> Vec<String> {
+        fleet.hosts.iter().map(|h| h.tree_with_times()).collect()
+    };
+    let before = trees(fleet);
     let run = ans.rollout("c2", json!({}), &["--check"]);
     assert_succeeded(&run, "rollout of c2 in check mode");
     for (h, before) in fleet.hosts.iter().zip(&before) {
-        assert_eq!(&h.tree(), before, "{}: --check changed the tree", h.name);
+        assert_eq!(
+            &h.tree_with_times(),
+            before,
+            "{}: --check changed the tree",
+            h.name
+        );
     }
     assert_all_on(fleet, "c1");
 
     let run = ans.rollout("c2", json!({}), &[]);
     assert_succeeded(&run, "rollout of c2");
     assert_all_on(fleet, "c2");
-    let after: Vec<String> = fleet.hosts.iter().map(|h| h.tree()).collect();
+    // Check mode and a resumed run of a release already staged and
+    // active write nothing under ROOT: not a temp tree under releases/,
+    // not the lock file (mtimes compared).
+    let after = trees(fleet);
+    let run = ans.rollout("c2", json!({}), &["--check"]);
+    assert_succeeded(&run, "rollout of the staged c2 in check mode");
+    for (h, after) in fleet.hosts.iter().zip(&after) {
+        assert_eq!(
+            &h.tree_with_times(),
+            after,
+            "{}: --check of a staged release changed the tree",
+            h.name
+        );
+    }
     let run = ans.rollout("c2", json!({}), &[]);
     assert_succeeded(&run, "second rollout of c2");
     for h in &fleet.hosts {
@@ -362,7 +396,12 @@ fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &An
     }
     assert_all_on(fleet, "c2");
     for (h, after) in fleet.hosts.iter().zip(&after) {
-        assert_eq!(&h.tree(), after, "{}: the rerun changed the tree", h.name);
+        assert_eq!(
+            &h.tree_with_times(),
+            after,
+            "{}: the rerun changed the tree",
+            h.name
+        );
     }
 
     // The module alone, ad hoc, as the README shows for going back: in
@@ -388,7 +427,7 @@ fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &An
     );
     for (h, after) in fleet.hosts.iter().zip(&after) {
         assert_eq!(
-            &h.tree(),
+            &h.tree_with_times(),
             after,
             "{}: --check of rolled_back changed the tree",
             h.name
