@@ -304,7 +304,24 @@ impl Transaction<'_> {
             notify::status(&format!("{}: checking health", self.arrow()));
             notify::extend_timeout(health.timeout + Duration::from_secs(10));
             let cwd = self.release.proc_path();
-            health::wait_healthy(health, &self.to, &cwd, &self.env(), self.cancel)?;
+            // Marked and recorded like a hook, so what a health command
+            // leaves behind a SIGKILLed releasectl is reaped by `recover`.
+            let token = pending::hook_token(&self.root_key);
+            let mut env = self.env();
+            env.push((pending::HOOK_ID_VAR, token.clone()));
+            let hook = pending::RunningHook {
+                pgid: 0,
+                token,
+                command: "health check".into(),
+            };
+            if let Err(e) = pending::hook_started(self.state, &hook) {
+                log::warn(&format!("cannot record the health check: {}", e.one_line()));
+            }
+            let checked = health::wait_healthy(health, &self.to, &cwd, &env, self.cancel);
+            if let Err(e) = pending::hook_ended(self.state) {
+                log::warn(&format!("cannot clear the hook record: {}", e.one_line()));
+            }
+            checked?;
         }
         Ok(self.cancel.check()?)
     }

@@ -480,3 +480,54 @@ fn sigkill_during_a_hook_then_recover_leaves_no_hook_process() {
         assert_eq!(d.current().as_deref(), Some("v1"));
     }
 }
+
+/// The same for a health command: `kill -9` of releasectl while the health
+/// check runs leaves its command running; `recover` kills it.
+#[test]
+fn sigkill_during_a_health_check_then_recover_leaves_no_process() {
+    let d = Dir::new();
+    d.releases(&["v1", "v2"]);
+    let mark = format!("0.{}9", std::process::id());
+    d.config(
+        "web",
+        &format!(
+            "root = \"{{root}}\"\n[health]\ncommand = [\"/bin/sh\", \"-c\", \
+             \"test $RELEASECTL_RELEASE = v2 || exit 0; touch {{base}}/outside/checking; \
+             /bin/sleep 30 $0 & wait\", \"{mark}\"]\ntimeout = 60\n"
+        ),
+    );
+    d.cmd_config().args(["activate", "web:v1"]).ok();
+    let mut child = d.cmd_config().args(["activate", "web:v2"]).spawn();
+    assert!(
+        wait_for(&d.outside().join("checking"), LONG),
+        "the health command never ran"
+    );
+    let started = std::time::Instant::now();
+    while processes_with_arg(&mark).len() < 2 {
+        assert!(started.elapsed() < LONG, "the check's sleep never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&child, Signal::KILL);
+    let _ = child.wait();
+    assert!(
+        !processes_with_arg(&mark).is_empty(),
+        "the check died with releasectl by itself; this test proves nothing"
+    );
+    let run = d.cmd_config().args(["recover", "web"]).ok();
+    assert!(
+        run.stderr
+            .contains("killed what was left of hook `health check`"),
+        "{}",
+        run.stderr
+    );
+    let started = std::time::Instant::now();
+    while !processes_with_arg(&mark).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "health check processes left after recover: {:?}",
+            processes_with_arg(&mark)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(d.current().as_deref(), Some("v1"));
+}
