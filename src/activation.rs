@@ -304,24 +304,7 @@ impl Transaction<'_> {
             notify::status(&format!("{}: checking health", self.arrow()));
             notify::extend_timeout(health.timeout + Duration::from_secs(10));
             let cwd = self.release.proc_path();
-            // Marked and recorded like a hook, so what a health command
-            // leaves behind a SIGKILLed releasectl is reaped by `recover`.
-            let token = pending::hook_token(&self.root_key);
-            let mut env = self.env();
-            env.push((pending::HOOK_ID_VAR, token.clone()));
-            let hook = pending::RunningHook {
-                pgid: 0,
-                token,
-                command: "health check".into(),
-            };
-            if let Err(e) = pending::hook_started(self.state, &hook) {
-                log::warn(&format!("cannot record the health check: {}", e.one_line()));
-            }
-            let checked = health::wait_healthy(health, &self.to, &cwd, &env, self.cancel);
-            if let Err(e) = pending::hook_ended(self.state) {
-                log::warn(&format!("cannot clear the hook record: {}", e.one_line()));
-            }
-            checked?;
+            self.health_check(&self.to, &cwd, self.env(), self.cancel)?;
         }
         Ok(self.cancel.check()?)
     }
@@ -446,8 +429,35 @@ impl Transaction<'_> {
                 _ => {}
             }
         }
-        health::wait_healthy(health, from, &release.proc_path(), &env, &Cancel::never())
+        self.health_check(from, &release.proc_path(), env, &Cancel::never())
             .with_context(|| format!("{from} after the rollback"))
+    }
+
+    /// The health gate for `release`, its command marked and recorded like
+    /// a hook, so what it leaves behind a SIGKILLed releasectl is reaped
+    /// by `recover` (see [`pending::HOOK_FILE`]).
+    fn health_check(
+        &self,
+        release: &str,
+        cwd: &std::path::Path,
+        mut env: Vec<(&'static str, String)>,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()> {
+        let token = pending::hook_token(&self.root_key);
+        env.push((pending::HOOK_ID_VAR, token.clone()));
+        let hook = pending::RunningHook {
+            pgid: 0,
+            token,
+            command: "health check".into(),
+        };
+        if let Err(e) = pending::hook_started(self.state, &hook) {
+            log::warn(&format!("cannot record the health check: {}", e.one_line()));
+        }
+        let checked = health::wait_healthy(&self.app.config.health, release, cwd, &env, cancel);
+        if let Err(e) = pending::hook_ended(self.state) {
+            log::warn(&format!("cannot clear the hook record: {}", e.one_line()));
+        }
+        checked
     }
 
     fn act_on_units(&mut self, release: &str, cancel: Cancel) -> Step {
