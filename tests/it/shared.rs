@@ -779,11 +779,24 @@ fn bad_shared_owner_or_mode_is_refused() {
     let src = laravel(&d, "src", "r1");
     let before = Tree::of(&d.root());
     for (extra, key) in [
-        ("owner = \"no-such-user-xyz\"", "shared.owner"),
-        ("owner = \"\"", "shared.owner"),
-        ("mode = \"0778\"", "shared.mode"),
-        ("mode = \"770a\"", "shared.mode"),
-        ("mode = \"17777\"", "shared.mode"),
+        (
+            "owner = \"no-such-user-xyz\"",
+            "shared.owner`: \"no-such-user-xyz\" is not a user",
+        ),
+        ("owner = \"\"", "shared.owner`: \"\" is not a user"),
+        (
+            "mode = \"0778\"",
+            "shared.mode`: \"0778\" is not an octal mode",
+        ),
+        (
+            "mode = \"770a\"",
+            "shared.mode`: \"770a\" is not an octal mode",
+        ),
+        (
+            "mode = \"17777\"",
+            "shared.mode`: \"17777\" is not an octal mode",
+        ),
+        // An integer is not taken for octal: 770 would be 01402.
         ("mode = 770", "shared.mode"),
     ] {
         owned_config(&d, extra);
