@@ -828,4 +828,25 @@ mod tests {
             "../../../shared/public/uploads"
         );
     }
+
+    #[test]
+    fn modes_are_octal_strings() {
+        assert_eq!(parse_mode("0770"), Ok(0o770));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert_eq!(parse_mode("2775"), Ok(0o2775));
+        for bad in ["", "77", "0778", "rwx", "17777", "+770", "0o770"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn owners_are_names_or_uids() {
+        let root = resolve_owner("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        // A uid that /etc/passwd lacks: its gid is the same number.
+        let lone = resolve_owner("4000321").unwrap();
+        assert_eq!((lone.uid, lone.gid), (4000321, 4000321));
+        assert!(resolve_owner("no-such-user-xyz").is_err());
+        assert!(resolve_owner("").is_err());
+    }
 }

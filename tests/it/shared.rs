@@ -648,12 +648,14 @@ fn restaging_and_dry_runs_leave_shared_alone() {
     no_temp_trees(&d);
 }
 
-/// `[shared] owner` / `mode` as in `dirs = ["storage"]` with
-/// `owner = "nobody"`: the tests below run as root, over a root-owned ROOT.
+/// README "Shared paths": `dirs = ["storage", "bootstrap/cache"]` with an
+/// `owner` and a `mode` (`nobody` here, as root over a root-owned ROOT).
 fn owned_config(d: &Dir, extra: &str) {
     d.config(
         "web",
-        &format!("root = \"{{root}}\"\n[shared]\ndirs = [\"storage\", \"cache\"]\n{extra}\n"),
+        &format!(
+            "root = \"{{root}}\"\n[shared]\ndirs = [\"storage\", \"bootstrap/cache\"]\n{extra}\n"
+        ),
     );
 }
 
@@ -663,7 +665,7 @@ fn owner_mode(p: &Path) -> (u32, u32, u32) {
     (m.uid(), m.gid(), m.mode() & 0o7777)
 }
 
-/// The seeded `storage/` tree and the `cache/` created empty belong to
+/// The seeded `storage/` tree and the `bootstrap/cache/` created empty belong to
 /// `nobody` (65534) with the mode (files without execute bits unless they
 /// had one), bottom to top; `shared/` itself stays root's; the release's
 /// link works. A later deploy leaves what `shared/` holds alone.
@@ -691,12 +693,14 @@ fn shared_owner_and_mode_are_given_to_what_is_seeded() {
         ("shared/storage/logs/.gitignore", 0o660),
         ("shared/storage/app/seed.txt", 0o660),
         ("shared/storage/app/run.sh", 0o770),
-        ("shared/cache", 0o770),
+        ("shared/bootstrap/cache", 0o770),
     ] {
         assert_eq!(owner_mode(&d.path(rel)), (65534, 65534, mode), "{rel}");
     }
-    // Symlinks are left as written; shared/ itself stays root's.
+    // Symlinks are left as written; shared/ itself and the directories on
+    // the way stay root's.
     assert_eq!(owner_mode(&d.path("shared/storage/app/alias")).0, 0);
+    assert_eq!(owner_mode(&d.path("shared/bootstrap")), (0, 0, 0o755));
     assert_eq!(owner_mode(&d.path("shared")), (0, 0, 0o755));
     assert_eq!(read(d.path("current/storage/app/seed.txt")), "seed of r1\n");
     d.cmd().args(["verify", "r1"]).ok();
@@ -705,12 +709,12 @@ fn shared_owner_and_mode_are_given_to_what_is_seeded() {
     // config now says.
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
     std::fs::set_permissions(d.path("shared/storage"), mode).unwrap();
-    std::os::unix::fs::chown(d.path("shared/cache"), Some(1), Some(1)).unwrap();
+    std::os::unix::fs::chown(d.path("shared/bootstrap/cache"), Some(1), Some(1)).unwrap();
     owned_config(&d, "owner = \"daemon\"\nmode = \"0775\"");
     let before = shared_tree(&d);
     let before_modes = (
         owner_mode(&d.path("shared/storage")),
-        owner_mode(&d.path("shared/cache")),
+        owner_mode(&d.path("shared/bootstrap/cache")),
     );
     d.cmd_config()
         .args(["deploy", "--app", "web"])
@@ -722,7 +726,7 @@ fn shared_owner_and_mode_are_given_to_what_is_seeded() {
         before_modes,
         (
             owner_mode(&d.path("shared/storage")),
-            owner_mode(&d.path("shared/cache"))
+            owner_mode(&d.path("shared/bootstrap/cache"))
         )
     );
     assert_eq!(before_modes.0, (65534, 65534, 0o700));
