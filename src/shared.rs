@@ -289,13 +289,13 @@ fn check_owner(root: &RootDir, shared: Option<&Dir>, own: &Ownership) -> Result<
     };
     match acting {
         Some(o) if o.uid != want.uid => Err(Error::Operational(anyhow::anyhow!(
-            "{} belongs to uid {}, so releasectl writes there with that user's rights and \
-             cannot give shared directories to {} (uid {}); chown {0} to root \
-             (`chown root: {0}`) or set [shared] owner to uid {1}",
-            root.dir().shown(SHARED).display(),
-            o.uid,
+            "[shared] owner {} (uid {}): {} is written with the rights of uid {}, who owns it \
+             or the app root, and cannot be given to another user; make {2} and the app root \
+             root's (`chown root: DIR`) or set owner to uid {3}",
             want.name,
-            want.uid
+            want.uid,
+            root.dir().shown(SHARED).display(),
+            o.uid
         ))),
         _ => Ok(()),
     }

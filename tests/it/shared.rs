@@ -813,3 +813,25 @@ fn bad_shared_owner_or_mode_is_refused() {
         before.assert_same(&Tree::of(&d.root()), extra);
     }
 }
+
+/// The same when `shared/` is still to be made in an app root the deploy
+/// user owns: it would be made with that user's rights.
+#[test]
+fn a_shared_owner_is_refused_in_a_deploy_owned_root() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    std::os::unix::fs::chown(d.root(), Some(1), Some(1)).unwrap();
+    owned_config(&d, "owner = \"nobody\"");
+    let src = laravel(&d, "src", "r1");
+    let before = Tree::of(&d.root());
+    let r = d
+        .cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .expect(1);
+    assert!(r.one_line_error().contains("uid 1"), "{r}");
+    before.assert_same(&Tree::of(&d.root()), "deploy");
+    assert!(!d.path("shared").exists());
+}
