@@ -431,7 +431,7 @@ pub fn link(
 /// Give the directory `name` of `dir` (just created or seeded) and every
 /// directory and file in it `own`'s owner and mode: directories get the
 /// mode, files the mode without its execute bits unless they had one;
-/// symlinks are left as they are. Bottom-up, each through a handle opened
+/// symlinks and files with other hard links are left as they are. Bottom-up, each through a handle opened
 /// without following symlinks, and with the rights `dir` is written with.
 fn give(dir: &Dir, name: &str, own: &Ownership) -> Result<()> {
     if own.owner.is_none() && own.mode.is_none() {
@@ -441,10 +441,17 @@ fn give(dir: &Dir, name: &str, own: &Ownership) -> Result<()> {
         .open_dir(name)?
         .ok_or_else(|| vanished(&dir.shown(name)))?;
     let shown = dir.shown(name);
+    let mut linked = 0;
     dir.as_owner(|| {
-        give_tree(top.as_fd(), own, 0)
+        give_tree(top.as_fd(), own, 0, &mut linked)
             .map_err(|e| io_error(e, format!("giving {} to its owner", shown.display())))
     })?;
+    if linked > 0 {
+        crate::log::warn(&format!(
+            "{linked} file(s) in {} have other hard links and were left as they are",
+            shown.display()
+        ));
+    }
     crate::log::info(&format!("gave {} to {}", shown.display(), describe(own)));
     Ok(())
 }
@@ -468,6 +475,7 @@ fn give_tree(
     fd: std::os::fd::BorrowedFd<'_>,
     own: &Ownership,
     depth: usize,
+    linked: &mut usize,
 ) -> rustix::io::Result<()> {
     use rustix::fs::{openat, OFlags};
     if depth > crate::root::MAX_DEPTH {
@@ -479,7 +487,7 @@ fn give_tree(
             FileType::Symlink => continue,
             FileType::Directory => {
                 let sub = openat(fd, name, crate::root::DIR_FLAGS, Mode::empty())?;
-                give_tree(sub.as_fd(), own, depth + 1)?;
+                give_tree(sub.as_fd(), own, depth + 1, linked)?;
             }
             _ => {
                 let flags = OFlags::RDONLY
@@ -494,9 +502,17 @@ fn give_tree(
                     Err(e) => return Err(e),
                 };
                 let st = rustix::fs::fstat(&file)?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
-                    apply(file.as_fd(), st.st_mode, false, own)?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    continue;
                 }
+                // A file with other names (a hard link in the archive, or
+                // to an older release by `dedup = "hardlink"`) is left as
+                // it is: giving it away would give those names too.
+                if st.st_nlink > 1 {
+                    *linked += 1;
+                    continue;
+                }
+                apply(file.as_fd(), st.st_mode, false, own)?;
             }
         }
     }

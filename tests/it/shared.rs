@@ -835,3 +835,40 @@ fn a_shared_owner_is_refused_in_a_deploy_owned_root() {
     before.assert_same(&Tree::of(&d.root()), "deploy");
     assert!(!d.path("shared").exists());
 }
+
+/// A seeded file with another name (here a hard link from the release's
+/// `public/`) is not given away: the app's user would then own, and write
+/// to, the release's file too.
+#[test]
+fn a_hard_linked_seed_file_is_left_alone() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
+    let src = d.outside().join("r1.tar");
+    make_tar(
+        &src,
+        &[
+            TarEntry::File("version", "r1\n"),
+            TarEntry::File("public/index.php", "<?php\n"),
+            TarEntry::File("storage/app/seed.txt", "seed\n"),
+            TarEntry::Hardlink("storage/app/index.php", "public/index.php"),
+        ],
+        false,
+    );
+    let r = d
+        .cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .args(["--id", "r1"])
+        .ok();
+    assert!(r.stderr.contains("other hard links"), "{r}");
+    let linked = owner_mode(&d.path("shared/storage/app/index.php"));
+    assert_eq!(linked.0, 0, "the hard-linked file was given away");
+    assert_eq!(owner_mode(&d.path("releases/r1/public/index.php")), linked);
+    assert_eq!(
+        owner_mode(&d.path("shared/storage/app/seed.txt")),
+        (65534, 65534, 0o660)
+    );
+}
