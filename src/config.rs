@@ -116,6 +116,9 @@ pub struct Config {
     pub hooks: Hooks,
     /// Paths every release links into `ROOT/shared/` (`[shared]`).
     pub shared: Vec<SharedPath>,
+    /// `[shared] owner` / `mode`: given to the shared directories
+    /// releasectl creates or seeds.
+    pub shared_owner: shared::Ownership,
     /// Which archive signatures `stage` accepts (`[stage]`).
     pub signing: crate::signature::Policy,
     /// How `stage` shares unchanged files with the current release (`[stage] dedup`).
@@ -150,6 +153,7 @@ impl Config {
             },
             hooks: Hooks::default(),
             shared: Vec::new(),
+            shared_owner: shared::Ownership::default(),
             signing: crate::signature::Policy::default(),
             dedup: DedupMode::default(),
         }
@@ -250,6 +254,8 @@ struct RawStage {
 struct RawShared {
     dirs: Option<Vec<Spanned<String>>>,
     files: Option<Vec<Spanned<String>>>,
+    owner: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -454,6 +460,16 @@ impl RawConfig {
             cfg.dedup = dedup;
         }
         if let Some(sh) = self.shared {
+            if let Some(o) = &sh.owner {
+                let found = shared::resolve_owner(o.get_ref())
+                    .map_err(|why| err(o.span(), "shared.owner", &why))?;
+                cfg.shared_owner.owner = Some(found);
+            }
+            if let Some(m) = &sh.mode {
+                let mode = shared::parse_mode(m.get_ref())
+                    .map_err(|why| err(m.span(), "shared.mode", &why))?;
+                cfg.shared_owner.mode = Some(mode);
+            }
             let mut spans = Vec::new();
             for (list, kind, key) in [
                 (sh.dirs, shared::Kind::Dir, "shared.dirs"),

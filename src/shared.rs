@@ -17,10 +17,19 @@
 //! only ever removed as a name: a symlink there is never followed and
 //! never used as a seed.
 //!
+//! `[shared] owner` and `mode` ([`Ownership`]) are given to the shared
+//! directories releasectl creates or seeds, never to what `shared/`
+//! already holds: a seeded tree is walked bottom-up through handles opened
+//! without following symlinks (`fchown`/`fchmod`), so the new owner never
+//! holds a directory root has yet to walk. Root gives files away only in
+//! a `shared/` of its own: below another user's `shared/` it writes with
+//! that user's rights, and an `owner` other than that user is refused.
+//!
 //! Everything that can be refused is refused before anything changes:
 //! [`check`] before the temp tree exists, [`plan`] before `shared/` is
 //! touched (the caller's temp tree is removed on the way out).
 
+use crate::creds;
 use crate::error::{usage, Error, Result};
 use crate::manifest::{self, Item, Manifest};
 use crate::root::{io_error, Access, Dir, RootDir, CURRENT, RELEASES, STATE_DIR};
@@ -130,6 +139,75 @@ fn parse(path: &str) -> std::result::Result<Vec<String>, String> {
     Ok(parts)
 }
 
+/// `[shared] owner` / `mode`: what the shared directories releasectl
+/// creates or seeds are given (`None`: as written).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub owner: Option<SharedOwner>,
+    pub mode: Option<u32>,
+}
+
+/// A user, as `[shared] owner` named it, and its primary group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedOwner {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The user `spec` names: a name in /etc/passwd (read bounded; NSS
+/// sources such as LDAP are not asked), or a numeric uid (its primary
+/// group from /etc/passwd, else the gid equal to the uid).
+pub fn resolve_owner(spec: &str) -> std::result::Result<SharedOwner, String> {
+    let passwd = read_passwd();
+    let numeric = spec.parse::<u32>().ok();
+    let found = passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        let (uid, gid) = (
+            f.get(2)?.parse::<u32>().ok()?,
+            f.get(3)?.parse::<u32>().ok()?,
+        );
+        (f[0] == spec || numeric == Some(uid)).then_some((uid, gid))
+    });
+    match (found, numeric) {
+        (Some((uid, gid)), _) => Ok(SharedOwner {
+            name: spec.to_string(),
+            uid,
+            gid,
+        }),
+        (None, Some(uid)) => Ok(SharedOwner {
+            name: spec.to_string(),
+            uid,
+            gid: uid,
+        }),
+        (None, None) => Err(format!(
+            "\"{}\" is not a user in /etc/passwd (write a name there or a numeric uid)",
+            spec.escape_debug()
+        )),
+    }
+}
+
+fn read_passwd() -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(f) = std::fs::File::open("/etc/passwd") {
+        let _ = f.take(4 << 20).read_to_string(&mut text);
+    }
+    text
+}
+
+/// `"0770"`-style: an octal string of 3 or 4 digits, at most 07777.
+pub fn parse_mode(text: &str) -> std::result::Result<u32, String> {
+    let ok = (3..=4).contains(&text.len()) && text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match ok.then(|| u32::from_str_radix(text, 8).ok()).flatten() {
+        Some(mode) => Ok(mode),
+        None => Err(format!(
+            "\"{}\" is not an octal mode (write it as a string such as \"0770\")",
+            text.escape_debug()
+        )),
+    }
+}
+
 /// The first path of `paths` that repeats or lies inside another one, as
 /// (its index, why).
 pub fn conflict(paths: &[SharedPath]) -> Option<(usize, String)> {
@@ -185,15 +263,42 @@ pub fn combine(
 /// Before staging creates anything: `shared/`, and every directory on the
 /// way to a shared path in it, must be a real directory where it exists
 /// (a symlink there is refused, exit 2, never followed).
-pub fn check(root: &RootDir, paths: &[SharedPath]) -> Result<()> {
+pub fn check(root: &RootDir, paths: &[SharedPath], own: &Ownership) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     let shared = open_shared(root)?;
+    check_owner(root, shared.as_ref(), own)?;
     for p in paths {
         shared_state(shared.as_ref(), p)?;
     }
     Ok(())
+}
+
+/// Root gives files away only in its own `shared/`: below another user's,
+/// it writes with that user's rights, and could not (nor should) hand
+/// anything to a third user (exit 1, before anything is written).
+fn check_owner(root: &RootDir, shared: Option<&Dir>, own: &Ownership) -> Result<()> {
+    let Some(want) = &own.owner else {
+        return Ok(());
+    };
+    // A `shared/` still to be made is made with ROOT's rule.
+    let acting = match shared {
+        Some(dir) => dir.act(),
+        None => root.dir().act(),
+    };
+    match acting {
+        Some(o) if o.uid != want.uid => Err(Error::Operational(anyhow::anyhow!(
+            "[shared] owner {} (uid {}): {} is written with the rights of uid {}, who owns it \
+             or the app root, and cannot be given to another user; make {2} and the app root \
+             root's (`chown root: DIR`) or set owner to uid {3}",
+            want.name,
+            want.uid,
+            root.dir().shown(SHARED).display(),
+            o.uid
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What becomes of one shared path.
@@ -251,11 +356,18 @@ fn plan(shared: Option<&Dir>, tree: &Dir, paths: &[SharedPath]) -> Result<Vec<Ac
 /// Turn every shared path of the temp tree `tree` into its link, seeding
 /// `shared/` where it lacks a path, and make the manifest say what the
 /// release now holds: the link, and nothing below it.
-pub fn link(root: &RootDir, tree: &Dir, paths: &[SharedPath], m: &mut Manifest) -> Result<()> {
+pub fn link(
+    root: &RootDir,
+    tree: &Dir,
+    paths: &[SharedPath],
+    own: &Ownership,
+    m: &mut Manifest,
+) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     let shared = open_shared(root)?;
+    check_owner(root, shared.as_ref(), own)?;
     let actions = plan(shared.as_ref(), tree, paths)?;
     // Nothing was refused: from here on `shared/` may change.
     let shared = match shared {
@@ -267,11 +379,21 @@ pub fn link(root: &RootDir, tree: &Dir, paths: &[SharedPath], m: &mut Manifest) 
         let parent = release_parent(tree, p, m)?;
         match action {
             Action::Link => {}
-            Action::Seed => seed(&shared, &parent, p)?,
+            Action::Seed => {
+                if seed(&shared, &parent, p)? && p.kind == Kind::Dir {
+                    give(&shared_parent(&shared, parents)?, name, own)?;
+                }
+            }
             Action::Empty => {
                 let dir = shared_parent(&shared, parents)?;
-                match rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
+                // With the rights of the directory's owner (crate::creds),
+                // like every write in shared/.
+                let made = creds::acting_io(dir.act(), || {
+                    rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755))
+                });
+                match made {
+                    Ok(()) => give(&dir, name, own)?,
+                    Err(Errno::EXIST) => {}
                     Err(e) => {
                         return Err(io_error(
                             e,
@@ -302,6 +424,122 @@ pub fn link(root: &RootDir, tree: &Dir, paths: &[SharedPath], m: &mut Manifest) 
     if ours.st_dev != theirs.st_dev {
         rustix::fs::syncfs(shared.as_fd())
             .map_err(|e| io_error(e, format!("flushing {}", shared.shown("").display())))?;
+    }
+    Ok(())
+}
+
+/// Give the directory `name` of `dir` (just created or seeded) and every
+/// directory and file in it `own`'s owner and mode: directories get the
+/// mode, files the mode without its execute bits unless they had one;
+/// symlinks and files with other hard links are left as they are. Bottom-up, each through a handle opened
+/// without following symlinks, and with the rights `dir` is written with.
+fn give(dir: &Dir, name: &str, own: &Ownership) -> Result<()> {
+    if own.owner.is_none() && own.mode.is_none() {
+        return Ok(());
+    }
+    let top = dir
+        .open_dir(name)?
+        .ok_or_else(|| vanished(&dir.shown(name)))?;
+    let shown = dir.shown(name);
+    let mut linked = 0;
+    dir.as_owner(|| {
+        give_tree(top.as_fd(), own, 0, &mut linked)
+            .map_err(|e| io_error(e, format!("giving {} to its owner", shown.display())))
+    })?;
+    if linked > 0 {
+        crate::log::warn(&format!(
+            "{linked} file(s) in {} have other hard links and were left as they are",
+            shown.display()
+        ));
+    }
+    crate::log::info(&format!("gave {} to {}", shown.display(), describe(own)));
+    Ok(())
+}
+
+fn describe(own: &Ownership) -> String {
+    let who = own
+        .owner
+        .as_ref()
+        .map(|o| format!("{} (uid {})", o.name, o.uid));
+    let mode = own.mode.map(|m| format!("mode {m:04o}"));
+    [who, mode]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Children first, then `fd` itself: a directory is handed over only once
+/// everything in it has been.
+fn give_tree(
+    fd: std::os::fd::BorrowedFd<'_>,
+    own: &Ownership,
+    depth: usize,
+    linked: &mut usize,
+) -> rustix::io::Result<()> {
+    use rustix::fs::{openat, OFlags};
+    if depth > crate::root::MAX_DEPTH {
+        return Err(Errno::LOOP);
+    }
+    for entry in crate::root::read_entries(fd)? {
+        let name = entry.name.as_os_str();
+        match entry.kind {
+            FileType::Symlink => continue,
+            FileType::Directory => {
+                let sub = openat(fd, name, crate::root::DIR_FLAGS, Mode::empty())?;
+                give_tree(sub.as_fd(), own, depth + 1, linked)?;
+            }
+            _ => {
+                let flags = OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC;
+                let file = match openat(fd, name, flags, Mode::empty()) {
+                    Ok(f) => f,
+                    // A symlink the directory entry did not say was one.
+                    Err(Errno::LOOP) => continue,
+                    Err(e) => return Err(e),
+                };
+                let st = rustix::fs::fstat(&file)?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    continue;
+                }
+                // A file with other names (a hard link in the archive, or
+                // to an older release by `dedup = "hardlink"`) is left as
+                // it is: giving it away would give those names too.
+                if st.st_nlink > 1 {
+                    *linked += 1;
+                    continue;
+                }
+                apply(file.as_fd(), st.st_mode, false, own)?;
+            }
+        }
+    }
+    let st = rustix::fs::fstat(fd)?;
+    apply(fd, st.st_mode, true, own)
+}
+
+fn apply(
+    fd: std::os::fd::BorrowedFd<'_>,
+    old: u32,
+    is_dir: bool,
+    own: &Ownership,
+) -> rustix::io::Result<()> {
+    if let Some(o) = &own.owner {
+        rustix::fs::fchown(
+            fd,
+            Some(rustix::process::Uid::from_raw(o.uid)),
+            Some(rustix::process::Gid::from_raw(o.gid)),
+        )?;
+    }
+    if let Some(mode) = own.mode {
+        let mode = if is_dir || old & 0o111 != 0 {
+            mode
+        } else {
+            mode & !0o111
+        };
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
     }
     Ok(())
 }
@@ -410,8 +648,9 @@ fn shared_parent(shared: &Dir, parents: &[String]) -> Result<Dir> {
 
 /// Move the release's own copy of P into `shared/` (renameat between the
 /// two handles; a copy when `shared/` is another file system). If
-/// `shared/P` appeared meanwhile, it wins and the copy is discarded.
-fn seed(shared: &Dir, parent: &Dir, p: &SharedPath) -> Result<()> {
+/// `shared/P` appeared meanwhile, it wins and the copy is discarded
+/// (`false`: nothing was seeded).
+fn seed(shared: &Dir, parent: &Dir, p: &SharedPath) -> Result<bool> {
     let (name, parents) = p.parts.split_last().expect("a path has a component");
     let dest = shared_parent(shared, parents)?;
     let shown = format!("{SHARED}/{}", p.path);
@@ -421,9 +660,13 @@ fn seed(shared: &Dir, parent: &Dir, p: &SharedPath) -> Result<()> {
             crate::log::warn(&format!(
                 "{shown} appeared while staging; the release's copy is discarded"
             ));
-            return Ok(());
+            return Ok(false);
         }
-        Err(Errno::XDEV) => copy_seed(parent, &dest, name, p.kind)?,
+        Err(Errno::XDEV) => {
+            if !copy_seed(parent, &dest, name, p.kind)? {
+                return Ok(false);
+            }
+        }
         Err(e) => {
             return Err(io_error(
                 e,
@@ -433,12 +676,13 @@ fn seed(shared: &Dir, parent: &Dir, p: &SharedPath) -> Result<()> {
     }
     dest.sync()?;
     crate::log::info(&format!("seeded {shown} from the release"));
-    Ok(())
+    Ok(true)
 }
 
 /// The seed across file systems: copied through handles into a private
-/// temp name in `shared/`, then renamed into place without replacing.
-fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<()> {
+/// temp name in `shared/`, then renamed into place without replacing
+/// (`false`: `shared/P` appeared meanwhile and won).
+fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<bool> {
     let tmp = format!(".seed-{}-{name}", std::process::id());
     // What this process created under `tmp`, by inode: the only thing the
     // cleanup below may remove (the name is the deploy user's to swap).
@@ -494,13 +738,13 @@ fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<()> {
         }
     };
     let placed = made.and_then(|()| match dest.move_to(&tmp, dest, name) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => {
             crate::log::warn(&format!(
                 "{} appeared while staging; the release's copy is discarded",
                 dest.shown(name).display()
             ));
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(io_error(
             e,
@@ -599,5 +843,26 @@ mod tests {
             sp("public/uploads").link_target(),
             "../../../shared/public/uploads"
         );
+    }
+
+    #[test]
+    fn modes_are_octal_strings() {
+        assert_eq!(parse_mode("0770"), Ok(0o770));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert_eq!(parse_mode("2775"), Ok(0o2775));
+        for bad in ["", "77", "0778", "rwx", "17777", "+770", "0o770"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn owners_are_names_or_uids() {
+        let root = resolve_owner("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        // A uid that /etc/passwd lacks: its gid is the same number.
+        let lone = resolve_owner("4000321").unwrap();
+        assert_eq!((lone.uid, lone.gid), (4000321, 4000321));
+        assert!(resolve_owner("no-such-user-xyz").is_err());
+        assert!(resolve_owner("").is_err());
     }
 }

@@ -229,7 +229,13 @@ fn write_tree<'r>(
         };
         // Before the flush and the publishing rename: the release is published
         // with its links, and the manifest describes it so.
-        crate::shared::link(&app.root, &tmp.dir, shared, &mut m)?;
+        crate::shared::link(
+            &app.root,
+            &tmp.dir,
+            shared,
+            &app.config.shared_owner,
+            &mut m,
+        )?;
         rfs::fchmod(tmp.fd(), Mode::from_raw_mode(top_mode))
             .map_err(|e| io_error(e, "chmod of the staged tree".into()))?;
         Ok((tmp, m, dedup))
@@ -358,7 +364,7 @@ fn preflight(
     shared: &[SharedPath],
     inputs: &Inputs,
 ) -> Result<(Source, bool)> {
-    crate::shared::check(&app.root, shared)?;
+    crate::shared::check(&app.root, shared, &app.config.shared_owner)?;
     let mut exists = false;
     if let Some(id) = id {
         crate::release_id::validate(id)?;

@@ -647,3 +647,228 @@ fn restaging_and_dry_runs_leave_shared_alone() {
     }
     no_temp_trees(&d);
 }
+
+/// README "Shared paths": `dirs = ["storage", "bootstrap/cache"]` with an
+/// `owner` and a `mode` (`nobody` here, as root over a root-owned ROOT).
+fn owned_config(d: &Dir, extra: &str) {
+    d.config(
+        "web",
+        &format!(
+            "root = \"{{root}}\"\n[shared]\ndirs = [\"storage\", \"bootstrap/cache\"]\n{extra}\n"
+        ),
+    );
+}
+
+fn owner_mode(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// The seeded `storage/` tree and the `bootstrap/cache/` created empty belong to
+/// `nobody` (65534) with the mode (files without execute bits unless they
+/// had one), bottom to top; `shared/` itself stays root's; the release's
+/// link works. A later deploy leaves what `shared/` holds alone.
+#[test]
+fn shared_owner_and_mode_are_given_to_what_is_seeded() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
+    let src = laravel(&d, "src", "r1");
+    std::fs::write(src.join("storage/app/run.sh"), "#!/bin/sh\n").unwrap();
+    let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(src.join("storage/app/run.sh"), exec).unwrap();
+    std::os::unix::fs::symlink("seed.txt", src.join("storage/app/alias")).unwrap();
+    d.cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .args(["--id", "r1"])
+        .ok();
+    for (rel, mode) in [
+        ("shared/storage", 0o770),
+        ("shared/storage/logs", 0o770),
+        ("shared/storage/app", 0o770),
+        ("shared/storage/logs/.gitignore", 0o660),
+        ("shared/storage/app/seed.txt", 0o660),
+        ("shared/storage/app/run.sh", 0o770),
+        ("shared/bootstrap/cache", 0o770),
+    ] {
+        assert_eq!(owner_mode(&d.path(rel)), (65534, 65534, mode), "{rel}");
+    }
+    // Symlinks are left as written; shared/ itself and the directories on
+    // the way stay root's.
+    assert_eq!(owner_mode(&d.path("shared/storage/app/alias")).0, 0);
+    assert_eq!(owner_mode(&d.path("shared/bootstrap")), (0, 0, 0o755));
+    assert_eq!(owner_mode(&d.path("shared")), (0, 0, 0o755));
+    assert_eq!(read(d.path("current/storage/app/seed.txt")), "seed of r1\n");
+    d.cmd().args(["verify", "r1"]).ok();
+
+    // What shared/ already holds is never touched again, whatever the
+    // config now says.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+    std::fs::set_permissions(d.path("shared/storage"), mode).unwrap();
+    std::os::unix::fs::chown(d.path("shared/bootstrap/cache"), Some(1), Some(1)).unwrap();
+    owned_config(&d, "owner = \"daemon\"\nmode = \"0775\"");
+    let before = shared_tree(&d);
+    let before_modes = (
+        owner_mode(&d.path("shared/storage")),
+        owner_mode(&d.path("shared/bootstrap/cache")),
+    );
+    d.cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(laravel(&d, "src2", "r2"))
+        .args(["--id", "r2"])
+        .ok();
+    before.assert_same(&shared_tree(&d), "shared/ after a second deploy");
+    assert_eq!(
+        before_modes,
+        (
+            owner_mode(&d.path("shared/storage")),
+            owner_mode(&d.path("shared/bootstrap/cache"))
+        )
+    );
+    assert_eq!(before_modes.0, (65534, 65534, 0o700));
+    assert_eq!(before_modes.1, (1, 1, 0o770));
+}
+
+/// Below a `shared/` another user owns, root writes with that user's
+/// rights and cannot give anything away: an `owner` other than that user
+/// is refused (exit 1, one line naming shared/), nothing changed; the
+/// owner itself is accepted.
+#[test]
+fn a_shared_owner_other_than_the_owner_of_shared_is_refused() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    std::fs::create_dir(d.path("shared")).unwrap();
+    std::os::unix::fs::chown(d.path("shared"), Some(1), Some(1)).unwrap();
+    owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
+    let src = laravel(&d, "src", "r1");
+    let before = Tree::of(&d.root());
+    for cmd in ["stage", "deploy"] {
+        let r = d
+            .cmd_config()
+            .args([cmd, "--app", "web"])
+            .arg(&src)
+            .expect(1);
+        let line = r.one_line_error();
+        assert!(
+            line.contains("shared") && line.contains("nobody") && line.contains("chown"),
+            "{r}"
+        );
+        before.assert_same(&Tree::of(&d.root()), cmd);
+        no_temp_trees(&d);
+    }
+    // The owner of shared/ may be named: it is who writes there anyway.
+    owned_config(&d, "owner = \"daemon\"\nmode = \"0750\"");
+    d.cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .ok();
+    assert_eq!(owner_mode(&d.path("shared/storage")), (1, 1, 0o750));
+    assert_eq!(
+        owner_mode(&d.path("shared/storage/app/seed.txt")),
+        (1, 1, 0o640)
+    );
+}
+
+/// A user that does not exist or a mode that is not octal: exit 2, one
+/// line naming the key, nothing changed.
+#[test]
+fn bad_shared_owner_or_mode_is_refused() {
+    let d = Dir::new();
+    let src = laravel(&d, "src", "r1");
+    let before = Tree::of(&d.root());
+    for (extra, key) in [
+        (
+            "owner = \"no-such-user-xyz\"",
+            "shared.owner`: \"no-such-user-xyz\" is not a user",
+        ),
+        ("owner = \"\"", "shared.owner`: \"\" is not a user"),
+        (
+            "mode = \"0778\"",
+            "shared.mode`: \"0778\" is not an octal mode",
+        ),
+        (
+            "mode = \"770a\"",
+            "shared.mode`: \"770a\" is not an octal mode",
+        ),
+        (
+            "mode = \"17777\"",
+            "shared.mode`: \"17777\" is not an octal mode",
+        ),
+        // An integer is not taken for octal: 770 would be 01402.
+        ("mode = 770", "shared.mode"),
+    ] {
+        owned_config(&d, extra);
+        let r = d
+            .cmd_config()
+            .args(["deploy", "--app", "web"])
+            .arg(&src)
+            .expect(2);
+        assert!(r.one_line_error().contains(key), "{extra}: {r}");
+        before.assert_same(&Tree::of(&d.root()), extra);
+    }
+}
+
+/// The same when `shared/` is still to be made in an app root the deploy
+/// user owns: it would be made with that user's rights.
+#[test]
+fn a_shared_owner_is_refused_in_a_deploy_owned_root() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    std::os::unix::fs::chown(d.root(), Some(1), Some(1)).unwrap();
+    owned_config(&d, "owner = \"nobody\"");
+    let src = laravel(&d, "src", "r1");
+    let before = Tree::of(&d.root());
+    let r = d
+        .cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .expect(1);
+    assert!(r.one_line_error().contains("uid 1"), "{r}");
+    before.assert_same(&Tree::of(&d.root()), "deploy");
+    assert!(!d.path("shared").exists());
+}
+
+/// A seeded file with another name (here a hard link from the release's
+/// `public/`) is not given away: the app's user would then own, and write
+/// to, the release's file too.
+#[test]
+fn a_hard_linked_seed_file_is_left_alone() {
+    if !common::is_root() && !common::skip("needs root (chown)") {
+        return;
+    }
+    let d = Dir::new();
+    owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
+    let src = d.outside().join("r1.tar");
+    make_tar(
+        &src,
+        &[
+            TarEntry::File("version", "r1\n"),
+            TarEntry::File("public/index.php", "<?php\n"),
+            TarEntry::File("storage/app/seed.txt", "seed\n"),
+            TarEntry::Hardlink("storage/app/index.php", "public/index.php"),
+        ],
+        false,
+    );
+    let r = d
+        .cmd_config()
+        .args(["deploy", "--app", "web"])
+        .arg(&src)
+        .args(["--id", "r1"])
+        .ok();
+    assert!(r.stderr.contains("other hard links"), "{r}");
+    let linked = owner_mode(&d.path("shared/storage/app/index.php"));
+    assert_eq!(linked.0, 0, "the hard-linked file was given away");
+    assert_eq!(owner_mode(&d.path("releases/r1/public/index.php")), linked);
+    assert_eq!(
+        owner_mode(&d.path("shared/storage/app/seed.txt")),
+        (65534, 65534, 0o660)
+    );
+}
