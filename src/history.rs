@@ -111,22 +111,12 @@ fn requester() -> Option<u32> {
     *REQUESTER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The name of `uid` in /etc/passwd (bounded read; NSS sources such as LDAP
-/// are not asked: no library of ours speaks them), if it is a plain name.
+/// The name of `uid` in /etc/passwd, if it is a plain name.
 pub fn user_name(uid: u32) -> Option<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open("/etc/passwd")
-        .ok()?
-        .take(4 << 20)
-        .read_to_string(&mut text)
-        .ok()?;
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        let name = f.next()?;
-        let found = f.nth(1)?.parse::<u32>().ok()? == uid;
-        (found && plain_user(name)).then(|| name.to_string())
-    })
+    crate::passwd::users()
+        .into_iter()
+        .find(|u| u.uid == uid && plain_user(&u.name))
+        .map(|u| u.name)
 }
 
 /// Name the trigger explicitly (`activate --request` sets `path`).

@@ -27,6 +27,7 @@ mod manifest;
 mod manpage;
 mod notify;
 mod output;
+mod passwd;
 mod pending;
 mod process;
 mod progress;

@@ -159,21 +159,15 @@ pub struct SharedOwner {
 /// sources such as LDAP are not asked), or a numeric uid (its primary
 /// group from /etc/passwd, else the gid equal to the uid).
 pub fn resolve_owner(spec: &str) -> std::result::Result<SharedOwner, String> {
-    let passwd = read_passwd();
     let numeric = spec.parse::<u32>().ok();
-    let found = passwd.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        let (uid, gid) = (
-            f.get(2)?.parse::<u32>().ok()?,
-            f.get(3)?.parse::<u32>().ok()?,
-        );
-        (f[0] == spec || numeric == Some(uid)).then_some((uid, gid))
-    });
+    let found = crate::passwd::users()
+        .into_iter()
+        .find(|u| u.name == spec || numeric == Some(u.uid));
     match (found, numeric) {
-        (Some((uid, gid)), _) => Ok(SharedOwner {
+        (Some(u), _) => Ok(SharedOwner {
             name: spec.to_string(),
-            uid,
-            gid,
+            uid: u.uid,
+            gid: u.gid,
         }),
         (None, Some(uid)) => Ok(SharedOwner {
             name: spec.to_string(),
@@ -185,15 +179,6 @@ pub fn resolve_owner(spec: &str) -> std::result::Result<SharedOwner, String> {
             spec.escape_debug()
         )),
     }
-}
-
-fn read_passwd() -> String {
-    use std::io::Read;
-    let mut text = String::new();
-    if let Ok(f) = std::fs::File::open("/etc/passwd") {
-        let _ = f.take(4 << 20).read_to_string(&mut text);
-    }
-    text
 }
 
 /// `"0770"`-style: an octal string of 3 or 4 digits, at most 07777.
