@@ -673,6 +673,13 @@ fn describe(e: &history::Entry) -> String {
     }
     let mut who: Vec<String> = Vec::new();
     who.extend(e.trigger.as_deref().map(|t| log::clean(t).into_owned()));
+    // Who asked, when a request file said so: the root process that acted
+    // (`uid 0`) is not who deployed.
+    who.extend(match (&e.requester, e.requester_uid) {
+        (Some(name), _) => Some(format!("requested by {}", log::clean(name))),
+        (None, Some(uid)) => Some(format!("requested by uid {uid}")),
+        (None, None) => None,
+    });
     who.extend(e.user.as_deref().map(|u| log::clean(u).into_owned()));
     who.extend(
         e.uid

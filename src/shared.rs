@@ -257,6 +257,40 @@ pub fn check(root: &RootDir, paths: &[SharedPath], own: &Ownership) -> Result<()
     for p in paths {
         shared_state(shared.as_ref(), p)?;
     }
+    if !creds::is_root() {
+        check_creatable(root, shared.as_ref(), paths)?;
+    }
+    Ok(())
+}
+
+/// A member staging into a root-owned app root cannot create `shared/` or a
+/// shared path root's `shared/` lacks: say so before anything is written,
+/// naming what is missing and who must make it once (exit 1), instead of
+/// failing halfway with a bare EACCES.
+fn check_creatable(root: &RootDir, shared: Option<&Dir>, paths: &[SharedPath]) -> Result<()> {
+    for p in paths {
+        let at = match shared {
+            None => Some(root.dir().try_clone()?),
+            Some(s) => missing_at(s, p)?,
+        };
+        let Some(dir) = at else { continue };
+        let writable = rustix::fs::accessat(
+            &dir,
+            ".",
+            rustix::fs::Access::WRITE_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .is_ok();
+        if !writable {
+            return Err(Error::Operational(anyhow::anyhow!(
+                "{}: {} does not exist and this user cannot create it in {}; its owner \
+                 must create it once (README, \"Without root\": shared paths)",
+                p.shown(),
+                root.dir().shown(SHARED).join(&p.path).display(),
+                dir.shown("").display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -537,16 +571,23 @@ fn open_shared(root: &RootDir) -> Result<Option<Dir>> {
 /// Whether `shared/P` exists (as anything: it is the deploy user's and
 /// never looked into). The directories on the way must be real ones.
 fn shared_state(shared: Option<&Dir>, p: &SharedPath) -> Result<bool> {
-    let Some(shared) = shared else {
-        return Ok(false);
-    };
+    match shared {
+        None => Ok(false),
+        Some(shared) => Ok(missing_at(shared, p)?.is_none()),
+    }
+}
+
+/// Where staging would create something for P: the deepest directory of
+/// `shared/` on its way that exists (`None`: `shared/P` exists, as
+/// anything). The directories on the way must be real ones.
+fn missing_at(shared: &Dir, p: &SharedPath) -> Result<Option<Dir>> {
     let (name, parents) = p.parts.split_last().expect("a path has a component");
     let mut held: Option<Dir> = None;
     for part in parents {
         let here = held.as_ref().unwrap_or(shared);
         match here.open_dir(part) {
             Ok(Some(d)) => held = Some(d),
-            Ok(None) => return Ok(false),
+            Ok(None) => return Ok(Some(here.try_clone()?)),
             Err(Error::Usage(_)) => {
                 return Err(usage(format!(
                     "{}: {} is not a directory (symlinks on the way to a shared path are refused)",
@@ -557,7 +598,14 @@ fn shared_state(shared: Option<&Dir>, p: &SharedPath) -> Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    Ok(held.as_ref().unwrap_or(shared).stat(name)?.is_some())
+    let last = match held {
+        Some(d) => d,
+        None => shared.try_clone()?,
+    };
+    Ok(match last.stat(name)? {
+        Some(_) => None,
+        None => Some(last),
+    })
 }
 
 /// What the release ships at P (`None`: nothing). The directories on the

@@ -872,3 +872,74 @@ fn a_hard_linked_seed_file_is_left_alone() {
         (65534, 65534, 0o660)
     );
 }
+
+/// The README's "Without root" layout with shared paths: a member cannot
+/// create `shared/` (or a path root's `shared/` lacks) in root's app root.
+/// Its stage is refused before anything is written, naming the missing
+/// path (exit 1, not a bare EACCES halfway through); once root has made
+/// them, the same stage links them.
+#[test]
+fn a_member_cannot_create_shared_paths_in_roots_app_root() {
+    if !common::need_root("a member is another uid") || !common::have_tool("setpriv") {
+        return;
+    }
+    let member = || {
+        common::TestCommand::under(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+    };
+    let d = Dir::new();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    for p in [d.base().to_path_buf(), d.root(), d.outside()] {
+        chmod(&p, 0o755);
+    }
+    std::fs::create_dir(d.path("releases")).unwrap();
+    chmod(&d.path("releases"), 0o1777);
+    let src = laravel(&d, "src", "r1");
+    chmod(&src, 0o755);
+    let stage = |id: &str| {
+        let mut c = member();
+        c.arg("--root").arg(d.root()).arg("stage").arg(&src).args([
+            "--id",
+            id,
+            "--shared-dir",
+            "storage",
+            "--shared-file",
+            ".env",
+        ]);
+        c
+    };
+
+    // No shared/ at all, then shared/ without storage.
+    let before = Tree::of(&d.root());
+    let r = stage("r1").expect(1);
+    let err = r.one_line_error();
+    assert!(err.contains("shared/storage does not exist"), "{r}");
+    assert!(err.contains("Without root"), "{r}");
+    before.assert_same(&Tree::of(&d.root()), "a refused member's stage");
+
+    std::fs::create_dir(d.path("shared")).unwrap();
+    chmod(&d.path("shared"), 0o755);
+    std::fs::write(d.path("shared/.env"), "APP_NAME=operator\n").unwrap();
+    let before = Tree::of(&d.root());
+    let r = stage("r1").expect(1);
+    assert!(
+        r.one_line_error().contains("shared/storage does not exist"),
+        "{r}"
+    );
+    before.assert_same(&Tree::of(&d.root()), "a refused member's stage");
+
+    // Root makes the directory for the app's user: the member's stage links.
+    std::fs::create_dir(d.path("shared/storage")).unwrap();
+    std::os::unix::fs::chown(d.path("shared/storage"), Some(65534), Some(65534)).unwrap();
+    stage("r1").ok();
+    assert_eq!(link(&d, "releases/r1/storage"), "../../shared/storage");
+    assert_eq!(link(&d, "releases/r1/.env"), "../../shared/.env");
+    assert_eq!(read(d.path("shared/.env")), "APP_NAME=operator\n");
+    no_temp_trees(&d);
+}
