@@ -21,6 +21,7 @@ mod demo;
 mod fleet;
 mod hook_output;
 mod inputs;
+mod journey;
 mod json_schema;
 mod locking;
 mod man;

@@ -37,7 +37,7 @@ fn built(dir: &str, prefix: &str, ext: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-fn deb() -> Option<PathBuf> {
+pub(crate) fn deb() -> Option<PathBuf> {
     let d = built("debian", "releasectl_", ".deb");
     if d.is_none() {
         skip("no target/debian/releasectl_*.deb: run packaging/build.sh first");

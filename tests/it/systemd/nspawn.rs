@@ -70,6 +70,9 @@ impl Default for Options {
                 "postgresql@.service".into(),
                 "ssh.service".into(),
                 "ssh.socket".into(),
+                // Installed for the operator's journey (tests/it/journey.rs),
+                // which unmasks it; elsewhere it would only slow boot down.
+                "php8.2-fpm.service".into(),
             ],
             bind_ro: Vec::new(),
             boot_timeout: Duration::from_secs(180),
