@@ -12,7 +12,8 @@
 //! runs, then `recover` leaves no process behind. Along the way: one
 //! request is one activation (history and journal), the migration ran as
 //! the app's user every time with the action it ran for, history names the
-//! member who asked, and the app's writes land in shared storage.
+//! member who asked, the app's writes land in shared storage, and a unit
+//! reading `/run/releasectl/apps/APP.env` sees the live release.
 //!
 //! Needs root, systemd-nspawn, nginx and php8.2-fpm on the machine, and the
 //! .deb built by `packaging/build.sh`: skipped otherwise, a failure under
@@ -325,6 +326,16 @@ fn operator_journey_from_the_readme() {
         assert_eq!(code, Some(0), "request {id}: {out} {err}");
         assert_live(&c, id);
     }
+
+    // The release id reaches the app's own units: deploy-watch@ wrote
+    // APP.env, and a unit reading it as the README says sees v6.
+    c.write(
+        "/etc/systemd/system/shop-env.service",
+        "[Service]\nType=oneshot\nEnvironmentFile=-/run/releasectl/apps/shop.env\n\
+         ExecStart=/bin/sh -c 'echo \"$RELEASECTL_RELEASE after $RELEASECTL_PREVIOUS\" > /root/shop-env'\n",
+    );
+    c.sh("systemctl daemon-reload && systemctl start shop-env.service");
+    assert_eq!(c.sh("cat /root/shop-env"), "v6 after v4");
 
     // Two rollbacks, each to the good release before.
     for to in ["v4", "v1"] {
