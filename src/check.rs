@@ -66,6 +66,10 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         Err(e) => add(root::STATE_DIR, Err(e.one_line())),
     }
 
+    for (what, r) in crate::shared::preflight(&app.root, &app.config.shared) {
+        add(&what, r);
+    }
+
     // Hooks and the health command run as root without $PATH: a program
     // that is missing or not executable fails every activation.
     let hooks = &app.config.hooks;

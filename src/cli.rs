@@ -101,7 +101,9 @@ pub enum Command {
     /// a new host passes once set up, before anything is staged
     ///
     /// Each unit's state is reported as it is: an inactive unit is started by the first
-    /// activation (also with action = "reload"); a failed unit fails the check.
+    /// activation (also with action = "reload"); a failed unit fails the check. A missing
+    /// [shared] path fails it where members stage but cannot create it (a root-owned app
+    /// root with a group-writable releases/): root makes it once.
     Check(AppArg),
     /// Check a release against the manifest recorded when it was staged
     Verify(VerifyArgs),

@@ -263,6 +263,46 @@ pub fn check(root: &RootDir, paths: &[SharedPath], own: &Ownership) -> Result<()
     Ok(())
 }
 
+/// For `check`: each shared path's state, as (what, outcome). A missing
+/// path is fine when whoever stages can create it (the first stage seeds
+/// it); when members stage (`releases/` writable by others) into a
+/// `shared/` they cannot write, it fails, naming what root must make once.
+pub fn preflight(
+    root: &RootDir,
+    paths: &[SharedPath],
+) -> Vec<(String, std::result::Result<String, String>)> {
+    let shared = match open_shared(root) {
+        Ok(s) => s,
+        Err(e) => return vec![(SHARED.to_string(), Err(e.one_line()))],
+    };
+    let members_stage = match root.dir().stat(RELEASES) {
+        Ok(Some(st)) => st.st_mode & 0o022 != 0,
+        _ => false,
+    };
+    let owner_of = |d: &Dir| d.stat_self().ok().map(|st| st.st_uid);
+    paths
+        .iter()
+        .map(|p| {
+            let what = format!("{SHARED}/{}", p.path);
+            let at = match shared.as_ref() {
+                None => root.dir().try_clone().map(Some),
+                Some(s) => missing_at(s, p),
+            };
+            let outcome = match at {
+                Err(e) => Err(e.one_line()),
+                Ok(None) => Ok("exists".to_string()),
+                Ok(Some(dir)) if members_stage && owner_of(&dir) == Some(0) => Err(format!(
+                    "missing, and members stage here but cannot create it in {}: make it \
+                     once as root (README, \"Without root\": shared paths)",
+                    dir.shown("").display()
+                )),
+                Ok(Some(_)) => Ok("not created yet: the first stage seeds it".to_string()),
+            };
+            (what, outcome)
+        })
+        .collect()
+}
+
 /// A member staging into a root-owned app root cannot create `shared/` or a
 /// shared path root's `shared/` lacks: say so before anything is written,
 /// naming what is missing and who must make it once (exit 1), instead of

@@ -915,6 +915,31 @@ fn a_member_cannot_create_shared_paths_in_roots_app_root() {
         c
     };
 
+    // `check`, the pre-flight, sees what a member's stage would hit.
+    d.config(
+        "web",
+        &format!(
+            "root = \"{}\"\n[shared]\ndirs = [\"storage\"]\nfiles = [\".env\"]\n",
+            d.root().display()
+        ),
+    );
+    let check = |code: i32| {
+        let r = d.cmd_config().args(["check", "web"]).expect(code);
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("shared/"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let lines = check(1);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("FAIL  shared/") && l.contains("make it once as root")),
+        "{lines:?}"
+    );
+
     // No shared/ at all, then shared/ without storage.
     let before = Tree::of(&d.root());
     let r = stage("r1").expect(1);
@@ -937,6 +962,10 @@ fn a_member_cannot_create_shared_paths_in_roots_app_root() {
     // Root makes the directory for the app's user: the member's stage links.
     std::fs::create_dir(d.path("shared/storage")).unwrap();
     std::os::unix::fs::chown(d.path("shared/storage"), Some(65534), Some(65534)).unwrap();
+    assert_eq!(
+        check(0),
+        ["ok    shared/storage: exists", "ok    shared/.env: exists"]
+    );
     stage("r1").ok();
     assert_eq!(link(&d, "releases/r1/storage"), "../../shared/storage");
     assert_eq!(link(&d, "releases/r1/.env"), "../../shared/.env");
