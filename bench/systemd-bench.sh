@@ -26,12 +26,11 @@
 #                        its most visible)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/container.sh
 
 runs=${1:-30}
 reload_cmd=${BENCH_RELOAD:-/bin/true}
 units=${BENCH_UNITS:-units}
-[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-command -v systemd-nspawn >/dev/null || { echo "needs systemd-nspawn (systemd-container)" >&2; exit 1; }
 
 target_dir=${CARGO_TARGET_DIR:-target}
 bin=${RELEASECTL_BIN:-$target_dir/release/releasectl}
@@ -39,39 +38,8 @@ if [ ! -x "$bin" ]; then
     cargo build --release --quiet
 fi
 
-name=rctl-bench-$$
-base=/run/rctl-test/$name
-root=$base/root
-nspawn_pid=
-leader=
-
-cleanup() {
-    # Killing PID 1 ends every process of the container.
-    [ -n "$leader" ] && kill -KILL "$leader" 2>/dev/null || true
-    [ -n "$nspawn_pid" ] && wait "$nspawn_pid" 2>/dev/null || true
-    mountpoint -q "$root" && umount "$root"
-    mountpoint -q "$base" && umount "$base"
-    rmdir "$base" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-inside() { nsenter -t "$leader" -a -- /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
-
-mkdir -p "$base"
-mount -t tmpfs tmpfs "$base"
-mkdir "$base/upper" "$base/work" "$root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$root"
-
-# The machine: binary, units, the benchmark's unit and app. Masked: services
-# that would only slow boot (the container has its own network namespace).
-for unit in postgresql.service postgresql@.service nginx.service; do
-    ln -sf /dev/null "$root/etc/systemd/system/$unit"
-done
-install -m 0755 "$bin" "$root/usr/bin/releasectl"
-cp "$units"/*.service "$units"/*.path "$root/etc/systemd/system/"
-install -D -m 0644 "$units/releasectl.sysusers.conf" "$root/etc/sysusers.d/releasectl.conf"
-install -D -m 0644 "$units/releasectl.tmpfiles.conf" "$root/etc/tmpfiles.d/releasectl.conf"
+container_create "rctl-bench-$$"
+container_install_releasectl "$bin" "$units"
 cat > "$root/etc/systemd/system/rctl-bench.service" <<EOF
 [Service]
 ExecStart=/bin/sleep infinity
@@ -88,24 +56,9 @@ units = ["rctl-bench.service"]
 action = "reload"
 EOF
 
-systemd-nspawn -D "$root" --boot --machine="$name" --register=no --keep-unit \
-    --private-network --console=pipe </dev/null >"$base/console.log" 2>&1 &
-nspawn_pid=$!
-for _ in $(seq 600); do
-    # The container's PID 1: nspawn's child that is PID 1 of its namespace.
-    for pid in $(pgrep -P "$nspawn_pid"); do
-        if awk '/^NSpid:/ { exit !($NF == 1) }' "/proc/$pid/status" 2>/dev/null; then leader=$pid; fi
-    done
-    if [ -n "$leader" ] && inside systemctl is-system-running 2>/dev/null | grep -qE '^(running|degraded)$'; then
-        break
-    fi
-    sleep 0.1
-done
-[ -n "$leader" ] || { echo "container did not boot" >&2; tail "$base/console.log" >&2; exit 1; }
-
-inside sh -c 'systemd-sysusers /etc/sysusers.d/releasectl.conf &&
-    systemd-tmpfiles --create /etc/tmpfiles.d/releasectl.conf &&
-    systemctl daemon-reload && systemctl start rctl-bench.service &&
+container_boot
+container_activate_installed
+inside sh -c 'systemctl start rctl-bench.service &&
     releasectl activate app:v1 --no-reload'
 
 inside python3 - "$runs" <<'EOF'
