@@ -15,7 +15,7 @@
 
 use crate::common;
 
-use common::{have, is_root, skip, zstd, Run, Tree, BIN};
+use common::{is_root, missing, require_root, require_tool, zstd, Run, Tree, BIN};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -76,42 +76,33 @@ pub(crate) fn python() -> Option<&'static Path> {
     .as_deref()
 }
 
-/// Root, setpriv, a python3 the attacker can run, and `tools`.
-pub(crate) fn attack_ready(tools: &[&str]) -> bool {
-    if !is_root() {
-        return skip("needs root: root runs releasectl, uid 65534 attacks");
-    }
+/// Root, setpriv, a python3 the attacker can run, and `tools`, or the
+/// test fails naming what is missing (such tests are `#[ignore]`d).
+#[track_caller]
+pub(crate) fn attack_ready(tools: &[&str]) {
+    require_root("root runs releasectl, uid 65534 attacks");
     for tool in ["setpriv"].iter().chain(tools) {
-        if !have(tool) {
-            return skip(&format!("{tool} not found"));
-        }
+        require_tool(tool);
     }
     if python().is_none() {
-        return skip("no python3 that uid 65534 can run");
+        missing("no python3 that uid 65534 can run");
     }
-    true
 }
 
 /// Root and `tools` (tests that mount or chown but need no attacker process).
-pub(crate) fn root_ready(tools: &[&str]) -> bool {
-    if !is_root() {
-        return skip("needs root");
-    }
+#[track_caller]
+pub(crate) fn root_ready(tools: &[&str]) {
+    require_root("mounts or chowns");
     for tool in tools {
-        if !have(tool) {
-            return skip(&format!("{tool} not found"));
-        }
+        require_tool(tool);
     }
-    true
 }
 
-fn tools_ready(tools: &[&str]) -> bool {
+#[track_caller]
+fn tools_ready(tools: &[&str]) {
     for tool in tools {
-        if !have(tool) {
-            return skip(&format!("{tool} not found"));
-        }
+        require_tool(tool);
     }
-    true
 }
 
 pub(crate) fn as_attacker(program: impl AsRef<OsStr>) -> Command {
@@ -934,10 +925,9 @@ open(out, "wb").write(data)
 /// release-like trees: prune, list and status refuse it (exit 2, one line
 /// naming `releases`), list nothing from it, and delete nothing in it.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn releases_symlink_is_refused() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let s = Scene::new();
     let ids = ["vica", "vicb", "vicc"];
     s.fill_victim(&ids);
@@ -970,10 +960,9 @@ fn releases_symlink_is_refused() {
 /// followed nor counted: prune removes exactly the real old releases, list
 /// and status count only real ones, and the victim is untouched.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn symlinked_entries_in_releases_are_not_followed() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let s = Scene::new();
     s.fill_victim(&["old", "s1"]);
     for (i, id) in ["r1", "r2", "r3", "r4"].iter().enumerate() {
@@ -1070,10 +1059,9 @@ fn symlinked_entries_in_releases_are_not_followed() {
 /// symlinks to the victim (odd rounds). The victim, which holds trees of the
 /// same names, keeps every file in every round; prune never hangs.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn prune_raced_by_exchanges() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let ids: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
     let idrefs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let inner: Vec<String> = (0..6).map(|i| format!("d{i}")).collect();
@@ -1184,10 +1172,9 @@ fn source_of(s: &Scene, kind: SourceKind, dirs: usize, files: usize) -> PathBuf 
 /// itself with such a symlink. Every round: the victim and everything else
 /// outside ROOT are unchanged, and stage exits 0, 1 or 2 (never hangs).
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn stage_raced_by_exchanges() {
-    if !attack_ready(&["tar", "zstd"]) {
-        return;
-    }
+    attack_ready(&["tar", "zstd"]);
     let mut f = Findings::default();
     let mut stats = RaceStats::default();
     let mut total = 0;
@@ -1256,10 +1243,9 @@ fn stage_raced_by_exchanges() {
 /// names, while root stages it. No staged file ever holds the secret
 /// (symlinks may be staged as symlinks, never as copies of their targets).
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn stage_source_raced_to_root_only_files() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     const FILES: usize = 4;
     const INNER: usize = 200;
     let s = Scene::on_tmpfs();
@@ -1360,10 +1346,9 @@ fn stage_source_raced_to_root_only_files() {
 /// marker in its cwd: that is only ever one of the two real directories
 /// under releases/, never the victim, and the victim is unchanged.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn hook_cwd_raced() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let mut f = Findings::default();
     let mut stats = RaceStats::default();
     let mut rounds = Rounds::new(6, 30, Duration::from_secs(3));
@@ -1517,10 +1502,9 @@ fn planted(file: &str, plant: Plant) -> Scene {
 /// one line naming it, `current` unchanged); read-only ones exit 0 or refuse
 /// the same way. A planted `pending.json.tmp` may instead be replaced.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn planted_state_files() {
-    if !attack_ready(&["mkfifo"]) {
-        return;
-    }
+    attack_ready(&["mkfifo"]);
     use Expect::*;
     let matrix: [(&str, &[Case]); 4] = [
         (
@@ -1744,9 +1728,7 @@ fn crafted_history_lines() {
 /// rollback and the activation of a new release work and are recorded.
 #[test]
 fn damaged_history_bounded_memory() {
-    if !tools_ready(&["prlimit"]) {
-        return;
-    }
+    tools_ready(&["prlimit"]);
     // tmpfs reads holes without filling the page cache (ext4 takes seconds).
     let s = Scene::on_tmpfs();
     for id in ["v1", "v2", "v3", "v4"] {
@@ -1848,10 +1830,9 @@ fn damaged_history_bounded_memory() {
 /// belong to uid/gid 12345: after staging nothing under ROOT has a setuid or
 /// setgid bit, and nothing belongs to 12345 (root or ROOT's owner only).
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn setid_bits_and_owners_are_not_staged() {
-    if !root_ready(&["zstd", "python3"]) {
-        return;
-    }
+    root_ready(&["zstd", "python3"]);
     let s = Scene::new();
     s.release("v0", 0, 0);
     s.to_attacker();
@@ -1932,9 +1913,7 @@ fn setid_bits_and_owners_are_not_staged() {
 /// (releases/ included: no .stage-* leftovers) exactly as before.
 #[test]
 fn bad_archives_are_refused_whole() {
-    if !tools_ready(&["python3", "zstd"]) {
-        return;
-    }
+    tools_ready(&["python3", "zstd"]);
     let s = Scene::new();
     s.release("v1", 0, 0);
     if is_root() {
@@ -2099,17 +2078,13 @@ fn huge_timeouts_are_refused_at_load() {
 /// the swap and changes nothing (`current` still v1, no pending.json, no
 /// leftovers), and stage exits 1 too (a full disk is not bad input).
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn disk_full_changes_nothing() {
-    if !root_ready(&["mount", "umount"]) {
-        return;
-    }
+    root_ready(&["mount", "umount"]);
     let s = Scene::new();
     let _mount = match Mount::tmpfs(&s.root(), "1m") {
         Ok(m) => m,
-        Err(e) => {
-            skip(&format!("cannot mount a tmpfs: {e}"));
-            return;
-        }
+        Err(e) => missing(&format!("cannot mount a tmpfs: {e}")),
     };
     s.release("v1", 0, 0);
     s.release("v2", 0, 0);
@@ -2171,10 +2146,9 @@ fn disk_full_changes_nothing() {
 /// last event `activated`, no pending.json); exit 1 or 4 means v1 is
 /// current; `current` always resolves to a complete release.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn injected_io_failures_keep_the_invariant() {
-    if !root_ready(&["strace"]) {
-        return;
-    }
+    root_ready(&["strace"]);
     let s = Scene::on_tmpfs();
     s.release("v1", 0, 0);
     s.release("v2", 0, 0);
@@ -2285,10 +2259,9 @@ fn injected_io_failures_keep_the_invariant() {
 /// unchanged. The same commands run by a user who may not write ROOT: exit 1;
 /// so do reading a request file and writing a request it may not.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn read_only_and_permission_errors_exit_1() {
-    if !attack_ready(&["mount", "umount"]) {
-        return;
-    }
+    attack_ready(&["mount", "umount"]);
     let s = Scene::new();
     for id in ["v1", "v2", "v3"] {
         s.release(id, 0, 0);
@@ -2312,10 +2285,7 @@ fn read_only_and_permission_errors_exit_1() {
     {
         let _ro = match Mount::read_only_bind(&s.root()) {
             Ok(m) => m,
-            Err(e) => {
-                skip(&format!("cannot make a read-only bind mount: {e}"));
-                return;
-            }
+            Err(e) => missing(&format!("cannot make a read-only bind mount: {e}")),
         };
         for args in &commands {
             let r = s.rctl().args(args).try_run();
@@ -2392,10 +2362,9 @@ fn read_only_and_permission_errors_exit_1() {
 /// through any of them; `list` neither follows nor opens them (a FIFO would
 /// hang an open); `prune` removes names, never what they point at.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn planted_staging_records() {
-    if !root_ready(&[]) {
-        return;
-    }
+    root_ready(&[]);
     let s = Scene::new();
     s.release("v0", 0, 0);
     fs::write(s.src().join("index.html"), "hi\n").unwrap();
@@ -2502,10 +2471,9 @@ fn watch(s: &Scene, requests: &Path, results: &Path) -> Result<Run, String> {
 /// reading it, leaves `current` and the victim alone, and records an
 /// `invalid` outcome the member can read, which holds nothing of the victim.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn planted_request_files() {
-    if !attack_ready(&["mkfifo"]) {
-        return;
-    }
+    attack_ready(&["mkfifo"]);
     let s = Scene::new();
     for id in ["v1", "v2"] {
         s.release(id, 0, 0);
@@ -2567,10 +2535,9 @@ fn planted_request_files() {
 /// activation itself still happens (the outcome is a courtesy), with a
 /// warning that it was not recorded.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn results_dir_others_may_write_is_not_written() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let s = Scene::new();
     for id in ["v1", "v2", "v3", "v4"] {
         s.release(id, 0, 0);
@@ -2651,10 +2618,9 @@ fn shared_source(s: &Scene) -> PathBuf {
 /// writing or deleting through it, never blocking on the FIFO) and refuses
 /// the symlink on the way (exit 2); nothing outside ROOT changes.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn planted_shared_entries() {
-    if !root_ready(&["mkfifo"]) {
-        return;
-    }
+    root_ready(&["mkfifo"]);
     let s = Scene::new();
     s.release("v0", 0, 0);
     let src = shared_source(&s);
@@ -2733,10 +2699,9 @@ fn planted_shared_entries() {
 /// changed, and some rounds seed. (`stage_raced_by_exchanges` races the
 /// temp tree itself.)
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn shared_seeding_raced_by_exchanges() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let s = Scene::on_tmpfs();
     let src = shared_source(&s);
     let mut f = Findings::default();

@@ -396,24 +396,17 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Under `CI=true` (as `.ci/run` sets it) no test may skip.
-pub fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+/// The one rule for a missing prerequisite: the test fails, naming it. No
+/// test skips itself (a skipped test would show as passed): the tests that
+/// need root or a container are `#[ignore = "why"]`, listed as ignored by a
+/// plain `cargo test` and run with `--include-ignored`, which is then a
+/// promise that the prerequisites are there.
+#[track_caller]
+pub fn missing(why: &str) -> ! {
+    panic!("missing prerequisite: {why} (.ci/run installs what the tests need)")
 }
 
-/// The one rule for a missing prerequisite: say why the test does not run
-/// and return `false`; under `CI=true`, where a skipped test would prove
-/// nothing, fail instead.
-pub fn skip(why: &str) -> bool {
-    assert!(
-        !under_ci(),
-        "{why} (CI=true: a missing prerequisite fails the test)"
-    );
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-/// Whether `tool` is on PATH (no skipping: see [`have_tool`]).
+/// Whether `tool` is on PATH (see [`require_tool`] for a tool a test needs).
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -422,9 +415,21 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A tool the test needs: present, or [`skip`].
-pub fn have_tool(tool: &str) -> bool {
-    have(tool) || skip(&format!("{tool} not found"))
+/// A tool the test needs: present, or the test fails naming it.
+#[track_caller]
+pub fn require_tool(tool: &str) {
+    if !have(tool) {
+        missing(&format!("{tool} not found"));
+    }
+}
+
+/// Root, or the test fails saying what needs it (such tests are
+/// `#[ignore]`d: see [`missing`]).
+#[track_caller]
+pub fn require_root(what: &str) {
+    if !is_root() {
+        missing(&format!("needs root: {what}"));
+    }
 }
 
 pub fn is_root() -> bool {
@@ -445,11 +450,6 @@ pub fn lock_path(root: &Path) -> PathBuf {
         st.dev(),
         st.ino()
     ))
-}
-
-/// Root, or [`skip`] saying what needs it.
-pub fn need_root(what: &str) -> bool {
-    is_root() || skip(&format!("needs root: {what}"))
 }
 
 /// One entry of a crafted tar archive.
@@ -540,36 +540,4 @@ pub fn wait_for(path: &Path, max: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     path.exists()
-}
-
-/// Run named scenarios one after another on one shared fixture, each caught
-/// on its own so a failure does not stop the others; fail at the end naming
-/// every failed one. `filter_var` may hold comma-separated name prefixes to
-/// run only those.
-pub fn run_scenarios<S>(filter_var: &str, all: &[(&str, S)], mut run: impl FnMut(&S)) {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    let only: Vec<String> = std::env::var(filter_var)
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, scenario) in all {
-        if !only.is_empty() && !only.iter().any(|p| name.starts_with(p.as_str())) {
-            continue;
-        }
-        ran += 1;
-        eprintln!("=== {name}");
-        let started = std::time::Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run(scenario)));
-        let took = started.elapsed();
-        match outcome {
-            Ok(()) => eprintln!("=== {name}: ok ({took:.1?})"),
-            Err(_) => {
-                eprintln!("=== {name}: FAILED ({took:.1?})");
-                failed.push(*name);
-            }
-        }
-    }
-    assert!(ran > 0, "{filter_var}={only:?} matches no scenario");
-    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
 }
