@@ -6,7 +6,7 @@
 //! damages another; and the deploy user, racing root, cannot get a file of
 //! its own or one outside ROOT linked or cloned into a release.
 
-use crate::common::{self, have, is_root, skip, Dir, TestCommand};
+use crate::common::{self, have, missing, require_root, require_tool, Dir, TestCommand};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,18 +23,15 @@ struct LoopFs {
 }
 
 impl LoopFs {
-    /// `kind` is "xfs" (with reflink) or "ext4"; `None` after [`skip`].
-    fn new(kind: &str) -> Option<LoopFs> {
+    /// `kind` is "xfs" (with reflink) or "ext4".
+    #[track_caller]
+    fn new(kind: &str) -> LoopFs {
         let mkfs = format!("mkfs.{kind}");
-        if !is_root() {
-            skip(&format!("needs root: mounts a loop-mounted {kind} image"));
-            return None;
-        }
+        require_root(&format!("mounts a loop-mounted {kind} image"));
         if !have(&mkfs) {
-            skip(&format!(
+            missing(&format!(
                 "{mkfs} not found (apt-get install xfsprogs e2fsprogs)"
             ));
-            return None;
         }
         let tmp = tempfile::Builder::new()
             .prefix("rctl-dedup-")
@@ -58,13 +55,12 @@ impl LoopFs {
             .output()
             .unwrap();
         if !mounted.status.success() {
-            skip(&format!(
+            missing(&format!(
                 "cannot loop-mount a {kind} image: {}",
                 String::from_utf8_lossy(&mounted.stderr).trim()
             ));
-            return None;
         }
-        Some(LoopFs { _tmp: tmp, mnt })
+        LoopFs { _tmp: tmp, mnt }
     }
 
     /// Bytes in use on the file system.
@@ -172,13 +168,10 @@ fn activate(root: &Path, id: &str) {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn xfs_reflink_shares_unchanged_files_and_a_write_copies() {
-    let Some(fs_) = LoopFs::new("xfs") else {
-        return;
-    };
-    if !common::have_tool("filefrag") {
-        return;
-    }
+    let fs_ = LoopFs::new("xfs");
+    common::require_tool("filefrag");
     let (root, src) = (fs_.mnt.join("app"), fs_.mnt.join("src"));
     fs::create_dir(&root).unwrap();
     make_source(&src);
@@ -280,10 +273,9 @@ fn xfs_reflink_shares_unchanged_files_and_a_write_copies() {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn ext4_auto_copies_and_hardlink_links_equal_modes_only() {
-    let Some(fs_) = LoopFs::new("ext4") else {
-        return;
-    };
+    let fs_ = LoopFs::new("ext4");
     let (root, src) = (fs_.mnt.join("app"), fs_.mnt.join("src"));
     fs::create_dir(&root).unwrap();
     make_source(&src);
@@ -375,11 +367,9 @@ fn reflink_without_support_and_bad_modes_are_refused() {
 /// user's own copy, with the very same bytes) is never linked: the deploy
 /// user could then write into the new release.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn files_others_own_or_may_write_are_copied() {
-    if !is_root() {
-        skip("needs root: chowns an old release to another user");
-        return;
-    }
+    require_root("chowns an old release to another user");
     let d = Dir::on_tmpfs();
     let root = d.root();
     let src = d.base().join("src");
@@ -408,17 +398,17 @@ fn files_others_own_or_may_write_are_copied() {
 /// ROOT is linked, cloned, read into the release or changed; the new
 /// release holds exactly the source.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn old_release_raced_to_files_outside_root() {
     let python = "/usr/bin/python3";
-    if !is_root() || !have("setpriv") || !Path::new(python).exists() {
-        skip("needs root, setpriv and python3: root stages, uid 65534 races");
-        return;
+    require_root("root stages, uid 65534 races");
+    require_tool("setpriv");
+    if !Path::new(python).exists() {
+        missing(&format!("{python} not found"));
     }
     // XFS: reflink and hard link both possible, the victim on the same
     // file system (a hard link to it could be made).
-    let Some(fs_) = LoopFs::new("xfs") else {
-        return;
-    };
+    let fs_ = LoopFs::new("xfs");
     fs::set_permissions(fs_._tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let (root, src, victim) = (
         fs_.mnt.join("app"),

@@ -6,51 +6,95 @@
 //! `releasectl status` says, what nginx serves — not by Ansible's exit code
 //! alone.
 //!
-//! One fleet is booted and the scenarios run on it one after another, each
-//! from a starting state of its own; a failing scenario does not stop the
-//! others, and the test fails at the end naming every failed one.
-//! `RELEASECTL_FLEET_SCENARIOS=happy,check` runs only scenarios whose names
-//! start with one of the given prefixes.
+//! Every scenario is a test of its own (`cargo test --test it --
+//! --include-ignored fleet::happy_path_without_a_failed_request`), but they
+//! share one fleet, booted by the first of them that runs, and take turns
+//! on it (a mutex); each starts from a state of its own (a host a failed
+//! scenario left powered off is booted again first), so the order does not
+//! matter and a failing one does not stop the others. The fleet is never
+//! dropped; its containers die with the test process (see
+//! `systemd/nspawn.rs`).
 //!
 //! `collection_passes_ansible_test_sanity` runs ansible-test's sanity tests
 //! on the collection, beside the scenarios (it needs no host).
 //!
 //! Needs root, systemd-nspawn, openssh-server, nginx, the built .deb
 //! (`packaging/build.sh`) and the Ansible venv (`target/ansible-venv`, or
-//! `RELEASECTL_ANSIBLE_VENV`; `.ci/run` makes it): skipped with a message
-//! otherwise, and a failure under `CI=true`.
+//! `RELEASECTL_ANSIBLE_VENV`; `.ci/run` makes it): `#[ignore]`d, so a plain
+//! `cargo test` lists them as ignored; with `--include-ignored` a missing
+//! prerequisite fails them.
 
 mod ansible;
 mod bench;
 mod fixture;
 mod scenarios;
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
+/// Each scenario a test on the shared fleet.
+macro_rules! fleet_scenarios {
+    ($($name:ident)*) => {$(
+        #[test]
+        #[ignore = "needs root, systemd-nspawn, the built .deb and the Ansible venv (run with --include-ignored, as .ci/run does)"]
+        fn $name() {
+            on_the_shared_fleet(scenarios::$name);
+        }
+    )*};
+}
+
+fleet_scenarios! {
+    happy_path_without_a_failed_request
+    stage_fails_on_one_host_nothing_switches
+    health_fails_on_the_last_host_all_roll_back
+    host_lost_mid_run_others_roll_back_it_recovers
+    check_mode_changes_nothing_and_rerun_is_unchanged
+    two_rollouts_at_once_one_wins
+}
+
+/// The first rollout wants hosts that never had a release. When the
+/// scenarios ran in a fixed order it came first; now any may run before
+/// it, so the app root of every host is emptied again (as `after_boot`
+/// left it) before it runs.
 #[test]
-fn rollouts_across_three_real_hosts() {
-    let Some(venv) = ansible::venv_or_skip() else {
-        return;
-    };
-    let Some(mut fleet) = fixture::Fleet::boot_or_skip() else {
-        return;
-    };
-    let ans = ansible::Ansible::setup(&venv, &fleet);
-
-    let started = Instant::now();
-    crate::common::run_scenarios("RELEASECTL_FLEET_SCENARIOS", scenarios::ALL, |scenario| {
-        fleet.revive();
-        scenario(&mut fleet, &ans)
+#[ignore = "needs root, systemd-nspawn, the built .deb and the Ansible venv (run with --include-ignored, as .ci/run does)"]
+fn first_rollout_to_hosts_without_a_release() {
+    on_the_shared_fleet(|fleet, ans| {
+        fleet.empty_app_roots();
+        scenarios::first_rollout_to_hosts_without_a_release(fleet, ans)
     });
-    eprintln!("fleet: scenarios took {:.1?}", started.elapsed());
+}
+
+/// The fleet and the Ansible set up for it, booted by the first scenario
+/// that runs; the lock is also the scenarios' turn. A scenario that panics
+/// poisons it; the next one takes its turn all the same.
+static SHARED: Mutex<Option<(fixture::Fleet, ansible::Ansible)>> = Mutex::new(None);
+
+/// Set once the fleet was tried, so that a boot that failed is reported by
+/// every scenario at once instead of retried by each.
+static BOOT_TRIED: AtomicBool = AtomicBool::new(false);
+
+fn on_the_shared_fleet(scenario: fn(&mut fixture::Fleet, &ansible::Ansible)) {
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if shared.is_none() {
+        assert!(
+            !BOOT_TRIED.swap(true, Ordering::SeqCst),
+            "the shared fleet failed to boot (see the first scenario that ran)"
+        );
+        let venv = ansible::venv_checked();
+        let fleet = fixture::Fleet::boot_checked();
+        let ans = ansible::Ansible::setup(&venv, &fleet);
+        *shared = Some((fleet, ans));
+    }
+    let (fleet, ans) = shared.as_mut().expect("booted above");
+    fleet.revive();
+    scenario(fleet, ans);
 }
 
 /// `ansible-test sanity` passes for the collection. A test of its own: it
 /// needs no host, so it runs beside the scenarios.
 #[test]
+#[ignore = "needs the Ansible venv (run with --include-ignored, as .ci/run does)"]
 fn collection_passes_ansible_test_sanity() {
-    let Some(venv) = ansible::venv_or_skip() else {
-        return;
-    };
-    ansible::sanity(&venv);
+    ansible::sanity(&ansible::venv_checked());
 }

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{have_tool, make_tar, zstd, Dir, TarEntry, Tree};
+use common::{make_tar, require_tool, zstd, Dir, TarEntry, Tree};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,8 +34,10 @@ fn archives(d: &Dir, entries: &[TarEntry]) -> Vec<PathBuf> {
     vec![tar, gz, zst]
 }
 
-fn tools() -> bool {
-    have_tool("python3") && have_tool("zstd")
+#[track_caller]
+fn tools() {
+    require_tool("python3");
+    require_tool("zstd");
 }
 
 fn sha256_of(p: &Path) -> String {
@@ -75,9 +77,7 @@ fn refused(d: &Dir, cmd: &mut common::TestCommand, needles: &[&str]) {
 
 #[test]
 fn stdin_each_format() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     for (i, a) in all.iter().enumerate() {
@@ -118,9 +118,7 @@ fn stdin_that_is_not_an_archive_is_refused() {
 
 #[test]
 fn files_are_told_by_their_first_bytes_not_their_names() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     // A zstd archive named .tar.gz, a gzip one named .tar, a tar named .bin.
@@ -143,9 +141,7 @@ fn files_are_told_by_their_first_bytes_not_their_names() {
 
 #[test]
 fn sha256_good_and_bad() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     for (i, a) in all.iter().enumerate() {
@@ -189,9 +185,7 @@ fn sha256_good_and_bad() {
 
 #[test]
 fn a_bad_hash_on_the_first_stage_leaves_no_releases_dir() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     refused(
@@ -207,9 +201,7 @@ fn a_bad_hash_on_the_first_stage_leaves_no_releases_dir() {
 
 #[test]
 fn a_cut_short_upload_is_named_as_a_hash_mismatch() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     let whole = std::fs::read(&all[1]).unwrap();
@@ -250,9 +242,7 @@ fn malformed_sha256_is_refused() {
 
 #[test]
 fn checksums_good_bad_and_missing_entry() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let all = archives(&d, &entries());
     let sums = d.outside().join("SHA256SUMS");
@@ -342,11 +332,9 @@ struct Signer {
 }
 
 /// An ed25519 key and an allowed-signers file naming it `ci@example` for
-/// the namespace releasectl; `None` (skipped) without ssh-keygen.
-fn signer(d: &Dir) -> Option<Signer> {
-    if !have_tool("ssh-keygen") {
-        return None;
-    }
+/// the namespace releasectl.
+fn signer(d: &Dir) -> Signer {
+    require_tool("ssh-keygen");
     let key = d.outside().join("key");
     let ok = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "ci@example", "-f"])
@@ -363,7 +351,7 @@ fn signer(d: &Dir) -> Option<Signer> {
         format!("ci@example namespaces=\"releasectl\" {kind} {blob}\n"),
     )
     .unwrap();
-    Some(Signer { key, allowed })
+    Signer { key, allowed }
 }
 
 impl Signer {
@@ -385,11 +373,9 @@ impl Signer {
 
 #[test]
 fn signature_good_bad_missing_and_wrong_identity() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
-    let Some(s) = signer(&d) else { return };
+    let s = signer(&d);
     let all = archives(&d, &entries());
     let zst = &all[2];
     let sig = s.sign(zst, "releasectl");
@@ -504,11 +490,9 @@ fn signature_good_bad_missing_and_wrong_identity() {
 /// and wait on it for ever. Judged over many tries, each bounded.
 #[test]
 fn a_fifo_exchanged_for_the_signature_never_hangs_stage() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
-    let Some(s) = signer(&d) else { return };
+    let s = signer(&d);
     let zst = archives(&d, &entries())[2].clone();
     let sig = s.sign(&zst, "releasectl");
     let fifo = d.outside().join("fifo");
@@ -572,11 +556,9 @@ fn a_fifo_exchanged_for_the_signature_never_hangs_stage() {
 
 #[test]
 fn config_requires_signatures() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
-    let Some(s) = signer(&d) else { return };
+    let s = signer(&d);
     let all = archives(&d, &entries());
     let zst = &all[2];
     d.config(
@@ -645,9 +627,7 @@ fn bad_stage_config_keys_are_refused() {
 
 #[test]
 fn strip_components_with_hard_links_and_vanishing_entries() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let tar = d.outside().join("app.tar");
     make_tar(

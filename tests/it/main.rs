@@ -2,11 +2,12 @@
 //! drives the real `releasectl` binary (and, for `systemd` and
 //! `packaging`, a real systemd booted in a container) the way an operator
 //! or an attacker would. `common` holds the shared helpers and the one
-//! rule for a missing prerequisite: skip with the reason, except under
-//! `CI=true`, where the test fails.
+//! rule for a missing prerequisite: the test fails, naming it. Tests that
+//! need root or a container are `#[ignore = "why"]`: a plain `cargo test`
+//! counts them as ignored, `-- --include-ignored` runs them.
 //!
 //! Run one module with `cargo test --test it MODULE::`, e.g.
-//! `cargo test --test it attack::`.
+//! `cargo test --test it attack:: -- --include-ignored` (as root).
 
 mod common;
 

@@ -41,9 +41,7 @@ fn releasectl_1_is_up_to_date() {
 /// included). Outside CI a missing mandoc skips with a reason.
 #[test]
 fn pages_are_lint_clean() {
-    if !common::have_tool("mandoc") {
-        return;
-    }
+    common::require_tool("mandoc");
     for page in ["releasectl.1", "releasectl.toml.5", "deploy@.service.8"] {
         let path = man_dir().join(page);
         assert!(path.is_file(), "{} is missing", path.display());

@@ -186,10 +186,9 @@ fn stage_sources(s: &Scene) -> (PathBuf, PathBuf) {
 /// `STAGE_ROUNDS` rounds, `live` and every one of its files still exist,
 /// wherever they ended up: root removed nothing its owner could not.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn stage_temp_name_exchanged_with_roots_release() {
-    if !attack_ready(&["tar"]) {
-        return;
-    }
+    attack_ready(&["tar"]);
     let s = Scene::on_tmpfs();
     let (tree, cut) = stage_sources(&s);
     let mut f = Findings::default();
@@ -251,10 +250,9 @@ fn stage_temp_name_exchanged_with_roots_release() {
 /// process that is gone). prune exits 0, removes the deploy user's own
 /// leftover of a killed stage, and leaves root's trees whole.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn prune_leftover_names_on_roots_releases() {
-    if !root_ready(&["setpriv", "mv"]) {
-        return;
-    }
+    root_ready(&["setpriv", "mv"]);
     let s = Scene::new();
     for id in ["v1", "v2"] {
         s.release(id, 1, 2);
@@ -338,10 +336,9 @@ fn seed_scene(s: &Scene) -> Result<(Mount, usize), String> {
 /// `.seed-*` name. Over `SEED_ROUNDS` rounds, every uploaded file still
 /// exists: root deleted no more than the deploy user could.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn seed_temp_name_exchanged_with_another_users_uploads() {
-    if !attack_ready(&["mount", "umount", "rm"]) {
-        return;
-    }
+    attack_ready(&["mount", "umount", "rm"]);
     let s = Scene::on_tmpfs();
     let small = seed_source(&s, "small", false);
     let big = seed_source(&s, "big", true);
@@ -350,10 +347,7 @@ fn seed_temp_name_exchanged_with_another_users_uploads() {
 
     let (mount, files) = match seed_scene(&s) {
         Ok(m) => m,
-        Err(e) => {
-            common::skip(&format!("cannot mount a tmpfs: {e}"));
-            return;
-        }
+        Err(e) => common::missing(&format!("cannot mount a tmpfs: {e}")),
     };
     let out = attacker_runs("rm", &[Path::new("-rf"), &shared.join("uploads")]);
     let left = count_marked(&shared, UPLOAD);
@@ -516,10 +510,9 @@ fn status_holder(s: &Scene, other: bool) -> Result<Value, String> {
 /// holder. The lock files in /run/releasectl/locks are root's, 0600, in a
 /// directory of root's with mode 0700.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn locks_no_one_else_can_hold() {
-    if !attack_ready(&[]) {
-        return;
-    }
+    attack_ready(&[]);
     let s = Scene::new();
     s.release("v1", 1, 2);
     s.rctl().args(["activate", "v1"]).ok();
@@ -651,10 +644,9 @@ fn release_lock(marks: &Path, child: Child) -> Option<i32> {
 /// `--lock-timeout 0`, exit 10, and prune deletes nothing. The holder
 /// itself still ends with exit 0. `LOCK_ROUNDS` rounds.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn renaming_the_state_dir_does_not_split_roots_lock() {
-    if !root_ready(&["setpriv", "mv"]) {
-        return;
-    }
+    root_ready(&["setpriv", "mv"]);
     let mut f = Findings::default();
     for round in 0..LOCK_ROUNDS {
         let s = Scene::on_tmpfs();
@@ -718,10 +710,9 @@ fn holder_file(root: &Path) -> PathBuf {
 /// /run/releasectl/holders that no one else may write; once the
 /// activation ends, status shows no holder and the file is gone.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn status_names_roots_holder_for_others() {
-    if !root_ready(&["setpriv"]) {
-        return;
-    }
+    root_ready(&["setpriv"]);
     let s = Scene::new();
     s.release("v1", 1, 2);
     s.release("v2", 1, 2);

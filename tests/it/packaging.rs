@@ -6,10 +6,12 @@
 //!
 //! The packages are built by `packaging/build.sh` (cargo deb, cargo
 //! generate-rpm) before these tests run; building them here would need the
-//! cargo lock this test run holds. Without them the tests skip with the
-//! command to run, except under `CI=true`, where they fail.
+//! cargo lock this test run holds. So these tests are `#[ignore]`d (a plain
+//! `cargo test` counts them as ignored) and run with `--include-ignored`,
+//! as `.ci/run` does after building the packages; without the packages they
+//! fail with the command to run.
 
-use crate::common::{have, skip};
+use crate::common::{have, missing, require_tool};
 use crate::systemd::nspawn;
 
 use std::path::{Path, PathBuf};
@@ -37,20 +39,18 @@ fn built(dir: &str, prefix: &str, ext: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-pub(crate) fn deb() -> Option<PathBuf> {
-    let d = built("debian", "releasectl_", ".deb");
-    if d.is_none() {
-        skip("no target/debian/releasectl_*.deb: run packaging/build.sh first");
-    }
-    d
+#[track_caller]
+pub(crate) fn deb() -> PathBuf {
+    built("debian", "releasectl_", ".deb").unwrap_or_else(|| {
+        missing("no target/debian/releasectl_*.deb: run packaging/build.sh first")
+    })
 }
 
-fn rpm() -> Option<PathBuf> {
-    let r = built("generate-rpm", "releasectl-", ".rpm");
-    if r.is_none() {
-        skip("no target/generate-rpm/releasectl-*.rpm: run packaging/build.sh first");
-    }
-    r
+#[track_caller]
+fn rpm() -> PathBuf {
+    built("generate-rpm", "releasectl-", ".rpm").unwrap_or_else(|| {
+        missing("no target/generate-rpm/releasectl-*.rpm: run packaging/build.sh first")
+    })
 }
 
 #[track_caller]
@@ -92,14 +92,12 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 /// `packaging/lint.sh`: lintian with no error or warning, rpmlint with no
 /// error; it prints both summaries.
 #[test]
+#[ignore = "needs the packages packaging/build.sh builds (run with --include-ignored, as .ci/run does)"]
 fn lintian_and_rpmlint_are_clean() {
-    if !have("lintian") || !have("rpmlint") {
-        skip("lintian or rpmlint is not installed");
-        return;
-    }
-    let (Some(_), Some(_)) = (deb(), rpm()) else {
-        return;
-    };
+    require_tool("lintian");
+    require_tool("rpmlint");
+    deb();
+    rpm();
     let out = Command::new(repo().join("packaging/lint.sh"))
         .output()
         .unwrap();
@@ -131,8 +129,9 @@ fn scripts_parse_as_posix_sh() {
 /// The .deb carries the man pages and completions of this source tree: a
 /// package built from stale sources fails here.
 #[test]
+#[ignore = "needs the packages packaging/build.sh builds (run with --include-ignored, as .ci/run does)"]
 fn deb_contents_match_the_sources() {
-    let Some(deb) = deb() else { return };
+    let deb = deb();
     let page = gunzip(&deb_file(&deb, "/usr/share/man/man1/releasectl.1.gz"));
     assert_eq!(
         page,
@@ -187,12 +186,10 @@ const RPM_FILES: &[&str] = &[
 /// `rpm -qlp` lists the expected files, `rpm -qp --scripts` the expected
 /// scriptlets, and `rpm -i --root` lays the files out where the list says.
 #[test]
+#[ignore = "needs the packages packaging/build.sh builds (run with --include-ignored, as .ci/run does)"]
 fn rpm_lists_and_lays_out_its_files() {
-    if !have("rpm") {
-        skip("rpm is not installed");
-        return;
-    }
-    let Some(rpm) = rpm() else { return };
+    require_tool("rpm");
+    let rpm = rpm();
     let list = text(&run(Command::new("rpm").arg("-qlp").arg(&rpm)));
     println!("rpm -qlp:\n{list}");
     let listed: Vec<&str> = list.lines().filter(|l| l.starts_with('/')).collect();
@@ -257,14 +254,14 @@ fn rpm_lists_and_lays_out_its_files() {
 
 // ---------------------------------------------------------------- containers
 
-fn container(prefix: &str, deb: &Path) -> Option<nspawn::Container> {
+fn container(prefix: &str, deb: &Path) -> nspawn::Container {
     let mut opts = nspawn::Options::default();
     opts.mask.push("nginx.service".into());
-    let mut c = nspawn::Container::create_or_skip(prefix, opts)?;
+    let mut c = nspawn::Container::create_checked(prefix, opts);
     let data = std::fs::read(deb).unwrap();
     c.write("/root/pkg/releasectl.deb", data);
     c.boot();
-    Some(c)
+    c
 }
 
 /// A copy of `deb` with a higher version: what a rebuilt newer package is
@@ -296,13 +293,12 @@ fn bumped(deb: &Path, dir: &Path) -> PathBuf {
 /// Install, use, upgrade, remove and purge the releasectl .deb on a real
 /// systemd host.
 #[test]
+#[ignore = "needs root, systemd-nspawn and the .deb packaging/build.sh builds (run with --include-ignored, as .ci/run does)"]
 fn deb_install_upgrade_remove_purge() {
-    let Some(deb) = deb() else { return };
+    let deb = deb();
     let tmp = tempfile::tempdir().unwrap();
     let newer = bumped(&deb, tmp.path());
-    let Some(c) = container("pkg-deb", &deb) else {
-        return;
-    };
+    let c = container("pkg-deb", &deb);
     c.write(
         "/root/pkg/releasectl-newer.deb",
         std::fs::read(&newer).unwrap(),
@@ -456,13 +452,12 @@ printf '%s\n' "${COMPREPLY[@]}"
 /// release's package rolls back, or is refused when there is nothing to roll
 /// back to.
 #[test]
+#[ignore = "needs root, systemd-nspawn and the .deb packaging/build.sh builds (run with --include-ignored, as .ci/run does)"]
 fn app_packages_activate_and_roll_back() {
-    let Some(deb) = deb() else { return };
+    let deb = deb();
     let out = tempfile::tempdir().unwrap();
     run(Command::new(repo().join("packaging/examples/hello/build.sh")).arg(out.path()));
-    let Some(c) = container("pkg-app", &deb) else {
-        return;
-    };
+    let c = container("pkg-app", &deb);
     for e in std::fs::read_dir(out.path()).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().to_string();

@@ -298,10 +298,10 @@ post_activate = [["/bin/sh", "-c", "[ \"$RELEASECTL_RELEASE\" != v3 ] || [ ! -e 
 /// like the real prune, instead of listing what the real run then cannot
 /// remove. Neither changes anything; root's dry run still plans.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_members_dry_run_is_refused_like_the_real_prune() {
-    if !common::need_root("members are other uids") || !common::have_tool("setpriv") {
-        return;
-    }
+    common::require_root("members are other uids");
+    common::require_tool("setpriv");
     const GID: u32 = 4243;
     let member = || {
         common::TestCommand::under(&[

@@ -552,15 +552,9 @@ impl Drop for Mounted {
 /// cannot be renamed there and is copied instead, modes kept, and the
 /// release holds the link only. Needs root (mount).
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_seed_is_copied_when_shared_is_another_file_system() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("SKIPPED: needs root for mount");
-        return;
-    }
+    common::require_root("mount");
     let d = Dir::new();
     std::fs::create_dir(d.path("shared")).unwrap();
     let ok = std::process::Command::new("mount")
@@ -670,10 +664,9 @@ fn owner_mode(p: &Path) -> (u32, u32, u32) {
 /// had one), bottom to top; `shared/` itself stays root's; the release's
 /// link works. A later deploy leaves what `shared/` holds alone.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn shared_owner_and_mode_are_given_to_what_is_seeded() {
-    if !common::is_root() && !common::skip("needs root (chown)") {
-        return;
-    }
+    common::require_root("chown");
     let d = Dir::new();
     owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
     let src = laravel(&d, "src", "r1");
@@ -738,10 +731,9 @@ fn shared_owner_and_mode_are_given_to_what_is_seeded() {
 /// is refused (exit 1, one line naming shared/), nothing changed; the
 /// owner itself is accepted.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_shared_owner_other_than_the_owner_of_shared_is_refused() {
-    if !common::is_root() && !common::skip("needs root (chown)") {
-        return;
-    }
+    common::require_root("chown");
     let d = Dir::new();
     std::fs::create_dir(d.path("shared")).unwrap();
     std::os::unix::fs::chown(d.path("shared"), Some(1), Some(1)).unwrap();
@@ -817,10 +809,9 @@ fn bad_shared_owner_or_mode_is_refused() {
 /// The same when `shared/` is still to be made in an app root the deploy
 /// user owns: it would be made with that user's rights.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_shared_owner_is_refused_in_a_deploy_owned_root() {
-    if !common::is_root() && !common::skip("needs root (chown)") {
-        return;
-    }
+    common::require_root("chown");
     let d = Dir::new();
     std::os::unix::fs::chown(d.root(), Some(1), Some(1)).unwrap();
     owned_config(&d, "owner = \"nobody\"");
@@ -840,10 +831,9 @@ fn a_shared_owner_is_refused_in_a_deploy_owned_root() {
 /// `public/`) is not given away: the app's user would then own, and write
 /// to, the release's file too.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_hard_linked_seed_file_is_left_alone() {
-    if !common::is_root() && !common::skip("needs root (chown)") {
-        return;
-    }
+    common::require_root("chown");
     let d = Dir::new();
     owned_config(&d, "owner = \"nobody\"\nmode = \"0770\"");
     let src = d.outside().join("r1.tar");
@@ -879,10 +869,10 @@ fn a_hard_linked_seed_file_is_left_alone() {
 /// path (exit 1, not a bare EACCES halfway through); once root has made
 /// them, the same stage links them.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored, as .ci/run does)"]
 fn a_member_cannot_create_shared_paths_in_roots_app_root() {
-    if !common::need_root("a member is another uid") || !common::have_tool("setpriv") {
-        return;
-    }
+    common::require_root("a member is another uid");
+    common::require_tool("setpriv");
     let member = || {
         common::TestCommand::under(&[
             "setpriv",

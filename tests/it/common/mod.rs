@@ -199,10 +199,22 @@ impl Tree {
         self
     }
 
-    /// Panic with a readable diff unless `self == after`.
-    pub fn assert_same(&self, after: &Tree, what: &str) {
+    /// The stricter listing the attack tests judge a victim by: also each
+    /// path's mode, owner and mtime (and those of `top` itself, as `.`),
+    /// content by hash; the top-level names in `skip` left out. It never
+    /// panics on what vanishes or cannot be read while it lists (an
+    /// attacker may be changing the tree): such a path reads `vanished`.
+    pub fn with_metadata(top: &Path, skip: &[&str]) -> Tree {
+        let mut map = BTreeMap::new();
+        map.insert(".".to_string(), describe_with_metadata(top));
+        walk_with_metadata(top, top, skip, &mut map);
+        Tree(map)
+    }
+
+    /// `None` if `self == after`, else a readable diff.
+    pub fn diff(&self, after: &Tree) -> Option<String> {
         if self == after {
-            return;
+            return None;
         }
         let mut diff = String::new();
         for (k, v) in &self.0 {
@@ -217,8 +229,77 @@ impl Tree {
                 writeln!(diff, "+ {k}: {v}").unwrap();
             }
         }
-        panic!("{what}: the tree changed:\n{diff}");
+        Some(diff)
     }
+
+    /// Panic with a readable diff unless `self == after`.
+    pub fn assert_same(&self, after: &Tree, what: &str) {
+        if let Some(diff) = self.diff(after) {
+            panic!("{what}: the tree changed:\n{diff}");
+        }
+    }
+}
+
+fn walk_with_metadata(top: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let rel = p.strip_prefix(top).unwrap().to_string_lossy().into_owned();
+        if dir == top && skip.contains(&rel.as_str()) {
+            continue;
+        }
+        out.insert(rel, describe_with_metadata(&p));
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            walk_with_metadata(top, &p, skip, out);
+        }
+    }
+}
+
+/// Type, mode, owner, mtime, size and content hash (symlinks by target,
+/// never followed).
+fn describe_with_metadata(p: &Path) -> String {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return "vanished".into();
+    };
+    let ft = m.file_type();
+    let kind = if ft.is_symlink() {
+        match std::fs::read_link(p) {
+            Ok(target) => format!("symlink -> {}", target.display()),
+            Err(_) => return "vanished".into(),
+        }
+    } else if ft.is_dir() {
+        "dir".to_string()
+    } else if ft.is_file() {
+        let hash = std::fs::read(p).map(|b| fnv(&b)).unwrap_or(0);
+        format!("file {} bytes fnv {hash:016x}", m.len())
+    } else if ft.is_fifo() {
+        "fifo".into()
+    } else if ft.is_char_device() {
+        format!("char device {:x}", m.rdev())
+    } else if ft.is_block_device() {
+        format!("block device {:x}", m.rdev())
+    } else {
+        "socket".into()
+    };
+    format!(
+        "{kind} mode {:04o} owner {}:{} mtime {}.{:09}",
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        m.mtime(),
+        m.mtime_nsec()
+    )
+}
+
+/// FNV-1a: a content fingerprint for listings, not a security hash.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn walk(top: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
@@ -396,24 +477,17 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Under `CI=true` (as `.ci/run` sets it) no test may skip.
-pub fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+/// The one rule for a missing prerequisite: the test fails, naming it. No
+/// test skips itself (a skipped test would show as passed): the tests that
+/// need root or a container are `#[ignore = "why"]`, listed as ignored by a
+/// plain `cargo test` and run with `--include-ignored`, which is then a
+/// promise that the prerequisites are there.
+#[track_caller]
+pub fn missing(why: &str) -> ! {
+    panic!("missing prerequisite: {why} (.ci/run installs what the tests need)")
 }
 
-/// The one rule for a missing prerequisite: say why the test does not run
-/// and return `false`; under `CI=true`, where a skipped test would prove
-/// nothing, fail instead.
-pub fn skip(why: &str) -> bool {
-    assert!(
-        !under_ci(),
-        "{why} (CI=true: a missing prerequisite fails the test)"
-    );
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-/// Whether `tool` is on PATH (no skipping: see [`have_tool`]).
+/// Whether `tool` is on PATH (see [`require_tool`] for a tool a test needs).
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -422,9 +496,21 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A tool the test needs: present, or [`skip`].
-pub fn have_tool(tool: &str) -> bool {
-    have(tool) || skip(&format!("{tool} not found"))
+/// A tool the test needs: present, or the test fails naming it.
+#[track_caller]
+pub fn require_tool(tool: &str) {
+    if !have(tool) {
+        missing(&format!("{tool} not found"));
+    }
+}
+
+/// Root, or the test fails saying what needs it (such tests are
+/// `#[ignore]`d: see [`missing`]).
+#[track_caller]
+pub fn require_root(what: &str) {
+    if !is_root() {
+        missing(&format!("needs root: {what}"));
+    }
 }
 
 pub fn is_root() -> bool {
@@ -447,11 +533,6 @@ pub fn lock_path(root: &Path) -> PathBuf {
     ))
 }
 
-/// Root, or [`skip`] saying what needs it.
-pub fn need_root(what: &str) -> bool {
-    is_root() || skip(&format!("needs root: {what}"))
-}
-
 /// One entry of a crafted tar archive.
 pub enum TarEntry<'a> {
     File(&'a str, &'a str),
@@ -467,38 +548,92 @@ pub fn make_tar(path: &Path, entries: &[TarEntry], gz: bool) {
     let spec: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| match e {
-            TarEntry::File(n, c) => serde_json::json!(["file", n, c]),
-            TarEntry::Dir(n) => serde_json::json!(["dir", n, ""]),
-            TarEntry::Symlink(n, t) => serde_json::json!(["symlink", n, t]),
-            TarEntry::Hardlink(n, t) => serde_json::json!(["hardlink", n, t]),
+            TarEntry::File(n, c) => serde_json::json!({"name": n, "type": "file", "data": c}),
+            TarEntry::Dir(n) => serde_json::json!({"name": n, "type": "dir"}),
+            TarEntry::Symlink(n, t) => serde_json::json!({"name": n, "type": "sym", "data": t}),
+            TarEntry::Hardlink(n, t) => serde_json::json!({"name": n, "type": "link", "data": t}),
         })
         .collect();
+    make_tar_from(
+        path,
+        serde_json::Value::Array(spec),
+        &TarOptions {
+            gzip: gz,
+            ..TarOptions::default()
+        },
+    );
+}
+
+/// How [`make_tar_from`] writes, besides the entries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TarOptions<'a> {
+    /// `"mid"` ends the archive inside the last entry's data, `"boundary"`
+    /// right after it (no end-of-archive blocks).
+    pub cut: Option<&'a str>,
+    /// gzip the archive.
+    pub gzip: bool,
+    /// Keep only the first half of the (compressed) bytes.
+    pub cut_stream: bool,
+}
+
+/// Write a crafted tar archive, entries exactly as given:
+/// `{"name", "type": file|dir|sym|link|chr|fifo, "mode", "uid", "gid",
+/// "data"}` (`data`: a file's content, a link's target). Entries with a
+/// `uid` get the user name `root` (uid 0) or `evil`. What [`make_tar`]
+/// writes, and what it cannot: device nodes, FIFOs, setid modes, foreign
+/// owners, truncated archives.
+pub fn make_tar_from(path: &Path, entries: serde_json::Value, opts: &TarOptions) {
     let script = r#"
-import io, json, sys, tarfile
-path, mode, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as t:
-    for kind, name, arg in spec:
-        ti = tarfile.TarInfo(name)
+import gzip, io, json, sys, tarfile
+out, spec = sys.argv[1], json.loads(sys.argv[2])
+types = {"dir": tarfile.DIRTYPE, "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE,
+         "sym": tarfile.SYMTYPE, "link": tarfile.LNKTYPE}
+modes = {"file": 0o644, "dir": 0o755, "sym": 0o777, "link": 0o777}
+buf = io.BytesIO()
+ends = []
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for e in spec["entries"]:
+        ti = tarfile.TarInfo(e["name"])
         ti.mtime = 1700000000
+        kind = e["type"]
+        ti.mode = e.get("mode", modes.get(kind, 0o644))
+        if "uid" in e:
+            ti.uid, ti.gid = e["uid"], e.get("gid", 0)
+            ti.uname = ti.gname = "evil" if ti.uid else "root"
         if kind == "file":
-            data = arg.encode()
-            ti.size, ti.mode = len(data), 0o644
+            data = e.get("data", "").encode()
+            ti.size = len(data)
             t.addfile(ti, io.BytesIO(data))
-        elif kind == "dir":
-            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-            t.addfile(ti)
         else:
-            link = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
-            ti.type, ti.linkname, ti.mode = link, arg, 0o777
+            ti.type = types[kind]
+            if kind == "chr":
+                ti.devmajor, ti.devminor = 1, 3
+            if kind in ("sym", "link"):
+                ti.linkname = e["data"]
             t.addfile(ti)
+        ends.append(t.offset)
+data = buf.getvalue()
+if spec.get("cut") == "boundary":
+    data = data[:ends[-1]]
+elif spec.get("cut") == "mid":
+    data = data[:ends[-1] - 1024]
+if spec.get("gzip"):
+    data = gzip.compress(data)
+if spec.get("cut_stream"):
+    data = data[:len(data) // 2]
+open(out, "wb").write(data)
 "#;
-    let mode = if gz { "w:gz" } else { "w" };
+    let spec = serde_json::json!({
+        "entries": entries,
+        "cut": opts.cut,
+        "gzip": opts.gzip,
+        "cut_stream": opts.cut_stream,
+    });
     let status = Command::new("python3")
         .arg("-c")
         .arg(script)
         .arg(path)
-        .arg(mode)
-        .arg(serde_json::Value::Array(spec).to_string())
+        .arg(spec.to_string())
         .status()
         .expect("running python3");
     assert!(
@@ -540,36 +675,4 @@ pub fn wait_for(path: &Path, max: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     path.exists()
-}
-
-/// Run named scenarios one after another on one shared fixture, each caught
-/// on its own so a failure does not stop the others; fail at the end naming
-/// every failed one. `filter_var` may hold comma-separated name prefixes to
-/// run only those.
-pub fn run_scenarios<S>(filter_var: &str, all: &[(&str, S)], mut run: impl FnMut(&S)) {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    let only: Vec<String> = std::env::var(filter_var)
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, scenario) in all {
-        if !only.is_empty() && !only.iter().any(|p| name.starts_with(p.as_str())) {
-            continue;
-        }
-        ran += 1;
-        eprintln!("=== {name}");
-        let started = std::time::Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run(scenario)));
-        let took = started.elapsed();
-        match outcome {
-            Ok(()) => eprintln!("=== {name}: ok ({took:.1?})"),
-            Err(_) => {
-                eprintln!("=== {name}: FAILED ({took:.1?})");
-                failed.push(*name);
-            }
-        }
-    }
-    assert!(ran > 0, "{filter_var}={only:?} matches no scenario");
-    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
 }

@@ -5,7 +5,7 @@
 //! environment.
 
 use super::fixture::{index_html, Fleet};
-use crate::common::skip;
+use crate::common::missing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,21 +20,20 @@ pub fn collection_src() -> PathBuf {
 }
 
 /// The venv holding ansible-playbook: `RELEASECTL_ANSIBLE_VENV`, else
-/// `target/ansible-venv`. Skips (fails under CI) when it is missing.
-pub fn venv_or_skip() -> Option<PathBuf> {
+/// `target/ansible-venv`. The test fails when it is missing.
+#[track_caller]
+pub fn venv_checked() -> PathBuf {
     let venv = std::env::var_os("RELEASECTL_ANSIBLE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/ansible-venv"));
-    if venv.join("bin/ansible-playbook").is_file() {
-        Some(venv)
-    } else {
-        skip(&format!(
+    if !venv.join("bin/ansible-playbook").is_file() {
+        missing(&format!(
             "fleet: no {}/bin/ansible-playbook: python3 -m venv target/ansible-venv && \
              target/ansible-venv/bin/pip install -r ansible/requirements.txt",
             venv.display()
         ));
-        None
     }
+    venv
 }
 
 pub struct Ansible {

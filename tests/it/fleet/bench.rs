@@ -10,12 +10,8 @@ use std::process::Command;
 #[test]
 #[ignore = "a benchmark: cargo test --test it fleet::bench -- --ignored --nocapture"]
 fn run() {
-    let Some(venv) = ansible::venv_or_skip() else {
-        return;
-    };
-    let Some(fleet) = fixture::Fleet::boot_or_skip() else {
-        return;
-    };
+    let venv = ansible::venv_checked();
+    let fleet = fixture::Fleet::boot_checked();
     let ans = ansible::Ansible::setup(&venv, &fleet);
     let rounds = std::env::var("FLEET_BENCH_ROUNDS").unwrap_or_else(|_| "5".into());
     let status = Command::new("python3")

@@ -8,7 +8,7 @@
 //! up configured; dropping the [`Fleet`] (also on a panic) tears every
 //! container down.
 
-use crate::common::{have, skip};
+use crate::common::{have, missing};
 use crate::systemd::nspawn::{self, Container, Options};
 
 use std::io::{Read, Write};
@@ -109,15 +109,13 @@ fn nginx_site(http_port: u16) -> String {
 }
 
 impl Fleet {
-    /// Boot three hosts, or skip saying why (a failure under `CI=true`).
-    pub fn boot_or_skip() -> Option<Fleet> {
-        Fleet::boot_n_or_skip(3)
+    /// Boot three hosts, or fail naming the missing prerequisite.
+    pub fn boot_checked() -> Fleet {
+        Fleet::boot_n_checked(3)
     }
 
-    pub fn boot_n_or_skip(count: u16) -> Option<Fleet> {
-        if !nspawn::prerequisites_met("fleet") {
-            return None;
-        }
+    pub fn boot_n_checked(count: u16) -> Fleet {
+        nspawn::require_prerequisites("fleet");
         for tool in [
             "ssh",
             "ssh-keygen",
@@ -126,15 +124,13 @@ impl Fleet {
             "curl",
         ] {
             if !have(tool) {
-                skip(&format!(
+                missing(&format!(
                     "fleet: {tool} is not installed (apt-get install openssh-server nginx-light curl)"
                 ));
-                return None;
             }
         }
         let Some(deb) = built_deb() else {
-            skip("fleet: no target/debian/releasectl_*.deb: run packaging/build.sh first");
-            return None;
+            missing("fleet: no target/debian/releasectl_*.deb: run packaging/build.sh first");
         };
         let started = Instant::now();
         let tmp = tempfile::Builder::new()
@@ -208,7 +204,7 @@ impl Fleet {
             ssh_ports,
             http_ports
         );
-        Some(fleet)
+        fleet
     }
 
     /// Boot again any host a failed scenario left powered off, with its
@@ -226,6 +222,13 @@ impl Fleet {
             );
             h.c.boot();
             self.wait_ssh(&self.hosts[i]);
+        }
+    }
+
+    /// Every host back to no release at all: ROOT empty, as after boot.
+    pub fn empty_app_roots(&self) {
+        for h in &self.hosts {
+            h.c.sh(&format!("rm -rf {ROOT} && mkdir -p {ROOT}"));
         }
     }
 

@@ -9,39 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Scenario = fn(&mut Fleet, &Ansible);
-
-pub const ALL: &[(&str, Scenario)] = &[
-    (
-        "first_rollout_to_hosts_without_a_release",
-        first_rollout_to_hosts_without_a_release,
-    ),
-    (
-        "happy_path_without_a_failed_request",
-        happy_path_without_a_failed_request,
-    ),
-    (
-        "stage_fails_on_one_host_nothing_switches",
-        stage_fails_on_one_host_nothing_switches,
-    ),
-    (
-        "health_fails_on_the_last_host_all_roll_back",
-        health_fails_on_the_last_host_all_roll_back,
-    ),
-    (
-        "host_lost_mid_run_others_roll_back_it_recovers",
-        host_lost_mid_run_others_roll_back_it_recovers,
-    ),
-    (
-        "check_mode_changes_nothing_and_rerun_is_unchanged",
-        check_mode_changes_nothing_and_rerun_is_unchanged,
-    ),
-    (
-        "two_rollouts_at_once_one_wins",
-        two_rollouts_at_once_one_wins,
-    ),
-];
-
 /// Every host: `current` is `release`, nginx serves it, status exits 0 with
 /// nothing pending.
 #[track_caller]
@@ -168,8 +135,8 @@ impl Load {
     }
 }
 
-/// Runs first, on hosts with no release yet.
-fn first_rollout_to_hosts_without_a_release(fleet: &mut Fleet, ans: &Ansible) {
+/// On hosts with no release yet (the test empties their app roots first).
+pub(super) fn first_rollout_to_hosts_without_a_release(fleet: &mut Fleet, ans: &Ansible) {
     for h in &fleet.hosts {
         assert_eq!(h.current(), None, "{} already has a release", h.name);
     }
@@ -178,7 +145,7 @@ fn first_rollout_to_hosts_without_a_release(fleet: &mut Fleet, ans: &Ansible) {
     assert_all_on(fleet, "v1");
 }
 
-fn happy_path_without_a_failed_request(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn happy_path_without_a_failed_request(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("h1");
 
     let load = Load::start(fleet, &["h1", "h2"]);
@@ -198,7 +165,7 @@ fn happy_path_without_a_failed_request(fleet: &mut Fleet, ans: &Ansible) {
     }
 }
 
-fn stage_fails_on_one_host_nothing_switches(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn stage_fails_on_one_host_nothing_switches(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("s1");
     // host2 already has a release s2, with other content: staging the
     // artifact as s2 there is refused (exit 2).
@@ -228,7 +195,7 @@ fn stage_fails_on_one_host_nothing_switches(fleet: &mut Fleet, ans: &Ansible) {
     );
 }
 
-fn health_fails_on_the_last_host_all_roll_back(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn health_fails_on_the_last_host_all_roll_back(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("f1");
     // host3's nginx answers 404 for release f2 only: its resolved root
     // ($realpath_root follows `current`) is that release.
@@ -254,7 +221,7 @@ fn health_fails_on_the_last_host_all_roll_back(fleet: &mut Fleet, ans: &Ansible)
     }
 }
 
-fn host_lost_mid_run_others_roll_back_it_recovers(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn host_lost_mid_run_others_roll_back_it_recovers(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("u1");
     // host3 hangs right after its swap (a post_swap hook), so it is cut off
     // mid-activation: `current` already switched, pending.json on disk.
@@ -348,7 +315,7 @@ fn host_lost_mid_run_others_roll_back_it_recovers(fleet: &mut Fleet, ans: &Ansib
     assert_on(h3, "u1");
 }
 
-fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("c1");
     let trees = |fleet: &Fleet| -> Vec<String> {
         fleet.hosts.iter().map(|h| h.tree_with_times()).collect()
@@ -437,7 +404,7 @@ fn check_mode_changes_nothing_and_rerun_is_unchanged(fleet: &mut Fleet, ans: &An
     assert_all_on(fleet, "c1");
 }
 
-fn two_rollouts_at_once_one_wins(fleet: &mut Fleet, ans: &Ansible) {
+pub(super) fn two_rollouts_at_once_one_wins(fleet: &mut Fleet, ans: &Ansible) {
     fleet.start_all_at("k1");
     let (va, vb) = (ans.vars("k2", json!({})), ans.vars("k3", json!({})));
     let a = ans.spawn_rollout(&va, &[]);

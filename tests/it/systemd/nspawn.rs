@@ -8,22 +8,31 @@
 //! `#[path = "systemd/nspawn.rs"] mod nspawn;`.
 //!
 //! ```ignore
-//! let Some(mut c) = nspawn::Container::create_or_skip("pkg", Options::default()) else { return };
+//! let mut c = nspawn::Container::create_checked("pkg", Options::default());
 //! std::fs::write(c.path("/etc/motd"), "hi")?;   // before (or after) boot, through the overlay
 //! c.boot();
 //! c.sh("systemctl is-active dbus.service");       // panics with stdout/stderr if it fails
 //! // dropped (also on panic): PID 1 killed, nspawn reaped, overlay and tmpfs unmounted
 //! ```
 //!
-//! Prerequisites are root, `systemd-nspawn`, `nsenter` and overlayfs. Without
-//! them [`Container::create_or_skip`] prints why and returns `None`, except
-//! under `CI=true`, where a skipped system test would prove nothing and so
-//! panics instead.
+//! Prerequisites are root, `systemd-nspawn`, `nsenter`, `setpriv` and
+//! overlayfs. Without them [`Container::create_checked`] fails the test
+//! naming what is missing: the tests that boot containers are `#[ignore]`d,
+//! so they run only when asked for (`--include-ignored`), and then a missing
+//! prerequisite is an error, not a skip.
+//!
+//! A container may outlive every test that uses it (a suite shares one
+//! through a `static`, which is never dropped). It still dies with the test
+//! process: systemd-nspawn is started with a parent-death signal from a
+//! thread that lives as long as the process, and a watchdog unmounts the
+//! overlay when the process is gone. Whatever a killed run still leaves
+//! behind in /run/rctl-test is removed by the next [`Container::create`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where the overlays live: /run is a tmpfs on the host, so even a leaked
@@ -90,7 +99,7 @@ pub fn missing_prerequisites() -> Option<String> {
     {
         return Some("not running as root".into());
     }
-    for tool in ["systemd-nspawn", "nsenter", "mount", "umount"] {
+    for tool in ["systemd-nspawn", "nsenter", "setpriv", "mount", "umount"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -113,12 +122,11 @@ pub fn missing_prerequisites() -> Option<String> {
     None
 }
 
-/// `true` when system tests can run. Otherwise prints the reason and returns
-/// `false`, or panics under `CI=true`.
-pub fn prerequisites_met(what: &str) -> bool {
-    match missing_prerequisites() {
-        None => true,
-        Some(why) => crate::common::skip(&format!("{what}: {why}")),
+/// Fail the test unless system tests can run here, naming what is missing.
+#[track_caller]
+pub fn require_prerequisites(what: &str) {
+    if let Some(why) = missing_prerequisites() {
+        crate::common::missing(&format!("{what}: {why}"));
     }
 }
 
@@ -132,20 +140,26 @@ pub struct Container {
     leader: Option<u32>,
     mounted_base: bool,
     mounted_root: bool,
+    /// Unmounts the overlay if the test process dies with the container
+    /// still up (see [`Container::watchdog`]).
+    watchdog: Option<Child>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Container {
-    /// [`prerequisites_met`] and then [`Container::create`].
-    pub fn create_or_skip(prefix: &str, opts: Options) -> Option<Container> {
-        prerequisites_met(prefix).then(|| Container::create(prefix, opts))
+    /// [`require_prerequisites`] and then [`Container::create`].
+    #[track_caller]
+    pub fn create_checked(prefix: &str, opts: Options) -> Container {
+        require_prerequisites(prefix);
+        Container::create(prefix, opts)
     }
 
     /// Mount the overlay; the container is not booted yet, so files can be
     /// put in place through [`Container::path`] first. The machine name is
     /// `PREFIX-PID-N`, unique among concurrent test processes.
     pub fn create(prefix: &str, opts: Options) -> Container {
+        remove_leftovers();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("{prefix}-{}-{n}", std::process::id());
         assert!(name.len() <= 64, "machine name {name} too long");
@@ -159,6 +173,7 @@ impl Container {
             leader: None,
             mounted_base: false,
             mounted_root: false,
+            watchdog: None,
         };
         fs::create_dir_all(&c.base).expect("create overlay base");
         run_host(&["mount", "-t", "tmpfs", "tmpfs", &c.base.to_string_lossy()]);
@@ -181,10 +196,35 @@ impl Container {
             &c.root.to_string_lossy(),
         ]);
         c.mounted_root = true;
+        c.watchdog = Some(c.watchdog());
         for unit in c.opts.mask.clone() {
             c.mask(&unit);
         }
         c
+    }
+
+    /// A shell that waits for end of file on its stdin, whose only writer is
+    /// this process: when the process is gone (a static container is never
+    /// dropped; a run may be killed), it unmounts the overlay, retrying while
+    /// nspawn, told by its parent-death signal, takes the container down.
+    /// [`Drop`] writes `done` first, having cleaned up itself.
+    fn watchdog(&self) -> Child {
+        let script = r#"trap '' INT TERM HUP
+read -r line
+[ "$line" = done ] && exit 0
+for i in $(seq 100); do umount "$1" 2>/dev/null && break; sleep 0.1; done
+mountpoint -q "$1" && umount -l "$1"
+umount "$2" 2>/dev/null || umount -l "$2"
+rmdir "$2""#;
+        Command::new("sh")
+            .args(["-c", script, "rctl-watchdog"])
+            .arg(&self.root)
+            .arg(&self.base)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the container's watchdog")
     }
 
     /// Whether the container is running (booted and not powered off).
@@ -221,10 +261,13 @@ impl Container {
     pub fn boot(&mut self) {
         assert!(self.nspawn.is_none(), "{} is already booted", self.name);
         let console = fs::File::create(self.base.join("console.log")).expect("console log");
-        let mut cmd = Command::new("systemd-nspawn");
-        cmd.arg("-D")
+        // SIGTERM when the process that started nspawn is gone, and
+        // nspawn then kills PID 1 (which would outlive a killed nspawn).
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "SIGTERM", "--", "systemd-nspawn", "-D"])
             .arg(&self.root)
             .args(["--boot", "--register=no", "--keep-unit", "--console=pipe"])
+            .arg("--kill-signal=SIGKILL")
             .arg(format!("--machine={}", self.name));
         if self.opts.private_network {
             cmd.arg("--private-network");
@@ -232,12 +275,10 @@ impl Container {
         for (host, inside) in &self.opts.bind_ro {
             cmd.arg(format!("--bind-ro={}:{}", host.display(), inside.display()));
         }
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(console.try_clone().expect("dup console log"))
-            .stderr(console)
-            .spawn()
-            .expect("start systemd-nspawn");
+            .stderr(console);
+        let child = spawn_from_lasting_thread(cmd).expect("start systemd-nspawn");
         let nspawn_pid = child.id();
         self.nspawn = Some(child);
 
@@ -442,6 +483,76 @@ impl Drop for Container {
         self.mounted_root = false;
         self.mounted_base = false;
         let _ = fs::remove_dir(&self.base);
+        if let Some(mut dog) = self.watchdog.take() {
+            use std::io::Write as _;
+            if let Some(mut stdin) = dog.stdin.take() {
+                let _ = stdin.write_all(b"done\n");
+            }
+            let _ = dog.wait();
+        }
+    }
+}
+
+/// Start `cmd` from a thread that lives as long as the process. A
+/// parent-death signal (`setpriv --pdeathsig`) fires when the *thread* that
+/// forked the child exits, and libtest runs every test on a thread of its
+/// own: a container shared by several tests must not die with the first.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("nspawn-spawner".into())
+            .spawn(move || {
+                // Ends only with the process: the sender is in a static.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send((cmd, reply))
+        .expect("the spawner thread is running");
+    answer.recv().expect("the spawner thread answers")
+}
+
+/// Remove what a test process that died with containers up left in
+/// [`BASE_DIR`] (its watchdog should have, unless it was killed too):
+/// only entries named `PREFIX-PID-N` whose PID is gone, so containers of
+/// other running test processes are left alone.
+fn remove_leftovers() {
+    let Ok(entries) = fs::read_dir(BASE_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("removing {name}, left behind by an earlier test run");
+        let base = entry.path();
+        unmount_if_mounted(&base.join("root"));
+        unmount_if_mounted(&base);
+        let _ = fs::remove_dir(&base);
+    }
+}
+
+fn unmount_if_mounted(path: &Path) {
+    let mounted = Command::new("mountpoint")
+        .arg("-q")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        unmount(path);
     }
 }
 

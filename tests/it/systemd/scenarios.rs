@@ -1,79 +1,12 @@
 //! The scenarios of the real-systemd suite: what the README claims about
-//! running under systemd, lettered in the order they were added. Each one
+//! running under systemd, lettered in the order they were added (each is a
+//! test of its own, listed in `tests/it/systemd.rs`). Each one
 //! sets up its own app under /srv/APP, its own units and its own nginx port, and
 //! asserts on what systemd, nginx, the `current` link and history.jsonl say
 //! afterwards: never on the exit code alone.
 
 use super::fixture::{journal, load_counts, show, wait_settled, App, LOAD_PY, PATIENCE};
 use super::nspawn::Container;
-
-type Scenario = fn(&mut Container);
-
-pub const ALL: &[(&str, Scenario)] = &[
-    ("a_nginx_switches_release", a_nginx_switches_release),
-    ("a2_journal_fields", a2_journal_fields),
-    ("b_failing_reload_rolls_back", b_failing_reload_rolls_back),
-    (
-        "c_failing_health_reloads_old_release",
-        c_failing_health_reloads_old_release,
-    ),
-    (
-        "d_stop_during_health_check_rolls_back",
-        d_stop_during_health_check_rolls_back,
-    ),
-    (
-        "e_path_unit_activates_requests",
-        e_path_unit_activates_requests,
-    ),
-    (
-        "f_simultaneous_starts_are_serialised",
-        f_simultaneous_starts_are_serialised,
-    ),
-    ("g_restart_of_notify_service", g_restart_of_notify_service),
-    ("h_zero_downtime_under_load", h_zero_downtime_under_load),
-    (
-        "l_sixteen_apps_behind_one_nginx_storm",
-        l_sixteen_apps_behind_one_nginx_storm,
-    ),
-    (
-        "m_health_gate_sees_the_new_nginx_config",
-        m_health_gate_sees_the_new_nginx_config,
-    ),
-    (
-        "n_nginx_t_post_swap_under_the_unit",
-        n_nginx_t_post_swap_under_the_unit,
-    ),
-    (
-        "i_killed_activation_is_recovered",
-        i_killed_activation_is_recovered,
-    ),
-    (
-        "k_bus_restart_during_reload_rolls_back",
-        k_bus_restart_during_reload_rolls_back,
-    ),
-    (
-        "k_bus_restart_during_reload_commits",
-        k_bus_restart_during_reload_commits,
-    ),
-    (
-        "p_nginx_recipe_first_deploy_starts_nginx",
-        p_nginx_recipe_first_deploy_starts_nginx,
-    ),
-    ("q_prune_timer_prunes_an_app", q_prune_timer_prunes_an_app),
-    (
-        "o_unprivileged_member_stages_requests_and_starts",
-        o_unprivileged_member_stages_requests_and_starts,
-    ),
-    (
-        "r_privilege_drop_recipe_under_the_units",
-        r_privilege_drop_recipe_under_the_units,
-    ),
-    // Last: it reboots the container.
-    (
-        "j_power_cut_then_boot_recovers",
-        j_power_cut_then_boot_recovers,
-    ),
-];
 
 /// Scratch space inside the container for test services (not /tmp: the
 /// units under test may have a private one).
@@ -143,7 +76,7 @@ fn assert_contains(haystack: &str, needle: &str, what: &str) {
 /// systemd drops a oneshot's StatusText when it goes inactive, so the status
 /// is read while the activation runs: its health check (an HTTP check plus a
 /// command that waits for a go file) holds it in place until we have looked.
-fn a_nginx_switches_release(c: &mut Container) {
+pub(super) fn a_nginx_switches_release(c: &mut Container) {
     let port = 18080;
     let go = format!("{SCRATCH}/a-go");
     let app = App::create(
@@ -204,7 +137,7 @@ fn a_nginx_switches_release(c: &mut Container) {
 /// "outcomes in the journal"):
 /// `journalctl RELEASECTL_APP=APP` lists them with release, previous and
 /// outcome fields.
-fn a2_journal_fields(c: &mut Container) {
+pub(super) fn a2_journal_fields(c: &mut Container) {
     let app = App::create(
         c,
         "fields",
@@ -241,7 +174,7 @@ fn a2_journal_fields(c: &mut Container) {
 
 /// b. The unit's ExecReload fails on v2 (its config is broken): the start
 /// fails, `current` is v1 again, and history and journal say why.
-fn b_failing_reload_rolls_back(c: &mut Container) {
+pub(super) fn b_failing_reload_rolls_back(c: &mut Container) {
     test_service(
         c,
         "rctl-b.service",
@@ -364,7 +297,7 @@ fn nginx_release_site(v: &str) -> String {
 /// of `src/systemd`, 6 and 8 of 320 activations were rolled back in two of
 /// three storms ("nginx.service is reloading after reload, not active").
 /// Each storm's wall time is printed.
-fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
+pub(super) fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
     const APPS: u16 = 16;
     const ROUNDS: usize = 20;
     const STORMS: usize = 3;
@@ -610,7 +543,7 @@ fn l_sixteen_apps_behind_one_nginx_storm(c: &mut Container) {
 /// after it, each time). The control, the same recipe without the gate
 /// (`expect`, `consecutive`), must commit the broken v2 at least once in
 /// 20 tries, or this scenario could not tell.
-fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
+pub(super) fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
     const ROUNDS: usize = 20;
     let port = 18090;
     let bad2 = "location / { default_type text/plain; return 500; }\n# v2\n";
@@ -705,7 +638,7 @@ fn m_health_gate_sees_the_new_nginx_config(c: &mut Container) {
 /// a `listen` on port 80. A release shipping a broken configuration is
 /// refused by the hook and rolled back before any reload (nginx's reload
 /// count does not move); a good one passes the same hook under the unit.
-fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
+pub(super) fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
     let ok = |v: &str| {
         format!("location / {{ default_type text/plain; return 200 \"release {v}\\n\"; }}\n")
     };
@@ -771,7 +704,7 @@ fn n_nginx_t_post_swap_under_the_unit(c: &mut Container) {
 /// first activation"), and names nginx once it has failed. The first
 /// deploy then starts nginx instead of reloading it, commits, and nginx
 /// serves the release.
-fn p_nginx_recipe_first_deploy_starts_nginx(c: &mut Container) {
+pub(super) fn p_nginx_recipe_first_deploy_starts_nginx(c: &mut Container) {
     let port = 18097;
     let recipe = readme_nginx_recipe(port);
     c.sh("mkdir -p /srv/first");
@@ -824,7 +757,7 @@ fn p_nginx_recipe_first_deploy_starts_nginx(c: &mut Container) {
 
 /// q. The shipped `releasectl-prune@.timer` is enabled per app and its
 /// service prunes that app to its `keep` under the units' sandbox.
-fn q_prune_timer_prunes_an_app(c: &mut Container) {
+pub(super) fn q_prune_timer_prunes_an_app(c: &mut Container) {
     let app = App::create(
         c,
         "pruned",
@@ -856,7 +789,7 @@ fn q_prune_timer_prunes_an_app(c: &mut Container) {
 
 /// c. v2 fails its health check: rollback, and the service is reloaded again
 /// while `current` points at v1 (its ExecReload logs what it saw).
-fn c_failing_health_reloads_old_release(c: &mut Container) {
+pub(super) fn c_failing_health_reloads_old_release(c: &mut Container) {
     let log = format!("{SCRATCH}/c-reloads");
     test_service(
         c,
@@ -897,7 +830,7 @@ fn c_failing_health_reloads_old_release(c: &mut Container) {
 
 /// d. `systemctl stop` while the health check hangs: SIGTERM, and the
 /// rollback still completes.
-fn d_stop_during_health_check_rolls_back(c: &mut Container) {
+pub(super) fn d_stop_during_health_check_rolls_back(c: &mut Container) {
     let app = App::create(
         c,
         "slowhealth",
@@ -940,7 +873,7 @@ fn d_stop_during_health_check_rolls_back(c: &mut Container) {
 /// (temp file + rename): the path unit activates it. A request for a missing
 /// or invalid release fails the watch service with a clear line and changes
 /// nothing.
-fn e_path_unit_activates_requests(c: &mut Container) {
+pub(super) fn e_path_unit_activates_requests(c: &mut Container) {
     let app = App::create(
         c,
         "watched",
@@ -1012,7 +945,7 @@ fn e_path_unit_activates_requests(c: &mut Container) {
 /// outcome and the exit status, which the journal would not give it), and
 /// starts and stops `deploy@` through the polkit rule; a user outside the
 /// group is refused at each of these steps, and changes nothing.
-fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
+pub(super) fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
     let app = App::create(
         c,
         "unpriv",
@@ -1308,7 +1241,7 @@ fn o_unprivileged_member_stages_requests_and_starts(c: &mut Container) {
 /// f. Two instances started at the same instant: the flock serialises them
 /// (a pre_activate hook would see a second holder), and the final state is
 /// the one history names last.
-fn f_simultaneous_starts_are_serialised(c: &mut Container) {
+pub(super) fn f_simultaneous_starts_are_serialised(c: &mut Container) {
     let app = App::create(
         c,
         "race",
@@ -1340,7 +1273,7 @@ fn f_simultaneous_starts_are_serialised(c: &mut Container) {
 
 /// g. `action = "restart"` on a Type=notify service: a new invocation, which
 /// became ready on the new release before `systemctl start` returned.
-fn g_restart_of_notify_service(c: &mut Container) {
+pub(super) fn g_restart_of_notify_service(c: &mut Container) {
     c.write(
         "/usr/local/bin/rctl-notify-svc",
         "#!/usr/bin/python3\n\
@@ -1387,7 +1320,7 @@ fn g_restart_of_notify_service(c: &mut Container) {
 /// releases with reloads: no failed request. The same load against
 /// `rm -f current && ln -s` swaps does see failures, which proves the load
 /// can see a gap.
-fn h_zero_downtime_under_load(c: &mut Container) {
+pub(super) fn h_zero_downtime_under_load(c: &mut Container) {
     let port = 18081;
     let app = App::create(
         c,
@@ -1453,7 +1386,7 @@ fn h_zero_downtime_under_load(c: &mut Container) {
 
 /// i. An activation is SIGKILLed mid-flight (in a slow post_activate hook,
 /// after the swap); releasectl-recover.service restores `from` and records it.
-fn i_killed_activation_is_recovered(c: &mut Container) {
+pub(super) fn i_killed_activation_is_recovered(c: &mut Container) {
     let app = App::create(
         c,
         "crash",
@@ -1502,7 +1435,7 @@ fn i_killed_activation_is_recovered(c: &mut Container) {
 /// j. A power cut mid-activation (every process of the machine killed at
 /// once, after the swap), then a real boot: the enabled
 /// releasectl-recover.service puts `from` back before anything else runs.
-fn j_power_cut_then_boot_recovers(c: &mut Container) {
+pub(super) fn j_power_cut_then_boot_recovers(c: &mut Container) {
     {
         let app = App::create(
             c,
@@ -1554,7 +1487,7 @@ fn j_power_cut_then_boot_recovers(c: &mut Container) {
 /// back a moment later. The activation must carry on over a new
 /// connection: roll back cleanly when v2 is unhealthy, commit when it is
 /// healthy. Never "rollback failed" (exit 12).
-fn k_bus_restart_during_reload_rolls_back(c: &mut Container) {
+pub(super) fn k_bus_restart_during_reload_rolls_back(c: &mut Container) {
     let app = bus_restart_during_reload(c, "busfault", false);
     let unit = "deploy@busfault:v2.service";
     assert_eq!(
@@ -1577,7 +1510,7 @@ fn k_bus_restart_during_reload_rolls_back(c: &mut Container) {
 }
 
 /// k, healthy variant: the same bus restart, and the activation commits.
-fn k_bus_restart_during_reload_commits(c: &mut Container) {
+pub(super) fn k_bus_restart_during_reload_commits(c: &mut Container) {
     let app = bus_restart_during_reload(c, "busfault2", true);
     let unit = "deploy@busfault2:v2.service";
     assert_eq!(
@@ -1677,7 +1610,7 @@ fn readme_setpriv_recipe() -> String {
 /// p. The README's privilege-drop hook under `deploy@` and under the path
 /// unit (deploy-watch@): the migration runs as the app's user (it writes
 /// its `id -u`), and each activation commits.
-fn r_privilege_drop_recipe_under_the_units(c: &mut Container) {
+pub(super) fn r_privilege_drop_recipe_under_the_units(c: &mut Container) {
     let recipe = readme_setpriv_recipe();
     c.sh("id -u web >/dev/null 2>&1 || useradd --system --no-create-home web");
     let web_uid = c.sh("id -u web").trim().to_string();
