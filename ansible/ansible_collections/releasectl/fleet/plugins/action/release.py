@@ -9,23 +9,19 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import hashlib
 import os
 
 from ansible.errors import AnsibleAction, AnsibleActionFail, AnsibleError
-from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible_collections.releasectl.fleet.plugins.plugin_utils.artifact import (
+    artifact_args_problem,
+    sha256_mismatch,
+    sha256_of,
+)
 
 MODULE = 'releasectl.fleet.release'
-
-
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(to_bytes(path, errors='surrogate_or_strict'), 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ActionModule(ActionBase):
@@ -48,12 +44,9 @@ class ActionModule(ActionBase):
             return result
 
         try:
-            if self._task.async_val:
-                raise AnsibleActionFail('artifact cannot be used with async')
-            if args.get('state') != 'staged':
-                raise AnsibleActionFail('artifact is only for state=staged')
-            if args.get('src') is not None:
-                raise AnsibleActionFail('parameters are mutually exclusive: src|artifact')
+            problem = artifact_args_problem(args, self._task.async_val)
+            if problem:
+                raise AnsibleActionFail(problem)
             try:
                 found = self._find_needle('files', artifact)
                 if not os.path.isfile(found):
@@ -66,9 +59,9 @@ class ActionModule(ActionBase):
                 # Its first line; the rest is about remote_src, an option of copy.
                 raise AnsibleActionFail('artifact: %s' % to_text(e).splitlines()[0])
             digest = sha256_of(source)
-            given = args.get('sha256')
-            if given and given.strip().lower() != digest:
-                raise AnsibleActionFail('artifact %s has SHA-256 %s, not the expected %s' % (artifact, digest, given))
+            mismatch = sha256_mismatch(artifact, digest, args.get('sha256'))
+            if mismatch:
+                raise AnsibleActionFail(mismatch)
 
             # The file keeps its name: releasectl tells .tar, .tar.gz and .tar.zst apart by it.
             # A transfer into the temporary directory changes nothing on the host, so it is

@@ -272,129 +272,9 @@ stderr:
   type: str
 '''
 
-import json
-
 from ansible.module_utils.basic import AnsibleModule
-
-FACT_KEYS = ('current', 'previous', 'last_good', 'bad', 'releases', 'pending', 'lock_holder', 'interrupted')
-SWITCHED = ('activated', 'would_activate')
-
-
-class ReleasectlError(Exception):
-    def __init__(self, msg, rc, doc, out, err):
-        super(ReleasectlError, self).__init__(msg)
-        self.msg = msg
-        self.rc = rc
-        self.doc = doc or {}
-        self.out = out
-        self.err = err
-
-
-class Releasectl(object):
-    def __init__(self, module):
-        self.module = module
-        p = module.params
-        binary = p['binary']
-        if '/' not in binary:
-            binary = module.get_bin_path(binary, required=True)
-        self.argv = [binary]
-        if p['root']:
-            self.argv += ['--root', p['root']]
-        if p['config_dir']:
-            self.argv += ['--config-dir', p['config_dir']]
-        self.argv.append('--json')
-        self.stderr = []
-
-    def run(self, args, accept=(0,)):
-        """Run one command; return its `result`, or raise ReleasectlError with its `error`."""
-        rc, out, err = self.module.run_command(self.argv + args)
-        if err:
-            self.stderr.append(err)
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            raise ReleasectlError('releasectl %s printed no JSON document (exit %d): %s'
-                                  % (args[0], rc, (err.strip().splitlines() or [''])[-1]), rc, None, out, err)
-        if not isinstance(doc, dict):
-            raise ReleasectlError('releasectl %s printed something other than a JSON object' % args[0], rc, None, out, err)
-        if rc in accept and (doc.get('ok') or doc.get('result') is not None):
-            return doc.get('result') or {}
-        error = doc.get('error') or {}
-        raise ReleasectlError(error.get('message') or 'releasectl %s failed (exit %d)' % (args[0], rc), rc, doc, out, err)
-
-    def query(self):
-        app = [self.module.params['app']] if self.module.params['app'] else []
-        # status exits 13 for an interrupted activation, still with its report.
-        status = self.run(['status'] + app, accept=(0, 13))
-        listing = self.run(['list'] + app)
-        if 'apps' in status or 'apps' in listing:
-            raise ReleasectlError('several apps are configured; set app', 2, None, '', '')
-        rels = listing.get('releases') or []
-        return {
-            'current': status.get('current'),
-            'previous': status.get('previous'),
-            'last_good': status.get('last_good'),
-            'bad': [r['id'] for r in rels if r.get('bad')],
-            'releases': [r['id'] for r in rels],
-            'pending': status.get('pending'),
-            'lock_holder': status.get('lock_holder'),
-            'interrupted': bool(status.get('interrupted')),
-        }
-
-
-def render(facts):
-    if facts is None:
-        return ''
-    return 'current: %s\nreleases: %s\n' % (facts['current'] or '(none)', ' '.join(facts['releases']) or '(none)')
-
-
-def predict(before, state, result):
-    """The state a dry run says the real run would leave."""
-    after = dict(before, releases=list(before['releases']), bad=list(before['bad']))
-    release = result.get('release')
-    if state == 'staged' and result.get('outcome') == 'would_stage' and release not in after['releases']:
-        after['releases'].insert(0, release)
-    elif state in ('active', 'rolled_back') and result.get('outcome') in SWITCHED:
-        after['previous'] = before['current']
-        after['current'] = release
-        if state == 'rolled_back' and before['current'] and before['current'] not in after['bad']:
-            after['bad'].append(before['current'])
-    return after
-
-
-def command(module):
-    p = module.params
-    state = p['state']
-    app = [p['app']] if p['app'] else []
-    dry = ['--dry-run'] if module.check_mode else []
-    guard = ['--expect-current', p['expect_current']] if p['expect_current'] is not None else []
-    switch = guard + dry
-    if p['no_health']:
-        switch.append('--no-health')
-    if p['no_reload']:
-        switch.append('--no-reload')
-    if p['lock_timeout'] is not None:
-        switch += ['--lock-timeout', str(p['lock_timeout'])]
-    if state == 'staged':
-        args = ['stage', '--id', p['release']] + (['--app'] + app if app else [])
-        if p['sha256']:
-            args += ['--sha256', p['sha256']]
-        for key, value in sorted((p['meta'] or {}).items()):
-            args += ['--meta', '%s=%s' % (key, value)]
-        return args + dry + [p['src']]
-    if state == 'active':
-        target = '%s:%s' % (p['app'], p['release']) if p['app'] else p['release']
-        return ['activate', target] + switch
-    to = ['--to', p['release']] if p['release'] else []
-    return ['rollback'] + app + to + switch
-
-
-def changed_by(state, result, check_mode):
-    if state == 'staged':
-        if check_mode:
-            return result.get('outcome') != 'unchanged'
-        return not result.get('unchanged', False)
-    return result.get('outcome') in SWITCHED
+from ansible_collections.releasectl.fleet.plugins.module_utils.plan import changed_by, command, predict, render
+from ansible_collections.releasectl.fleet.plugins.module_utils.releasectl import Releasectl, ReleasectlError
 
 
 def main():
@@ -437,7 +317,7 @@ def main():
             rc, changed = 0, False
         else:
             rc = 0
-            result = ctl.run(command(module))
+            result = ctl.run(command(module.params, module.check_mode))
             changed = changed_by(state, result, module.check_mode)
             after = predict(before, state, result) if module.check_mode else ctl.query()
     except ReleasectlError as e:
