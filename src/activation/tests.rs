@@ -3,7 +3,7 @@
 //! checks that are commands looking at the release they run in.
 
 use super::*;
-use crate::app::Source;
+use crate::config::app::Source;
 use crate::config::Action;
 use std::path::Path;
 

@@ -1,0 +1,14 @@
+//! `stage`: turning a directory or an archive into a release: its inputs
+//! and their checks (checksums, signature, tar bounds), the copy or the
+//! unpack, dedup against the current release, shared paths, progress.
+//!
+//! May import: state, host, config, fs and the base modules; never
+//! activation or cli.
+
+pub mod dedup;
+pub mod input;
+pub mod progress;
+pub mod shared;
+pub mod signature;
+pub mod stage;
+pub mod tar_bounds;
