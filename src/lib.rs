@@ -24,6 +24,7 @@ mod fs;
 mod host;
 pub mod log;
 mod passwd;
+mod progress;
 mod release_id;
 mod staging;
 mod state;

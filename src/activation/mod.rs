@@ -627,7 +627,7 @@ fn verify(app: &App, state: &Dir, from: &Option<String>, to: &str, release: &Dir
         .root
         .releases_dir(false)?
         .expect("the release was opened in it");
-    let why = match crate::state::record::check(&releases, to, release) {
+    let why = match crate::state::record::verify::check(&releases, to, release) {
         Ok(diffs) if diffs.matches() => {
             log::info(&format!("{}: {to} matches its manifest", app.label()));
             return Ok(());

@@ -314,7 +314,7 @@ pub struct StageArgs {
     pub shared_files: Vec<String>,
     /// Share files identical to the current release's: auto (reflink where the file system can, else copy), reflink, hardlink, off (default: the config's [stage] dedup, else auto)
     #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true)]
-    pub dedup: Option<crate::staging::dedup::DedupMode>,
+    pub dedup: Option<crate::config::stage::DedupMode>,
 }
 
 #[derive(Debug, Args)]

@@ -3,11 +3,12 @@
 //! turned into a validated [`Config`] with every default filled in.
 
 pub mod app;
+pub mod shared;
+pub mod stage;
 
+use crate::config::shared::SharedPath;
+use crate::config::stage::DedupMode;
 use crate::error::{usage, Error, Result};
-use crate::staging::dedup::DedupMode;
-use crate::staging::shared;
-use crate::staging::shared::SharedPath;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,7 +124,7 @@ pub struct Config {
     /// releasectl creates or seeds.
     pub shared_owner: shared::Ownership,
     /// Which archive signatures `stage` accepts (`[stage]`).
-    pub signing: crate::staging::signature::Policy,
+    pub signing: crate::config::stage::Policy,
     /// How `stage` shares unchanged files with the current release (`[stage] dedup`).
     pub dedup: DedupMode,
 }
@@ -157,7 +158,7 @@ impl Config {
             hooks: Hooks::default(),
             shared: Vec::new(),
             shared_owner: shared::Ownership::default(),
-            signing: crate::staging::signature::Policy::default(),
+            signing: crate::config::stage::Policy::default(),
             dedup: DedupMode::default(),
         }
     }

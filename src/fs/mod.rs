@@ -6,5 +6,6 @@
 //! May import: the base modules at the crate root (error, log, clock,
 //! release_id, fault, passwd), nothing else of ours.
 
+pub mod bytes;
 pub mod creds;
 pub mod dir;

@@ -24,13 +24,14 @@
 //! writes is). Otherwise its bytes could change between the comparison and
 //! the clone; such a file is simply copied.
 
+use crate::config::stage::DedupMode;
 use crate::error::{usage, Error, Result};
+use crate::fs::bytes::PageBuf;
 use crate::fs::dir::{Dir, DIR_FLAGS};
 use crate::state::record;
-use crate::state::record::{Item, Manifest, PageBuf};
+use crate::state::record::{DedupRecord, Item, Manifest};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -38,53 +39,10 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-/// `[stage] dedup` and `--dedup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DedupMode {
-    /// Reflink where the file system can (XFS with reflink, btrfs), else copy.
-    #[default]
-    Auto,
-    /// Reflink, and refuse to stage where the file system cannot.
-    Reflink,
-    /// Hard links to the current release's files (see the in-place-write caveat).
-    Hardlink,
-    /// Always copy.
-    Off,
-}
-
-impl DedupMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DedupMode::Auto => "auto",
-            DedupMode::Reflink => "reflink",
-            DedupMode::Hardlink => "hardlink",
-            DedupMode::Off => "off",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum How {
     Reflink,
     Hardlink,
-}
-
-/// What dedup did while staging a release, kept in its staging record
-/// (`releases/.staged/<id>`): the only honest account of reflinks, which
-/// `stat` does not show.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// `reflink` or `hardlink`.
-    pub mode: String,
-    /// The release whose files were shared.
-    pub from: String,
-    /// Files (and their bytes) that share the old release's data.
-    pub files: u64,
-    pub bytes: u64,
-    /// Every file of the release (and bytes): files - shared = own.
-    pub total_files: u64,
-    pub total_bytes: u64,
 }
 
 /// The current release, opened to share from.
@@ -101,9 +59,9 @@ pub struct Dedup {
     how: Option<How>,
     old: Option<Old>,
     me: u32,
-    record: Record,
+    record: DedupRecord,
     /// The source's bytes and the old file's, reused from file to file
-    /// (page-aligned halves: see [`record::PageBuf`]).
+    /// (page-aligned halves: see [`crate::fs::bytes::PageBuf`]).
     bufs: Option<PageBuf>,
 }
 
@@ -153,7 +111,7 @@ impl Dedup {
             how: None,
             old: None,
             me: rustix::process::geteuid().as_raw(),
-            record: Record::default(),
+            record: DedupRecord::default(),
             bufs: None,
         }
     }
@@ -243,7 +201,7 @@ impl Dedup {
 
     /// What was shared, for the staging record; `None` when dedup did not
     /// run (off, no current release, no reflinks).
-    pub fn record(&self) -> Option<Record> {
+    pub fn record(&self) -> Option<DedupRecord> {
         self.how.map(|_| self.record.clone())
     }
 
@@ -265,7 +223,7 @@ impl Dedup {
         } = new;
         let Some((old, len)) = self.candidate(parts, mode, size) else {
             let mut out = File::from(create().map_err(Failure::Create)?);
-            let (size, sha256) = record::copy_hashing(input, &mut out)?;
+            let (size, sha256) = crate::fs::bytes::copy_hashing(input, &mut out)?;
             self.count(size, false);
             return Ok(Written {
                 size,
@@ -276,7 +234,7 @@ impl Dedup {
         // The progress line counts this file as copy_hashing counts the others.
         let written = self.share(old, len, dir, name, input, create);
         if written.is_ok() {
-            crate::staging::progress::file();
+            crate::progress::file();
         }
         written
     }
@@ -303,7 +261,7 @@ impl Dedup {
                 break (off != len, 0);
             }
             hasher.update(&buf[..n]);
-            crate::staging::progress::bytes(n as u64);
+            crate::progress::bytes(n as u64);
             let got = read_full_at(&old, &mut theirs[..n], off)?;
             if got != n || buf[..n] != theirs[..n] {
                 break (true, n);
@@ -323,7 +281,7 @@ impl Dedup {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                crate::staging::progress::bytes(n as u64);
+                crate::progress::bytes(n as u64);
                 out.write_all(&buf[..n])?;
                 size += n as u64;
             }
@@ -331,12 +289,12 @@ impl Dedup {
             self.bufs = Some(bufs);
             return Ok(Written {
                 size,
-                sha256: record::hex(&hasher.finalize()),
+                sha256: crate::fs::bytes::hex(&hasher.finalize()),
                 file: Some(out),
             });
         }
         self.bufs = Some(bufs);
-        let sha256 = record::hex(&hasher.finalize());
+        let sha256 = crate::fs::bytes::hex(&hasher.finalize());
         let how = self.how.expect("a candidate means dedup runs");
         let file = match how {
             How::Reflink => {

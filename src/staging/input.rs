@@ -14,11 +14,12 @@
 //! once to check it and again to unpack it, also means the file cannot be
 //! changed between the check and its use, and lets stdin be checked too.
 
+use crate::config::stage::Policy;
 use crate::error::{usage, Error, Result};
 use crate::staging::signature;
-use crate::staging::signature::{Policy, Verifying};
+use crate::staging::signature::Verifying;
+use crate::state::record::{meta_problem, Meta, MAX_META};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, Cursor, IsTerminal, Read};
 use std::os::fd::AsFd;
@@ -29,16 +30,8 @@ use std::path::{Path, PathBuf};
 /// The source that means "the archive comes on stdin".
 pub const STDIN: &str = "-";
 
-/// `--meta` pairs: at most this many per release.
-pub const MAX_META: usize = 64;
-const MAX_META_KEY: usize = 64;
-const MAX_META_VALUE: usize = 1024;
-
 /// Largest `SHA256SUMS` file read (sysupdate's list a few hundred lines).
 const MAX_CHECKSUMS: u64 = 1 << 20;
-
-/// `--meta KEY=VALUE` pairs, recorded with the release.
-pub type Meta = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Compression {
@@ -312,10 +305,10 @@ impl Read for Tap {
 
 /// `BufReader`, with its buffer on a page boundary: the archive's bytes
 /// are copied into it from the page cache, which is much slower into a
-/// buffer where malloc puts it (see [`crate::state::record::PageBuf`]).
+/// buffer where malloc puts it (see [`crate::fs::bytes::PageBuf`]).
 struct PageBufReader<R> {
     inner: R,
-    buf: crate::state::record::PageBuf,
+    buf: crate::fs::bytes::PageBuf,
     pos: usize,
     filled: usize,
 }
@@ -324,7 +317,7 @@ impl<R: Read> PageBufReader<R> {
     fn new(capacity: usize, inner: R) -> PageBufReader<R> {
         PageBufReader {
             inner,
-            buf: crate::state::record::PageBuf::new(capacity),
+            buf: crate::fs::bytes::PageBuf::new(capacity),
             pos: 0,
             filled: 0,
         }
@@ -436,7 +429,7 @@ impl Reader {
         // Closing its stdin ends ssh-keygen's message.
         drop(tap.sink);
         if let Some(sha) = tap.sha {
-            let got = crate::state::record::hex(&sha.finalize());
+            let got = crate::fs::bytes::hex(&sha.finalize());
             for (what, want) in &self.expected {
                 if &got != want {
                     return Err(usage(format!(
@@ -541,25 +534,6 @@ pub fn parse_meta(pairs: &[String]) -> Result<Meta> {
         }
     }
     Ok(meta)
-}
-
-/// What is wrong with a pair, if anything (also applied to pairs read back
-/// from a staging record).
-pub fn meta_problem(k: &str, v: &str) -> Option<&'static str> {
-    if k.is_empty()
-        || k.len() > MAX_META_KEY
-        || !k
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-    {
-        Some("the key must be 1-64 of [a-z0-9_.-]")
-    } else if v.len() > MAX_META_VALUE {
-        Some("the value is longer than 1024 bytes")
-    } else if v.chars().any(char::is_control) {
-        Some("the value holds a control character")
-    } else {
-        None
-    }
 }
 
 /// The entry name `name` without its first `n` components, as GNU tar's

@@ -5,9 +5,9 @@
 //! May import: state, host, config, fs and the base modules; never
 //! activation or cli.
 
+pub mod copy;
 pub mod dedup;
 pub mod input;
-pub mod progress;
 pub mod shared;
 pub mod signature;
 pub mod stage;

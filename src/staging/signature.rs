@@ -9,6 +9,7 @@
 //! checked are the bytes unpacked, stdin works as well as a file, and the
 //! archive is read once.
 
+use crate::config::stage::Policy;
 use crate::error::{usage, Error, Result};
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -25,15 +26,6 @@ const SSH_KEYGEN: [&str; 3] = [
     "/bin/ssh-keygen",
     "/usr/local/bin/ssh-keygen",
 ];
-
-/// The app's `[stage]` signing keys.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Policy {
-    pub allowed_signers: Option<PathBuf>,
-    pub identity: Option<String>,
-    /// Refuse to stage anything but a signed archive.
-    pub required: bool,
-}
 
 /// A signature to check, as asked for.
 #[derive(Debug)]

@@ -304,7 +304,7 @@ fn parse(line: &[u8]) -> Option<Entry> {
     let mut e: Entry = serde_json::from_str(std::str::from_utf8(line).ok()?).ok()?;
     // Read back like user input: pairs that break the --meta rules go.
     e.meta
-        .retain(|k, v| crate::staging::input::meta_problem(k, v).is_none());
+        .retain(|k, v| crate::state::record::meta_problem(k, v).is_none());
     let ids_ok = [&e.from, &e.to]
         .into_iter()
         .flatten()

@@ -32,7 +32,7 @@ pub struct Release {
     pub meta: BTreeMap<String, String>,
     /// What staging shared with the release current then (its staging
     /// record's account; `None` when nothing was shared or unrecorded).
-    pub dedup: Option<crate::staging::dedup::Record>,
+    pub dedup: Option<crate::state::record::DedupRecord>,
 }
 
 /// Everything `list`, `status` and `prune` need, read once.

@@ -9,10 +9,11 @@ use crate::cli;
 use crate::cli::output::Output;
 use crate::cli::{Cli, Command};
 use crate::config::app::{App, Source};
+use crate::config::shared;
 use crate::error::{exit, usage, Error, Result};
 use crate::host::cancel::Cancel;
 use crate::host::systemd::service_manager;
-use crate::staging::{input, shared, stage};
+use crate::staging::{input, stage};
 use crate::state::history::Event;
 use crate::state::request;
 use crate::state::request::Report;
@@ -52,7 +53,7 @@ pub fn main(cli: Cli) -> i32 {
         print!("{}", crate::cli::manpage::render(&Cli::command(), &date));
         return 0;
     }
-    crate::staging::progress::allow(!cli.json && !cli.quiet);
+    crate::progress::allow(!cli.json && !cli.quiet);
     let out = Output::new(cli.json, cli.command.name());
     let outcome = run(cli, &out);
     out.finish(outcome)
@@ -698,7 +699,7 @@ fn describe(e: &history::Entry) -> String {
 
 /// "196 of 201 files (12.8 of 13.1 MB) with v1 by reflink": what staging
 /// shared, the rest being the release's own.
-fn describe_dedup(d: &crate::staging::dedup::Record) -> String {
+fn describe_dedup(d: &crate::state::record::DedupRecord) -> String {
     let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
     format!(
         "{} of {} files ({} of {} MB) with {} by {}",
@@ -929,7 +930,7 @@ fn verify(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<()> {
         .root
         .releases_dir(false)?
         .expect("the release was opened in it");
-    let checked = crate::state::record::check(&releases, &id, &release)?;
+    let checked = crate::state::record::verify::check(&releases, &id, &release)?;
     let label = app.label();
     let diffs = &checked.differences;
     out.print(

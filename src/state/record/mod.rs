@@ -17,19 +17,14 @@
 //! lines streamed for `verify`.
 
 pub mod staged;
+pub mod verify;
 
 use crate::error::{Error, Result};
-use crate::fs::dir::{io_error, Dir, DIR_FLAGS};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
-use rustix::io::Errno;
+use crate::fs::dir::Dir;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// One path of a release, as staged.
@@ -127,60 +122,48 @@ pub fn encode(path: &[&[u8]]) -> String {
     out
 }
 
-/// Copy `input` to `out`, returning the size and the SHA-256 of what was
-/// written: the hash is of the bytes on their way to disk.
-pub fn copy_hashing(
-    input: &mut (impl Read + ?Sized),
-    out: &mut impl Write,
-) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let mut page_buf = PageBuf::new(256 * 1024);
-    let buf = page_buf.get();
-    let mut size = 0u64;
-    loop {
-        let n = match input.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        size += n as u64;
-        crate::staging::progress::bytes(n as u64);
-    }
-    crate::staging::progress::file();
-    Ok((size, hex(&hasher.finalize())))
-}
+/// `--meta` pairs: at most this many per release.
+pub const MAX_META: usize = 64;
+const MAX_META_KEY: usize = 64;
+const MAX_META_VALUE: usize = 1024;
 
-/// A zeroed buffer that starts on a page boundary, for copies to and from
-/// the page cache. The kernel's copy (`rep movsb`) into a buffer 8 or 16
-/// bytes past a 32-byte boundary ran ~6x slower on the bench's VM than into
-/// an aligned one, and that is where malloc puts a large buffer (a fresh
-/// page, past its 16-byte chunk header).
-pub(crate) struct PageBuf {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
+/// `--meta KEY=VALUE` pairs, recorded with the release.
+pub type Meta = BTreeMap<String, String>;
 
-const PAGE: usize = 4096;
-
-impl PageBuf {
-    pub(crate) fn new(len: usize) -> PageBuf {
-        let bytes = vec![0u8; len + PAGE];
-        // Never more than PAGE - 1: a Vec<u8>'s pointer can always be aligned.
-        let start = bytes.as_ptr().align_offset(PAGE).min(PAGE);
-        PageBuf { bytes, start, len }
-    }
-
-    pub(crate) fn get(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
+/// What is wrong with a pair, if anything (also applied to pairs read back
+/// from a staging record).
+pub fn meta_problem(k: &str, v: &str) -> Option<&'static str> {
+    if k.is_empty()
+        || k.len() > MAX_META_KEY
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    {
+        Some("the key must be 1-64 of [a-z0-9_.-]")
+    } else if v.len() > MAX_META_VALUE {
+        Some("the value is longer than 1024 bytes")
+    } else if v.chars().any(char::is_control) {
+        Some("the value holds a control character")
+    } else {
+        None
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What dedup did while staging a release, kept in its staging record
+/// (`releases/.staged/<id>`): the only honest account of reflinks, which
+/// `stat` does not show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// `reflink` or `hardlink`.
+    pub mode: String,
+    /// The release whose files were shared.
+    pub from: String,
+    /// Files (and their bytes) that share the old release's data.
+    pub files: u64,
+    pub bytes: u64,
+    /// Every file of the release (and bytes): files - shared = own.
+    pub total_files: u64,
+    pub total_bytes: u64,
 }
 
 /// The header line of a record.
@@ -196,13 +179,13 @@ pub struct Header {
     /// written before it was kept here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// `stage --meta` pairs (see [`crate::staging::input::parse_meta`]).
+    /// `stage --meta` pairs (held to [`meta_problem`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
     /// What stage shared with the release current then (absent when
     /// nothing was: dedup off, no current release, no reflinks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dedup: Option<crate::staging::dedup::Record>,
+    pub dedup: Option<crate::state::record::DedupRecord>,
 }
 
 /// One line of a record after the header.
@@ -242,9 +225,6 @@ const MAX_HEADER: u64 = 1 << 20;
 /// Largest path line read back: a path of 4 KiB, every byte escaped, and
 /// its hash, many times over.
 const MAX_LINE: u64 = 64 << 10;
-
-/// At most this many differences are kept by [`check`]; the rest are counted.
-pub const MAX_DIFFERENCES: usize = 1000;
 
 fn invalid(shown: &Path, why: impl std::fmt::Display) -> Error {
     Error::Operational(anyhow::anyhow!(
@@ -353,7 +333,7 @@ pub fn read_header(releases: &Dir, id: &str) -> Result<Option<Header>> {
     };
     header
         .meta
-        .retain(|k, v| crate::staging::input::meta_problem(k, v).is_none());
+        .retain(|k, v| crate::state::record::meta_problem(k, v).is_none());
     Ok(Some(header))
 }
 
@@ -374,286 +354,9 @@ pub fn read(releases: &Dir, id: &str) -> Result<Option<Manifest>> {
     Ok(Some(m))
 }
 
-/// Read the release `dir` again, through handles, into a manifest.
-pub fn scan(dir: &Dir) -> Result<Manifest> {
-    let mut m = Manifest::default();
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    scan_dir(dir.as_fd(), &mut path, &mut m, &dir.shown(""))?;
-    Ok(m)
-}
-
-fn scan_dir(
-    fd: BorrowedFd<'_>,
-    path: &mut Vec<Vec<u8>>,
-    m: &mut Manifest,
-    shown: &std::path::Path,
-) -> Result<()> {
-    if path.len() >= crate::fs::dir::MAX_DEPTH {
-        return Err(Error::Operational(anyhow::anyhow!(
-            "{}: nested deeper than {} levels",
-            shown.display(),
-            crate::fs::dir::MAX_DEPTH
-        )));
-    }
-    let names: Vec<CString> = crate::fs::dir::read_entries(fd)
-        .map_err(|e| io_error(e, format!("reading {}", shown.display())))?
-        .iter()
-        .map(|e| crate::fs::dir::cstring(&e.name))
-        .collect();
-    for name in names {
-        path.push(name.as_bytes().to_vec());
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        let here = shown.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
-        let fail = |e: Errno, what: &str| io_error(e, format!("{what} {}", here.display()));
-        let st = rfs::statat(fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| fail(e, "stat"))?;
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::Symlink => {
-                let target = rfs::readlinkat(fd, name.as_c_str(), Vec::new())
-                    .map_err(|e| fail(e, "readlink"))?;
-                m.put(
-                    &parts,
-                    Item::Symlink {
-                        target: encode(&[target.as_bytes()]),
-                    },
-                );
-            }
-            FileType::Directory => {
-                let sub = rfs::openat(fd, name.as_c_str(), DIR_FLAGS, Mode::empty())
-                    .map_err(|e| fail(e, "opening"))?;
-                let mode = rfs::fstat(&sub).map_err(|e| fail(e, "stat"))?.st_mode & 0o7777;
-                m.put(&parts, Item::Dir { mode });
-                scan_dir(sub.as_fd(), path, m, &here)?;
-            }
-            FileType::RegularFile => {
-                let flags = OFlags::RDONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::NONBLOCK
-                    | OFlags::NOCTTY
-                    | OFlags::CLOEXEC;
-                let f = rfs::openat(fd, name.as_c_str(), flags, Mode::empty())
-                    .map_err(|e| fail(e, "opening"))?;
-                let now = rfs::fstat(&f).map_err(|e| fail(e, "stat"))?;
-                if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile {
-                    return Err(fail(Errno::NOENT, "changed while reading"));
-                }
-                let (size, sha256) =
-                    copy_hashing(&mut File::from(f), &mut io::sink()).map_err(|e| {
-                        Error::Operational(
-                            anyhow::Error::from(e).context(format!("reading {}", here.display())),
-                        )
-                    })?;
-                m.put(
-                    &parts,
-                    Item::File {
-                        mode: now.st_mode & 0o7777,
-                        size,
-                        sha256,
-                    },
-                );
-            }
-            other => {
-                // A release never holds these; staged ones cannot.
-                m.put(
-                    &parts,
-                    Item::Symlink {
-                        target: format!("<{other:?}>"),
-                    },
-                );
-            }
-        }
-        path.pop();
-    }
-    Ok(())
-}
-
-/// A path that differs between what was staged and what is there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    pub path: String,
-    /// `added`, `removed` or `changed`.
-    pub change: &'static str,
-    /// What changed, for people: "content", "mode 0644 -> 0755", ...
-    pub detail: String,
-}
-
-/// Every path added, removed or changed, in path order.
-pub fn diff(staged: &Manifest, now: &Manifest) -> Vec<Difference> {
-    let mut out = Vec::new();
-    for (path, was) in &staged.items {
-        match now.items.get(path) {
-            None => out.push(Difference {
-                path: path.clone(),
-                change: "removed",
-                detail: was.kind().into(),
-            }),
-            Some(is) if is != was => out.push(Difference {
-                path: path.clone(),
-                change: "changed",
-                detail: describe_change(was, is),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (path, is) in &now.items {
-        if !staged.items.contains_key(path) {
-            out.push(Difference {
-                path: path.clone(),
-                change: "added",
-                detail: is.kind().into(),
-            });
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
-fn describe_change(was: &Item, is: &Item) -> String {
-    match (was, is) {
-        (
-            Item::File {
-                mode: m1,
-                size: s1,
-                sha256: h1,
-            },
-            Item::File {
-                mode: m2,
-                size: s2,
-                sha256: h2,
-            },
-        ) => {
-            let mut what = Vec::new();
-            if h1 != h2 {
-                what.push(if s1 == s2 {
-                    "content".to_string()
-                } else {
-                    format!("content (size {s1} -> {s2})")
-                });
-            }
-            if m1 != m2 {
-                what.push(format!("mode {m1:04o} -> {m2:04o}"));
-            }
-            what.join(", ")
-        }
-        (Item::Dir { mode: m1 }, Item::Dir { mode: m2 }) => format!("mode {m1:04o} -> {m2:04o}"),
-        (Item::Symlink { target: t1 }, Item::Symlink { target: t2 }) => {
-            format!("target {t1} -> {t2}")
-        }
-        (a, b) => format!("{} replaced by a {}", a.kind(), b.kind()),
-    }
-}
-
-/// What [`check`] found: the first [`MAX_DIFFERENCES`] differences, in
-/// path order, and how many there are in all.
-#[derive(Debug, Default)]
-pub struct Checked {
-    pub differences: Vec<Difference>,
-    pub total: usize,
-}
-
-impl Checked {
-    fn push(&mut self, d: Difference) {
-        self.total += 1;
-        if self.differences.len() < MAX_DIFFERENCES {
-            self.differences.push(d);
-        }
-    }
-
-    pub fn matches(&self) -> bool {
-        self.total == 0
-    }
-
-    /// The differences on one line, at most a few named.
-    pub fn summary(&self) -> String {
-        summary_of(&self.differences, self.total)
-    }
-}
-
-/// Compare the release `id`, opened as `release`, with its manifest. The
-/// record is streamed against a fresh scan of the release (one line held
-/// at a time, see [`Record`]): memory goes with the release's tree, not
-/// with what its record claims. No manifest is an error of its own
-/// (exit 14): there is nothing to trust it against.
-pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Checked> {
-    let no_manifest = || {
-        Error::VerifyFailed(format!(
-            "release {id} has no manifest to verify against (it was not staged by \
-             releasectl, or by a version without manifests)"
-        ))
-    };
-    let Some((header, mut rec)) = Record::open(releases, id, Some(release), MAX_RECORD)? else {
-        return Err(no_manifest());
-    };
-    if !header.manifest {
-        return Err(no_manifest());
-    }
-    let mut now = scan(release)?;
-    let mut out = Checked::default();
-    while let Some((path, was)) = rec.next_item()? {
-        match now.items.remove(&path) {
-            None => out.push(Difference {
-                path,
-                change: "removed",
-                detail: was.kind().into(),
-            }),
-            Some(is) if is != was => out.push(Difference {
-                detail: describe_change(&was, &is),
-                path,
-                change: "changed",
-            }),
-            Some(_) => {}
-        }
-    }
-    for (path, is) in now.items {
-        out.push(Difference {
-            path,
-            change: "added",
-            detail: is.kind().into(),
-        });
-    }
-    out.differences.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-/// The differences on one line, at most a few named.
-pub fn summary(diffs: &[Difference]) -> String {
-    summary_of(diffs, diffs.len())
-}
-
-fn summary_of(diffs: &[Difference], total: usize) -> String {
-    let named: Vec<String> = diffs
-        .iter()
-        .take(3)
-        .map(|d| format!("{} {} ({})", d.change, d.path, d.detail))
-        .collect();
-    let more = total.saturating_sub(named.len());
-    let tail = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    format!("{total} path(s) differ: {}{tail}", named.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_bufs_start_on_a_page_and_copy_hashing_is_unchanged() {
-        for len in [1, 4096, 256 * 1024, 512 * 1024] {
-            let mut b = PageBuf::new(len);
-            let s = b.get();
-            assert_eq!(s.len(), len);
-            assert_eq!(s.as_ptr() as usize % 4096, 0);
-            assert!(s.iter().all(|&x| x == 0));
-        }
-        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut out = Vec::new();
-        let (size, sha) = copy_hashing(&mut &data[..], &mut out).unwrap();
-        assert_eq!((size, &out), (data.len() as u64, &data));
-        assert_eq!(sha, hex(&Sha256::digest(&data)));
-    }
 
     #[test]
     fn remove_drops_a_path_and_everything_below_it() {

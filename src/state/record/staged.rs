@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::dir::{Access, Dir};
-use crate::staging::input::Meta;
+use crate::state::record::Meta;
 use crate::state::record::{Header, Manifest};
 use rustix::fs::{AtFlags, FileType, StatxFlags, Timespec, Timestamps};
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ pub fn record(
     at: SystemTime,
     manifest: Option<&Manifest>,
     meta: &Meta,
-    dedup: Option<&crate::staging::dedup::Record>,
+    dedup: Option<&crate::state::record::DedupRecord>,
 ) {
     if let Err(e) = try_record(releases, id, at, manifest, meta, dedup) {
         crate::log::warn(&format!(
@@ -121,7 +121,7 @@ fn try_record(
     at: SystemTime,
     manifest: Option<&Manifest>,
     meta: &Meta,
-    dedup: Option<&crate::staging::dedup::Record>,
+    dedup: Option<&crate::state::record::DedupRecord>,
 ) -> Result<()> {
     let dir = open_for_writing(releases)?;
     let tmp = format!(".{id}.{}", std::process::id());
