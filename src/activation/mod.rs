@@ -901,7 +901,7 @@ pub fn check_expected(want: Option<&str>, current: &Option<String>) -> Result<()
 }
 
 fn dry_run(
-    root: &crate::fs::dir::RootDir,
+    root: &crate::fs::root::RootDir,
     state: Option<&Dir>,
     to: String,
     from: Option<String>,

@@ -178,7 +178,7 @@ impl Output {
             doc.app = a.app.clone();
             doc.release = a.release.clone();
             // The state left behind, read afresh (read-only, by handle).
-            if let Ok(root) = crate::fs::dir::RootDir::open(&a.root) {
+            if let Ok(root) = crate::fs::root::RootDir::open(&a.root) {
                 doc.current = root.current().ok().flatten();
                 doc.pending = root
                     .state_dir(false)

@@ -4,7 +4,8 @@
 use crate::config;
 use crate::config::Config;
 use crate::error::{usage, Result};
-use crate::fs::dir::{Dir, RootDir};
+use crate::fs::dir::Dir;
+use crate::fs::root::RootDir;
 use std::path::{Path, PathBuf};
 
 pub struct App {

@@ -4,7 +4,7 @@
 //! directories are given.
 
 use crate::error::{usage, Result};
-use crate::fs::dir::{CURRENT, RELEASES, STATE_DIR};
+use crate::fs::root::{CURRENT, RELEASES, STATE_DIR};
 
 /// The directory below ROOT that holds shared paths.
 pub const SHARED: &str = "shared";

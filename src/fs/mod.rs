@@ -9,3 +9,4 @@
 pub mod bytes;
 pub mod creds;
 pub mod dir;
+pub mod root;

@@ -121,7 +121,7 @@ impl Dedup {
     /// nothing to share. `auto` probes `FICLONE` in the temp tree and copies
     /// where it fails; `reflink` refuses there (exit 2).
     pub fn open(
-        root: &crate::fs::dir::RootDir,
+        root: &crate::fs::root::RootDir,
         releases: &Dir,
         tmp: BorrowedFd<'_>,
         mode: DedupMode,

@@ -32,7 +32,8 @@
 use crate::config::shared::{Kind, Ownership, SharedPath, SHARED};
 use crate::error::{usage, Error, Result};
 use crate::fs::creds;
-use crate::fs::dir::{io_error, Access, Dir, RootDir};
+use crate::fs::dir::{io_error, Access, Dir};
+use crate::fs::root::RootDir;
 use crate::state::record;
 use crate::state::record::{Item, Manifest};
 use rustix::fs::{FileType, Mode};

@@ -86,7 +86,7 @@ pub fn stage(
     if staged.is_err() && fresh {
         // A refused first stage leaves the root as it found it (removed
         // only while empty: never another stage's tree).
-        app.root.dir().remove_empty_dir(crate::fs::dir::RELEASES);
+        app.root.dir().remove_empty_dir(crate::fs::root::RELEASES);
     }
     staged
 }

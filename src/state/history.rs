@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn damaged_lines_are_skipped_and_memory_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::fs::dir::RootDir::open(dir.path()).unwrap();
+        let root = crate::fs::root::RootDir::open(dir.path()).unwrap();
         let state = root.state_dir(true).unwrap().unwrap();
         append(&state, &e(Event::Activated, None, "v1")).unwrap();
         let mut junk = b"\xff\xfe not utf-8\n".to_vec();

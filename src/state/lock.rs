@@ -25,7 +25,8 @@
 
 use crate::error::{Error, Result};
 use crate::fs::creds;
-use crate::fs::dir::{Access, Dir, RootDir};
+use crate::fs::dir::{Access, Dir};
+use crate::fs::root::RootDir;
 use crate::host::cancel::Cancel;
 use anyhow::Context;
 use rustix::fs::{flock, FlockOperation};
@@ -238,7 +239,7 @@ pub fn check_can_take(root: &RootDir, state_dir: Option<&Dir>) -> Result<()> {
         None => (
             root.dir().as_fd(),
             ".",
-            root.dir().shown(crate::fs::dir::STATE_DIR).join(LOCK_FILE),
+            root.dir().shown(crate::fs::root::STATE_DIR).join(LOCK_FILE),
         ),
     };
     rustix::fs::accessat(

@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn a_recorded_hook_group_is_killed_only_where_marked() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::fs::dir::RootDir::open(dir.path()).unwrap();
+        let root = crate::fs::root::RootDir::open(dir.path()).unwrap();
         let state = root.state_dir(true).unwrap().unwrap();
         let token = hook_token("1-2");
         let spawn = |token: &str, script: &str| {

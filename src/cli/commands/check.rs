@@ -4,7 +4,6 @@
 use crate::cli::output::Output;
 use crate::config::app::App;
 use crate::error::{Error, Result};
-use crate::fs::dir;
 use crate::state::{lock, pending};
 use serde_json::json;
 
@@ -63,8 +62,8 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
                 },
             );
         }
-        Ok(None) => add(dir::STATE_DIR, Ok("not created yet".into())),
-        Err(e) => add(dir::STATE_DIR, Err(e.one_line())),
+        Ok(None) => add(crate::fs::root::STATE_DIR, Ok("not created yet".into())),
+        Err(e) => add(crate::fs::root::STATE_DIR, Err(e.one_line())),
     }
 
     // Hooks and the health command run as root without $PATH: a program
