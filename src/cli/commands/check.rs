@@ -7,10 +7,23 @@ use crate::error::{Error, Result};
 use crate::state::{lock, pending};
 use serde_json::json;
 
-pub fn check(app: &App, out: &Output) -> Result<()> {
-    let mut results: Vec<(String, Result<String, String>)> = Vec::new();
-    let mut add = |what: &str, r: Result<String, String>| results.push((what.to_string(), r));
+/// One line of the report: what was checked, and what was found (Err:
+/// a problem that would make an activation fail).
+type Check = (String, Result<String, String>);
 
+/// Every check in order, then one report; exit 1 if any failed.
+pub(super) fn run(app: &App, out: &Output) -> Result<()> {
+    let mut results: Vec<Check> = Vec::new();
+    let mut add = |what: &str, r: Result<String, String>| results.push((what.to_string(), r));
+    layout(app, &mut add);
+    state(app, &mut add);
+    programs(app, &mut add);
+    units(app, &mut add);
+    report(app, &results, out)
+}
+
+/// The config, ROOT, `releases/` and `current`.
+fn layout(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     add(
         "config",
         Ok(app
@@ -42,6 +55,10 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
             Err(e) => Err(e.one_line()),
         },
     );
+}
+
+/// `.releasectl/`: the lock and an interrupted activation.
+fn state(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     match app.state_dir(false) {
         Ok(Some(state)) => {
             add(
@@ -65,9 +82,11 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
         Ok(None) => add(crate::fs::root::STATE_DIR, Ok("not created yet".into())),
         Err(e) => add(crate::fs::root::STATE_DIR, Err(e.one_line())),
     }
+}
 
-    // Hooks and the health command run as root without $PATH: a program
-    // that is missing or not executable fails every activation.
+/// Hooks and the health command run as root without $PATH: a program
+/// that is missing or not executable fails every activation.
+fn programs(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     let hooks = &app.config.hooks;
     let programs = [
         ("pre_activate", &hooks.pre_activate),
@@ -91,7 +110,10 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
             .map_err(|e| format!("{program}: {}", std::io::Error::from(e)));
         add(&format!("{phase} {program}"), r);
     }
+}
 
+/// The units, probed over D-Bus (skipped when systemd is not reachable).
+fn units(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     let svc = &app.config.services;
     if !svc.units.is_empty() {
         match crate::host::systemd::service_manager(app, false) {
@@ -110,7 +132,10 @@ pub fn check(app: &App, out: &Output) -> Result<()> {
             ),
         }
     }
+}
 
+/// The report, as text or JSON; an error naming how many checks failed.
+fn report(app: &App, results: &[Check], out: &Output) -> Result<()> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     out.print(
         json!({
