@@ -10,8 +10,9 @@
 //! - [`host`]: the host's service manager, processes and signals;
 //! - [`config`]: an app's configuration and which app a command acts on;
 //! - [`fs`]: directory handles, the app-root layout, acting as an owner;
-//! - the files at this level: errors, logging, clock, release ids, fault
-//!   points, the user database; they import nothing but each other.
+//! - the base modules at this level: errors, logging, clock, release ids,
+//!   fault points, the user database, the progress line; they import
+//!   nothing but each other.
 #![forbid(unsafe_code)]
 
 mod activation;
@@ -22,6 +23,8 @@ pub mod error;
 mod fault;
 mod fs;
 mod host;
+#[cfg(test)]
+mod layers;
 pub mod log;
 mod passwd;
 mod progress;

@@ -3,6 +3,11 @@
 //! post_swap hooks, units, health, post_activate hooks, commit).
 //! It ends committed or rolled back, never half-done; a SIGKILL at any
 //! instant leaves `pending.json` for the next run to finish.
+//!
+//! The `activation` layer: this transaction and `recover`. Verifying a
+//! release against its record lives with the record
+//! ([`crate::state::record::verify`]). May import state, host, config, fs
+//! and the base modules; never staging or cli.
 
 use crate::config::app::App;
 use crate::error::{usage, Error, Result};

@@ -1,5 +1,10 @@
 //! Command-line definitions. The man page releasectl(1) and the shell
 //! completions are generated from these, so help texts are the reference.
+//!
+//! The `cli` layer, the top one: these definitions, the text and JSON
+//! output ([`output`]), completion ([`completion`]), the man page
+//! ([`manpage`]) and one file per subcommand ([`commands`]). It may
+//! import every other layer (docs/architecture.md).
 
 pub mod commands;
 pub mod completion;

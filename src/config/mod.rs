@@ -1,6 +1,10 @@
 //! `/etc/releasectl/<app>.toml`: parsed strictly (unknown keys, wrong types
 //! and relative paths are errors that name the file, line and key), then
 //! turned into a validated [`Config`] with every default filled in.
+//!
+//! The `config` layer also holds the value types of its tables ([`shared`],
+//! [`stage`]) and [`app::App`], the app a command acts on: its name, its
+//! opened root and its config. May import fs and the base modules only.
 
 pub mod app;
 pub mod shared;

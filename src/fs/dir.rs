@@ -1,4 +1,5 @@
-//! Every file operation under an app root goes through this module.
+//! Directory handles: every file operation under an app root goes through
+//! them ([`crate::fs::root`] lays out the app root with them).
 //!
 //! The rule: ROOT is opened once (`O_DIRECTORY|O_NOFOLLOW`) and everything
 //! below it is reached one name at a time from an open directory handle,

@@ -1,4 +1,8 @@
-//! What a release held when it was staged, and whether it still does.
+//! The staging record: what a release held when it was staged, and
+//! whether it still does. One module for the one file format: the format
+//! itself here (header, path lines, meta pairs, the dedup summary), where
+//! records live and how they are written and opened ([`staged`]), and the
+//! release's tree held against one ([`verify`]). Part of the state layer.
 //!
 //! `stage` builds the manifest while it writes the tree (each file's
 //! SHA-256 is computed from the bytes on their way to disk, not by a second
