@@ -12,3 +12,4 @@ pub mod shared;
 pub mod signature;
 pub mod stage;
 pub mod tar_bounds;
+pub mod unpack;
