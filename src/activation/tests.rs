@@ -2,10 +2,21 @@
 //! manager that records what it was asked and fails where told, and health
 //! checks that are commands looking at the release they run in.
 
+use super::recover::{recover_pending, Recovery};
 use super::*;
-use crate::app::Source;
+use crate::config::app::App;
+use crate::config::app::Source;
 use crate::config::Action;
+use crate::error::Result;
+use crate::fs::dir::Dir;
+use crate::host::cancel::Cancel;
+use crate::host::services::ServiceManager;
+use crate::state::history;
+use crate::state::history::{Entry, Event};
+use crate::state::pending;
+use crate::state::pending::Pending;
 use std::path::Path;
+use std::time::Duration;
 
 /// What the fake was asked: (unit, release `current` named at that moment).
 type Calls = Vec<(String, String)>;

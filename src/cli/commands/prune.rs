@@ -1,0 +1,61 @@
+//! `prune`: remove old releases, keeping the newest good ones and every
+//! release activation may still need.
+
+use crate::cli;
+use crate::cli::output::Output;
+use crate::config::app::{App, Source};
+use crate::error::{Error, Result};
+use crate::state::{lock, store};
+use serde_json::json;
+use std::time::Duration;
+
+/// `prune [--keep N] [--dry-run]`.
+pub(super) fn run(source: &Source, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
+    let app = source.open(p.app.as_deref())?;
+    out.about(&app, None);
+    prune(&app, p, wait, out)
+}
+
+fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
+    let keep = p.keep.unwrap_or(app.config.keep);
+    if p.dry_run {
+        // Refused as the real run would be (a member in root's layout may
+        // not take the lock), not a plan it then cannot carry out.
+        let state = app.state_dir(false)?;
+        lock::check_can_take(&app.root, state.as_ref()).map_err(|e| {
+            Error::Operational(anyhow::anyhow!(
+                "{}: prune would be refused: {}",
+                app.label(),
+                e.one_line()
+            ))
+        })?;
+        let plan = store::plan_prune(&store::inventory(app)?, keep);
+        out.print(json!({"dry_run": true, "plan": plan}), || {
+            describe_plan(&plan, "would remove")
+        });
+        return Ok(());
+    }
+    let done = store::prune(app, keep, wait)?;
+    out.print(
+        json!({"dry_run": false, "plan": done.plan, "leftovers_removed": done.leftovers}),
+        || describe_plan(&done.plan, "removed"),
+    );
+    Ok(())
+}
+
+fn describe_plan(plan: &store::PrunePlan, verb: &str) -> String {
+    let mut t = String::new();
+    for id in &plan.keep {
+        t += &format!("keep       {id}\n");
+    }
+    for id in &plan.protected {
+        t += &format!("protected  {id} (current, previous, pending or last good)\n");
+    }
+    for id in &plan.remove {
+        t += &format!("{verb} {id}\n");
+    }
+    if plan.remove.is_empty() {
+        t += "nothing to remove\n";
+    }
+    t
+}

@@ -1,0 +1,115 @@
+//! `status`: the app's current, previous and last good releases, the
+//! lock, and an interrupted activation if there is one.
+
+use super::history::describe;
+use super::{describe_dedup, show_meta};
+use crate::cli::output::Output;
+use crate::config::app::App;
+use crate::error::{Error, Result};
+use crate::state::record::DedupRecord;
+use crate::state::{lock, pending, store};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// `status`. An intent record with nobody holding the lock is an
+/// interrupted activation: the report says so and the exit status is 13,
+/// so a monitoring check or a script notices before the next deploy does.
+pub(super) fn run(app: &App, out: &Output) -> Result<()> {
+    let inv = store::inventory(app)?;
+    let state = app.state_dir(false)?;
+    // The intent record is read again under the lock's shared side: an
+    // activation that finished meanwhile is not mistaken for a crash.
+    let (holder, interrupted) = match &state {
+        Some(s) => match lock::while_idle(&app.root, Some(s), || pending::read(Some(s)))? {
+            Ok(left) => (None, left),
+            Err(holder) => (holder, None),
+        },
+        None => (None, None),
+    };
+    let s = &inv.summary;
+    // The current release's --meta pairs (null without a current release).
+    let meta = inv.current.as_ref().map(|c| {
+        inv.releases
+            .iter()
+            .find(|r| &r.id == c)
+            .map(|r| r.meta.clone())
+            .unwrap_or_default()
+    });
+    let current_dedup = inv
+        .releases
+        .iter()
+        .find(|r| r.current)
+        .and_then(|r| r.dedup.clone());
+    out.print(
+        json!({
+            "app": app.name, "root": app.root.path(), "current": inv.current,
+            "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
+            "interrupted": interrupted.is_some(),
+            "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
+            "meta": meta,
+            "dedup": current_dedup,
+        }),
+        || {
+            text(
+                app,
+                &inv,
+                meta.as_ref(),
+                current_dedup.as_ref(),
+                holder.as_ref(),
+            )
+        },
+    );
+    match interrupted {
+        Some(p) => Err(Error::NeedsRecovery(format!(
+            "{}: the activation {} → {} (pid {}, started {}) was interrupted; run `releasectl recover{}` (the next activation also \
+             recovers it first)",
+            app.label(),
+            p.from.as_deref().unwrap_or("none"),
+            p.to,
+            p.pid,
+            p.started,
+            app.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `status` as text, one `name: value` line each.
+fn text(
+    app: &App,
+    inv: &store::Inventory,
+    meta: Option<&BTreeMap<String, String>>,
+    current_dedup: Option<&DedupRecord>,
+    holder: Option<&lock::Holder>,
+) -> String {
+    let s = &inv.summary;
+    let none = || "none".to_string();
+    let mut t = format!("app:       {}\n", app.label());
+    t += &format!("root:      {}\n", app.root.path().display());
+    t += &format!("current:   {}\n", inv.current.clone().unwrap_or_else(none));
+    if let Some(m) = meta.filter(|m| !m.is_empty()) {
+        t += &format!("meta:      {}\n", show_meta(m));
+    }
+    t += &format!("previous:  {}\n", s.previous.clone().unwrap_or_else(none));
+    t += &format!("last good: {}\n", s.last_good.clone().unwrap_or_else(none));
+    t += &format!("releases:  {}\n", inv.releases.len());
+    if let Some(d) = current_dedup {
+        t += &format!("shared:    {}\n", describe_dedup(d));
+    }
+    t += &format!(
+        "pending:   {}\n",
+        inv.pending.as_ref().map_or_else(none, |p| format!(
+            "{} → {} (pid {}, started {})",
+            p.from.as_deref().unwrap_or("none"),
+            p.to,
+            p.pid,
+            p.started
+        ))
+    );
+    t += &format!(
+        "lock:      {}\n",
+        holder.map_or("free".to_string(), |h| h.to_string())
+    );
+    t += &format!("last:      {}", s.last.as_ref().map_or_else(none, describe));
+    t
+}

@@ -1,0 +1,35 @@
+//! The service manager seen by the activation transaction. The real one is
+//! systemd over D-Bus ([`crate::host::systemd`]); tests hand in fakes.
+
+use crate::config::Action;
+use crate::host::cancel::Cancel;
+use std::time::Duration;
+
+pub trait ServiceManager {
+    /// Enqueue `action` on `unit` (mode "replace"), wait until the job is
+    /// finished, and check the unit is active. `Err` says why not.
+    fn apply(
+        &mut self,
+        unit: &str,
+        action: Action,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()>;
+
+    /// Whether `unit` exists and can do `action` (for `releasectl check`):
+    /// its state and what an activation will do to it, or why it cannot.
+    fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String>;
+}
+
+/// Used when no units are configured or `--no-reload` is given.
+pub struct NoServices;
+
+impl ServiceManager for NoServices {
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> anyhow::Result<()> {
+        anyhow::bail!("no service manager available to act on {unit}")
+    }
+
+    fn probe(&mut self, unit: &str, _: Action) -> anyhow::Result<String> {
+        anyhow::bail!("no service manager available to check {unit}")
+    }
+}
