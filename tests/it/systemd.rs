@@ -57,6 +57,7 @@ shared_container_scenarios! {
     nginx_recipe_first_deploy_starts_nginx = p_nginx_recipe_first_deploy_starts_nginx;
     prune_timer_prunes_an_app = q_prune_timer_prunes_an_app;
     privilege_drop_recipe_under_the_units = r_privilege_drop_recipe_under_the_units;
+    socket_handover_drops_no_request = s_socket_handover_drops_no_request;
 }
 
 /// The power cut kills every process of the machine and boots it again:

@@ -73,6 +73,73 @@ trait Unit {
     fn can_start(&self) -> zbus::Result<bool>;
     #[zbus(property, name = "InvocationID")]
     fn invocation_id(&self) -> zbus::Result<Vec<u8>>;
+    #[zbus(property)]
+    fn triggered_by(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn requires(&self) -> zbus::Result<Vec<String>>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Socket",
+    default_service = "org.freedesktop.systemd1",
+    gen_async = false,
+    blocking_name = "SocketProxy"
+)]
+trait Socket {
+    #[zbus(property)]
+    fn accept(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn backlog(&self) -> zbus::Result<u32>;
+}
+
+/// What a socket unit that triggers a restarted service says about the
+/// handover: its listener outlives the restart only with `Accept=no`, and
+/// the service must `Requires=` it (else a start of the service alone
+/// binds nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    pub socket: String,
+    pub accept: bool,
+    pub backlog: u32,
+    pub required: bool,
+}
+
+/// Below this backlog a restart under load refuses connections even with a
+/// socket unit: they no longer fit in the queue while the app starts.
+const MIN_BACKLOG: u32 = 128;
+
+/// `check`'s word on how a restart treats connections: socket handover
+/// (`handover`, the socket units triggering the service) or none.
+pub fn handover_verdict(unit: &str, handover: &[Handover]) -> Result<String, String> {
+    let Some(h) = handover.first() else {
+        return Ok(format!(
+            "restarts refuse connections while {unit} starts (no .socket unit holds its \
+             listener: see \"Restarts without refused connections\" in the README)"
+        ));
+    };
+    if h.accept {
+        return Err(format!(
+            "{} has Accept=yes: one process per connection, nothing to hand over; use Accept=no",
+            h.socket
+        ));
+    }
+    if !h.required {
+        return Err(format!(
+            "{unit} does not Requires={}: a start of {unit} alone would not get its listener",
+            h.socket
+        ));
+    }
+    if h.backlog < MIN_BACKLOG {
+        return Err(format!(
+            "{} has Backlog={}: connections arriving while {unit} restarts overflow it; \
+             raise it (systemd's default is the kernel's SOMAXCONN)",
+            h.socket, h.backlog
+        ));
+    }
+    Ok(format!(
+        "listener held by {} (Accept=no, backlog {}): restarts queue connections",
+        h.socket, h.backlog
+    ))
 }
 
 /// A finished job, as announced by `JobRemoved`.
@@ -376,7 +443,35 @@ impl Systemd {
         let can_start = proxy.can_start().map_err(fail)?;
         let state = proxy.active_state().map_err(fail)?;
         let sub = proxy.sub_state().unwrap_or_default();
-        probe_verdict(unit, action, &state, &sub, can_reload, can_start)
+        let verdict = probe_verdict(unit, action, &state, &sub, can_reload, can_start)?;
+        if !matches!(action, Action::Restart | Action::TryRestart) {
+            return Ok(verdict);
+        }
+        let handover = self.handover(&proxy).map_err(fail)?;
+        Ok(format!("{verdict}; {}", handover_verdict(unit, &handover)?))
+    }
+
+    /// The socket units that trigger the service behind `proxy`.
+    fn handover(&self, proxy: &UnitProxy<'static>) -> zbus::Result<Vec<Handover>> {
+        let requires = proxy.requires()?;
+        let mut found = Vec::new();
+        for socket in proxy.triggered_by()? {
+            if !socket.ends_with(".socket") {
+                continue;
+            }
+            let path = self.manager()?.load_unit(&socket)?;
+            let s = SocketProxy::builder(&self.conn)
+                .path(path)?
+                .cache_properties(CacheProperties::No)
+                .build()?;
+            found.push(Handover {
+                required: requires.contains(&socket),
+                accept: s.accept()?,
+                backlog: s.backlog()?,
+                socket,
+            });
+        }
+        Ok(found)
     }
 }
 

@@ -620,3 +620,29 @@ fn check_tells_the_units_state() {
         .unwrap()
         .contains("leaves it stopped"));
 }
+
+fn handover(accept: bool, backlog: u32, required: bool) -> Handover {
+    Handover {
+        socket: "app.socket".into(),
+        accept,
+        backlog,
+        required,
+    }
+}
+
+#[test]
+fn handover_verdict_says_what_a_restart_does_to_connections() {
+    let none = handover_verdict("app.service", &[]).unwrap();
+    assert!(none.contains("restarts refuse connections"), "{none}");
+    let good = handover_verdict("app.service", &[handover(false, 4096, true)]).unwrap();
+    assert_eq!(
+        good,
+        "listener held by app.socket (Accept=no, backlog 4096): restarts queue connections"
+    );
+    let accept = handover_verdict("app.service", &[handover(true, 4096, true)]).unwrap_err();
+    assert!(accept.contains("Accept=yes"), "{accept}");
+    let loose = handover_verdict("app.service", &[handover(false, 4096, false)]).unwrap_err();
+    assert!(loose.contains("Requires=app.socket"), "{loose}");
+    let small = handover_verdict("app.service", &[handover(false, 16, true)]).unwrap_err();
+    assert!(small.contains("Backlog=16"), "{small}");
+}

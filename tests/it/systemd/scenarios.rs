@@ -1672,3 +1672,80 @@ pub(super) fn r_privilege_drop_recipe_under_the_units(c: &mut Container) {
         "setpriv was refused something under the units:\n{story}"
     );
 }
+
+/// s. Socket handover: an app that can only restart (examples/handover,
+/// 0.5 s to start) switched 10 times under paced load by
+/// `releasectl activate` with `action = "restart"` and a health gate. With
+/// its listener in a `.socket` unit no request fails; without one, the same
+/// run in the same machine refuses requests (or the load was too light to
+/// prove anything). `check` says which of the two an app has. The setup and
+/// the load are the benchmark's own (bench/handover-setup.sh,
+/// bench/handover-driver.py), so the README's numbers and this test measure
+/// the same thing.
+pub(super) fn s_socket_handover_drops_no_request(c: &mut Container) {
+    let setup = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bench/handover-setup.sh"
+        ))
+        .arg(c.path("/"))
+        .arg("10")
+        .output()
+        .expect("run bench/handover-setup.sh");
+    assert!(setup.status.success(), "{setup:?}");
+    let start = String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("START: ").map(str::to_string))
+        .expect("the setup's START line");
+    c.sh(&format!("systemctl daemon-reload && {start}"));
+    assert_contains(
+        &c.sh("releasectl check socket"),
+        "listener held by socket.socket (Accept=no",
+        "check of the app with a socket unit",
+    );
+    assert_contains(
+        &c.sh("releasectl check restart"),
+        "restarts refuse connections",
+        "check of the app without one",
+    );
+
+    let out = c.sh("SWITCHES=10 python3 /usr/local/lib/handover/driver.py restart socket");
+    println!("{out}");
+    let result = |mode: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT {mode} ")))
+            .unwrap_or_else(|| panic!("no RESULT line for {mode} in:\n{out}"));
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        (field("failed="), field("total="))
+    };
+    let (restart_failed, restart_total) = result("restart");
+    let (socket_failed, socket_total) = result("socket");
+    assert!(
+        restart_failed > 0,
+        "without a socket unit no request failed ({restart_total} sent): the load was too \
+         light to show what a restart refuses"
+    );
+    assert!(
+        socket_total > 500,
+        "too few requests to prove anything: {out}"
+    );
+    assert_eq!(
+        socket_failed, 0,
+        "requests failed with socket handover:\n{out}"
+    );
+    for app in ["restart", "socket"] {
+        let activated = App::existing(c, app)
+            .history()
+            .iter()
+            .filter(|e| e["event"] == "activated")
+            .count();
+        // v0 by hand, then ten switches.
+        assert_eq!(activated, 11, "{app}: every switch committed");
+    }
+}
