@@ -51,48 +51,18 @@ pub(super) fn unpack(
     strip: usize,
     dedup: &mut Dedup,
 ) -> Result<()> {
-    let hit_eof = Rc::new(Cell::new(false));
-    let mut archive = tar::Archive::new(EofWatch {
-        inner: reader,
-        hit: hit_eof.clone(),
-    });
-    let refuse = |what: String| -> Error { usage(format!("archive refused: {what}")) };
-    let entries = archive
-        .entries()
-        .map_err(|e| refuse(format!("unreadable: {e}")))?;
+    let mut stream = Walk::new(reader, strip);
+    let mut count = 0usize;
     // Directories are created 0700 and get their modes at the end, deepest
     // first, so a read-only directory in the archive can still be filled.
     let mut dirs: BTreeMap<PathBuf, u32> = BTreeMap::new();
-    let mut count = 0usize;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
-        let named = entry
-            .path()
-            .map_err(|e| refuse(format!("bad entry name: {e}")))?
-            .into_owned();
-        let Some(path) = input::strip(&named, strip) else {
-            continue;
-        };
-        let parts =
-            components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+    let mut entries = stream.entries()?;
+    while let Some((mut entry, Taken { path, parts })) = next(&mut entries, strip, &mut count)? {
         let header = entry.header();
         let kind = header.entry_type();
         let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
         let mode = header.mode().unwrap_or(0o644);
         let mtime = header.mtime().unwrap_or(0);
-        if kind.is_pax_global_extensions() {
-            continue;
-        }
-        count += 1;
-        let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut x| {
-            x.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
-        });
-        if sparse {
-            return Err(refuse(format!(
-                "entry {}: sparse files are not supported",
-                path.display()
-            )));
-        }
         let Some((name, parents)) = parts.split_last() else {
             // The archive's own top directory ("./").
             if kind.is_dir() {
@@ -167,13 +137,7 @@ pub(super) fn unpack(
                 );
             }
         } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .ok_or_else(|| refuse(format!("symlink {} has no target", path.display())))?;
-            let target = CString::new(target.as_os_str().as_bytes())
-                .map_err(|_| refuse(format!("symlink {}: bad target", path.display())))?;
+            let target = symlink_target(&entry, &path)?;
             replace_name(&parent, name, || {
                 rfs::symlinkat(target.as_c_str(), &parent, name.as_c_str())
             })
@@ -185,21 +149,7 @@ pub(super) fn unpack(
                 },
             );
         } else if kind.is_hard_link() {
-            let named = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
-                .into_owned();
-            let target = input::strip(&named, strip).ok_or_else(|| {
-                refuse(format!(
-                    "hard link {}: its target {} is stripped away by --strip-components {strip}",
-                    path.display(),
-                    named.display()
-                ))
-            })?;
-            let tparts = components(&target)
-                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+            let (target, tparts) = hard_link_target(&entry, &path, strip)?;
             let Some((tname, tparents)) = tparts.split_last() else {
                 return Err(refuse(format!(
                     "hard link {} has no target",
@@ -248,23 +198,7 @@ pub(super) fn unpack(
             )));
         }
     }
-    if hit_eof.get() {
-        return Err(refuse(
-            "the archive is cut short (no end-of-archive block)".into(),
-        ));
-    }
-    if count == 0 {
-        return Err(refuse(if strip > 0 {
-            format!("nothing is left after --strip-components {strip}")
-        } else {
-            "the archive is empty".into()
-        }));
-    }
-    // Read on to the end of the compressed stream so its checksum is
-    // verified (a gzip or zstd stream cut inside the padding).
-    let mut rest = archive.into_inner();
-    io::copy(&mut (&mut rest).take(16 << 20), &mut io::sink())
-        .map_err(|e| read_error(e, "after the last entry"))?;
+    stream.finish(count)?;
     for (path, mode) in dirs.iter().rev() {
         let parts = components(path).expect("checked when inserted");
         let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
@@ -283,43 +217,13 @@ pub(super) fn unpack(
 /// replaced by anything else, or a hard link to a directory or to nothing
 /// earlier in the archive is refused, as unpacking refuses it.
 pub(super) fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<()> {
-    let hit_eof = Rc::new(Cell::new(false));
-    let mut archive = tar::Archive::new(EofWatch {
-        inner: reader,
-        hit: hit_eof.clone(),
-    });
-    let refuse = |what: String| -> Error { usage(format!("archive refused: {what}")) };
-    let entries = archive
-        .entries()
-        .map_err(|e| refuse(format!("unreadable: {e}")))?;
-    let mut dirs: BTreeMap<String, u32> = BTreeMap::new();
+    let mut stream = Walk::new(reader, strip);
     let mut count = 0usize;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
-        let named = entry
-            .path()
-            .map_err(|e| refuse(format!("bad entry name: {e}")))?
-            .into_owned();
-        let Some(path) = input::strip(&named, strip) else {
-            continue;
-        };
-        let parts =
-            components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+    let mut dirs: BTreeMap<String, u32> = BTreeMap::new();
+    let mut entries = stream.entries()?;
+    while let Some((mut entry, Taken { path, parts })) = next(&mut entries, strip, &mut count)? {
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644);
-        if kind.is_pax_global_extensions() {
-            continue;
-        }
-        count += 1;
-        let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut x| {
-            x.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
-        });
-        if sparse {
-            return Err(refuse(format!(
-                "entry {}: sparse files are not supported",
-                path.display()
-            )));
-        }
         let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
         if key.is_empty() {
             if kind.is_dir() {
@@ -357,32 +261,12 @@ pub(super) fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<
                 sha256,
             }
         } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .ok_or_else(|| refuse(format!("symlink {} has no target", path.display())))?;
-            let target = CString::new(target.as_os_str().as_bytes())
-                .map_err(|_| refuse(format!("symlink {}: bad target", path.display())))?;
+            let target = symlink_target(&entry, &path)?;
             Item::Symlink {
                 target: record::encode(&[target.as_bytes()]),
             }
         } else if kind.is_hard_link() {
-            let named = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
-                .into_owned();
-            let target = input::strip(&named, strip).ok_or_else(|| {
-                refuse(format!(
-                    "hard link {}: its target {} is stripped away by --strip-components {strip}",
-                    path.display(),
-                    named.display()
-                ))
-            })?;
-            let tparts = components(&target)
-                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+            let (target, tparts) = hard_link_target(&entry, &path, strip)?;
             if tparts == parts {
                 continue;
             }
@@ -406,25 +290,149 @@ pub(super) fn list(reader: impl Read, m: &mut Manifest, strip: usize) -> Result<
         };
         m.items.insert(k, item);
     }
-    if hit_eof.get() {
-        return Err(refuse(
-            "the archive is cut short (no end-of-archive block)".into(),
-        ));
-    }
-    if count == 0 {
-        return Err(refuse(if strip > 0 {
-            format!("nothing is left after --strip-components {strip}")
-        } else {
-            "the archive is empty".into()
-        }));
-    }
-    let mut rest = archive.into_inner();
-    io::copy(&mut (&mut rest).take(16 << 20), &mut io::sink())
-        .map_err(|e| read_error(e, "after the last entry"))?;
+    stream.finish(count)?;
     for (k, mode) in dirs {
         m.items.insert(k, Item::Dir { mode });
     }
     Ok(())
+}
+
+/// Every archive refusal reads the same: exit 2, nothing staged.
+fn refuse(what: String) -> Error {
+    usage(format!("archive refused: {what}"))
+}
+
+/// The walk over a tar stream that [`unpack`] and [`list`] share, so the
+/// two can never disagree on which entries an archive has: what both take,
+/// skip and refuse, and how the stream must end.
+struct Walk<R: Read> {
+    archive: tar::Archive<EofWatch<R>>,
+    hit_eof: Rc<Cell<bool>>,
+    strip: usize,
+}
+
+/// An entry taken: its name after `strip`, and that name's components.
+struct Taken {
+    path: PathBuf,
+    parts: Vec<CString>,
+}
+
+type Entries<'a, R> = tar::Entries<'a, EofWatch<R>>;
+
+impl<R: Read> Walk<R> {
+    fn new(reader: R, strip: usize) -> Walk<R> {
+        let hit_eof = Rc::new(Cell::new(false));
+        let archive = tar::Archive::new(EofWatch {
+            inner: reader,
+            hit: hit_eof.clone(),
+        });
+        Walk {
+            archive,
+            hit_eof,
+            strip,
+        }
+    }
+
+    fn entries(&mut self) -> Result<Entries<'_, R>> {
+        self.archive
+            .entries()
+            .map_err(|e| refuse(format!("unreadable: {e}")))
+    }
+
+    /// After the last entry (`count` of them taken): refuse a stream cut
+    /// short or with nothing taken, and read on to the end of the compressed stream so its
+    /// checksum is verified (a gzip or zstd stream cut inside the padding).
+    fn finish(self, count: usize) -> Result<()> {
+        if self.hit_eof.get() {
+            return Err(refuse(
+                "the archive is cut short (no end-of-archive block)".into(),
+            ));
+        }
+        if count == 0 {
+            return Err(refuse(if self.strip > 0 {
+                format!("nothing is left after --strip-components {}", self.strip)
+            } else {
+                "the archive is empty".into()
+            }));
+        }
+        let mut rest = self.archive.into_inner();
+        io::copy(&mut (&mut rest).take(16 << 20), &mut io::sink())
+            .map_err(|e| read_error(e, "after the last entry"))?;
+        Ok(())
+    }
+}
+
+/// The next entry taken, with its name: entries `strip` consumes and pax
+/// global headers are skipped; a bad name or a sparse file refuses the
+/// archive. `count` counts the entries taken.
+fn next<'a, R: Read>(
+    entries: &mut Entries<'a, R>,
+    strip: usize,
+    count: &mut usize,
+) -> Result<Option<(tar::Entry<'a, EofWatch<R>>, Taken)>> {
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_error(e, "unreadable entry"))?;
+        let named = entry
+            .path()
+            .map_err(|e| refuse(format!("bad entry name: {e}")))?
+            .into_owned();
+        let Some(path) = input::strip(&named, strip) else {
+            continue;
+        };
+        let parts =
+            components(&path).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
+        if entry.header().entry_type().is_pax_global_extensions() {
+            continue;
+        }
+        *count += 1;
+        let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut x| {
+            x.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
+        });
+        if sparse {
+            return Err(refuse(format!(
+                "entry {}: sparse files are not supported",
+                path.display()
+            )));
+        }
+        return Ok(Some((entry, Taken { path, parts })));
+    }
+    Ok(None)
+}
+
+/// A symlink entry's target, as written (never resolved).
+fn symlink_target<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<CString> {
+    let target = entry
+        .link_name()
+        .ok()
+        .flatten()
+        .ok_or_else(|| refuse(format!("symlink {} has no target", path.display())))?;
+    CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| refuse(format!("symlink {}: bad target", path.display())))
+}
+
+/// A hard link entry's target after `strip`, and its components: a name
+/// in the archive, validated like every entry's name.
+fn hard_link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    path: &Path,
+    strip: usize,
+) -> Result<(PathBuf, Vec<CString>)> {
+    let named = entry
+        .link_name()
+        .ok()
+        .flatten()
+        .ok_or_else(|| refuse(format!("hard link {} has no target", path.display())))?
+        .into_owned();
+    let target = input::strip(&named, strip).ok_or_else(|| {
+        refuse(format!(
+            "hard link {}: its target {} is stripped away by --strip-components {strip}",
+            path.display(),
+            named.display()
+        ))
+    })?;
+    let parts = components(&target)
+        .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+    Ok((target, parts))
 }
 
 /// Run `create`; if the name is taken by a non-directory, remove it and
