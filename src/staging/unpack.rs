@@ -74,68 +74,16 @@ pub(super) fn unpack(
             .map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         let fail = |e: Errno| write_error(e, &path);
         if kind.is_dir() {
-            match rfs::mkdirat(&parent, name.as_c_str(), Mode::from_raw_mode(0o700)) {
-                Ok(()) => {}
-                Err(Errno::EXIST) => {
-                    // Listed twice, or implied by an earlier entry: fine if a directory.
-                    rfs::openat(&parent, name.as_c_str(), DIR_FLAGS, Mode::empty())
-                        .map_err(|_| refuse(format!("entry {} is listed twice", path.display())))?;
-                }
-                Err(e) => return Err(fail(e)),
-            }
+            make_dir(&parent, name, &path)?;
             dirs.insert(path.clone(), dir_mode(mode));
         } else if kind.is_file() || kind.is_contiguous() {
-            let create = || {
-                match create_file(parent.as_fd(), name, mode) {
-                    Err(Errno::EXIST) => {
-                        // A later copy of a file replaces the earlier one, as tar does.
-                        rfs::unlinkat(&parent, name.as_c_str(), AtFlags::empty()).map_err(
-                            |_| refuse(format!("entry {} is listed twice", path.display())),
-                        )?;
-                        create_file(parent.as_fd(), name, mode)
-                    }
-                    other => other,
-                }
-                .map_err(fail)
-            };
-            let size_hint = entry.size();
-            let new = NewFile {
-                dir: parent.as_fd(),
+            let at = At {
+                parent: &parent,
                 name,
-                parts: &key,
-                mode: file_mode(mode),
-                size: Some(size_hint),
+                key: &key,
+                path: &path,
             };
-            let written = dedup.write_file(new, &mut entry, &create);
-            let (size, sha256, out) = match written {
-                Ok(w) => (w.size, w.sha256, w.file),
-                Err(Failure::Create(e)) => return Err(e),
-                Err(Failure::Io(e)) => {
-                    return Err(read_error(e, &format!("entry {}", path.display())))
-                }
-            };
-            m.put(
-                &key,
-                Item::File {
-                    mode: file_mode(mode),
-                    size,
-                    sha256,
-                },
-            );
-            let t = Timespec {
-                tv_sec: mtime.min(i64::MAX as u64) as i64,
-                tv_nsec: 0,
-            };
-            // A hard link's inode is the old release's too: its times stay.
-            if let Some(out) = out {
-                let _ = rfs::futimens(
-                    &out,
-                    &Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
-                );
-            }
+            unpack_file(&at, &mut entry, mode, mtime, dedup, m)?;
         } else if kind.is_symlink() {
             let target = symlink_target(&entry, &path)?;
             replace_name(&parent, name, || {
@@ -150,41 +98,17 @@ pub(super) fn unpack(
             );
         } else if kind.is_hard_link() {
             let (target, tparts) = hard_link_target(&entry, &path, strip)?;
-            let Some((tname, tparents)) = tparts.split_last() else {
-                return Err(refuse(format!(
-                    "hard link {} has no target",
-                    path.display()
-                )));
-            };
             if tparts == parts {
                 // `tar cf x d d` stores a file's second mention as a link to itself.
                 continue;
             }
-            let tdir = walk(dst, tparents)
-                .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
-            // linkat without AT_SYMLINK_FOLLOW links the name itself, so a
-            // hard link can only point at something already in the release.
-            replace_name(&parent, name, || {
-                rfs::linkat(
-                    &tdir,
-                    tname.as_c_str(),
-                    &parent,
-                    name.as_c_str(),
-                    AtFlags::empty(),
-                )
-            })
-            .map_err(|e| match e {
-                Errno::NOENT => refuse(format!(
-                    "hard link {}: target {} is not in the archive before it",
-                    path.display(),
-                    target.display()
-                )),
-                e => fail(e),
-            })?;
-            let tkey: Vec<&[u8]> = tparts.iter().map(|p| p.as_bytes()).collect();
-            if let Some(item) = m.get(&tkey).cloned() {
-                m.put(&key, item);
-            }
+            let at = At {
+                parent: &parent,
+                name,
+                key: &key,
+                path: &path,
+            };
+            unpack_hard_link(&at, dst, &target, &tparts, m)?;
         } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             return Err(refuse(format!(
                 "entry {}: devices and fifos are not staged",
@@ -199,6 +123,16 @@ pub(super) fn unpack(
         }
     }
     stream.finish(count)?;
+    set_dir_modes(dst, &dirs, m)
+}
+
+/// Directories get their archive modes last, deepest first (they were
+/// made 0700 so that a read-only one could still be filled).
+fn set_dir_modes(
+    dst: BorrowedFd<'_>,
+    dirs: &BTreeMap<PathBuf, u32>,
+    m: &mut Manifest,
+) -> Result<()> {
     for (path, mode) in dirs.iter().rev() {
         let parts = components(path).expect("checked when inserted");
         let key: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
@@ -206,6 +140,142 @@ pub(super) fn unpack(
         let dir =
             walk(dst, &parts).map_err(|why| refuse(format!("entry {}: {why}", path.display())))?;
         rfs::fchmod(&dir, Mode::from_raw_mode(*mode)).map_err(|e| write_error(e, path))?;
+    }
+    Ok(())
+}
+
+/// A directory entry, made 0700 for now; listed twice, or implied by an
+/// earlier entry, is fine if it is a directory.
+fn make_dir(parent: &OwnedFd, name: &CString, path: &Path) -> Result<()> {
+    match rfs::mkdirat(parent, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => rfs::openat(parent, name.as_c_str(), DIR_FLAGS, Mode::empty())
+            .map(drop)
+            .map_err(|_| refuse(format!("entry {} is listed twice", path.display()))),
+        Err(e) => Err(write_error(e, path)),
+    }
+}
+
+/// Where an entry goes: its parent directory (opened through handles), its
+/// name there, its manifest key, and its name in the archive for messages.
+struct At<'a> {
+    parent: &'a OwnedFd,
+    name: &'a CString,
+    key: &'a [&'a [u8]],
+    path: &'a Path,
+}
+
+/// A regular file entry: written (or shared by `dedup`) under its name, a
+/// later copy replacing an earlier one as tar does, its mtime kept.
+fn unpack_file<R: Read>(
+    at: &At<'_>,
+    entry: &mut tar::Entry<'_, R>,
+    mode: u32,
+    mtime: u64,
+    dedup: &mut Dedup,
+    m: &mut Manifest,
+) -> Result<()> {
+    let At {
+        parent,
+        name,
+        key,
+        path,
+    } = *at;
+    let fail = |e: Errno| write_error(e, path);
+    let create = || {
+        match create_file(parent.as_fd(), name, mode) {
+            Err(Errno::EXIST) => {
+                // A later copy of a file replaces the earlier one, as tar does.
+                rfs::unlinkat(parent, name.as_c_str(), AtFlags::empty())
+                    .map_err(|_| refuse(format!("entry {} is listed twice", path.display())))?;
+                create_file(parent.as_fd(), name, mode)
+            }
+            other => other,
+        }
+        .map_err(fail)
+    };
+    let new = NewFile {
+        dir: parent.as_fd(),
+        name,
+        parts: key,
+        mode: file_mode(mode),
+        size: Some(entry.size()),
+    };
+    let (size, sha256, out) = match dedup.write_file(new, entry, &create) {
+        Ok(w) => (w.size, w.sha256, w.file),
+        Err(Failure::Create(e)) => return Err(e),
+        Err(Failure::Io(e)) => return Err(read_error(e, &format!("entry {}", path.display()))),
+    };
+    m.put(
+        key,
+        Item::File {
+            mode: file_mode(mode),
+            size,
+            sha256,
+        },
+    );
+    let t = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    // A hard link's inode is the old release's too: its times stay.
+    if let Some(out) = out {
+        let _ = rfs::futimens(
+            &out,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A hard link entry: a second name for something already unpacked
+/// (`tparts`, within the release), recorded as what it links to.
+fn unpack_hard_link(
+    at: &At<'_>,
+    dst: BorrowedFd<'_>,
+    target: &Path,
+    tparts: &[CString],
+    m: &mut Manifest,
+) -> Result<()> {
+    let At {
+        parent,
+        name,
+        key,
+        path,
+    } = *at;
+    let Some((tname, tparents)) = tparts.split_last() else {
+        return Err(refuse(format!(
+            "hard link {} has no target",
+            path.display()
+        )));
+    };
+    let tdir = walk(dst, tparents)
+        .map_err(|why| refuse(format!("hard link {}: {why}", path.display())))?;
+    // linkat without AT_SYMLINK_FOLLOW links the name itself, so a hard
+    // link can only point at something already in the release.
+    replace_name(parent, name, || {
+        rfs::linkat(
+            &tdir,
+            tname.as_c_str(),
+            parent,
+            name.as_c_str(),
+            AtFlags::empty(),
+        )
+    })
+    .map_err(|e| match e {
+        Errno::NOENT => refuse(format!(
+            "hard link {}: target {} is not in the archive before it",
+            path.display(),
+            target.display()
+        )),
+        e => write_error(e, path),
+    })?;
+    let tkey: Vec<&[u8]> = tparts.iter().map(|p| p.as_bytes()).collect();
+    if let Some(item) = m.get(&tkey).cloned() {
+        m.put(key, item);
     }
     Ok(())
 }
