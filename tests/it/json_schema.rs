@@ -1,7 +1,7 @@
 //! The `--json` contract: every command's real output, on success and on
 //! each kind of failure, validates against `schema/releasectl.v1.json`
-//! (JSON Schema 2020-12, checked with Debian's python3-jsonschema). Outside
-//! CI a missing validator skips with a reason; under `CI=true` it fails.
+//! (JSON Schema 2020-12, checked with Debian's python3-jsonschema, which
+//! `.ci/run` installs: the test is ignored without `--include-ignored`).
 
 use crate::common;
 
@@ -71,6 +71,7 @@ impl Docs {
 }
 
 #[test]
+#[ignore = "needs python3-jsonschema (installed by .ci/run; run with --include-ignored)"]
 fn every_document_matches_the_schema() {
     validator_ready();
     let d = Dir::new();
