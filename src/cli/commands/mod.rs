@@ -55,7 +55,7 @@ pub fn main(cli: Cli) -> i32 {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
                 .to_string()
         });
-        print!("{}", crate::cli::manpage::render(&Cli::command(), &date));
+        crate::cli::output::print_verbatim(&crate::cli::manpage::render(&Cli::command(), &date));
         return 0;
     }
     crate::progress::allow(!cli.json && !cli.quiet);
