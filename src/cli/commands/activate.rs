@@ -38,6 +38,10 @@ pub(super) fn run(
     run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out).map(drop)
 }
 
+/// The key of `activate --request`'s reports, one per request followed
+/// (schema `activations`).
+pub(super) const ACTIVATIONS: &str = "activations";
+
 /// `activate --request APP` (deploy-watch@APP.service): activate what the
 /// request file names, and record each request's outcome, a refused one
 /// too, where the requester can read it.
@@ -49,7 +53,7 @@ fn activate_requested(
     wait: Duration,
 ) -> Result<()> {
     let name = request::app_name(name)?;
-    out.many("activations");
+    out.many(ACTIVATIONS);
     let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
     // Ends the wait for the results lock; each activation has its own too.
     let cancel = Cancel::install()
