@@ -201,6 +201,13 @@ fn print_text(body: &str) {
     let _ = writeln!(stdout, "{body}");
 }
 
+/// Print `body` exactly as given, no newline added (the man page: roff
+/// for man(1), not a report), as safe from EPIPE as [`print_text`]:
+/// `releasectl man | head` must not panic.
+pub fn print_verbatim(body: &str) {
+    let _ = std::io::stdout().lock().write_all(body.as_bytes());
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     schema: &'static str,

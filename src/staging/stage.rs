@@ -87,7 +87,18 @@ pub fn stage(
     staged
 }
 
-/// What `stage --dry-run` found: `would_stage` or `unchanged`. Like a
+/// What staging `source` would do (`stage --dry-run`, `deploy --dry-run`);
+/// the words are those of their JSON reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plan {
+    /// A new release would be staged.
+    WouldStage,
+    /// The id is staged already with exactly this content: nothing to write.
+    Unchanged,
+}
+
+/// What `stage --dry-run` found: a [`Plan`]. Like a
 /// re-stage of an existing id it writes nothing: the source is read and
 /// hashed as staging would, and compared with a fresh read of the release.
 pub fn plan(
@@ -96,13 +107,13 @@ pub fn plan(
     id: Option<&str>,
     shared: &[SharedPath],
     inputs: &Inputs,
-) -> Result<&'static str> {
+) -> Result<Plan> {
     let (src, exists) = preflight(app, source, id, shared, inputs)?;
     let (Some(id), true) = (id, exists) else {
-        return Ok("would_stage");
+        return Ok(Plan::WouldStage);
     };
     let releases = existing_releases(app, id)?;
-    compare(&releases, src, source, id, shared, inputs).map(|()| "unchanged")
+    compare(&releases, src, source, id, shared, inputs).map(|()| Plan::Unchanged)
 }
 
 /// `releases/`, which held `id` a moment ago.

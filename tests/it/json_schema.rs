@@ -1,7 +1,12 @@
 //! The `--json` contract: every command's real output, on success and on
 //! each kind of failure, validates against `schema/releasectl.v1.json`
 //! (JSON Schema 2020-12, checked with Debian's python3-jsonschema, which
-//! `.ci/run` installs: the test is ignored without `--include-ignored`).
+//! `.ci/run` installs: the test is ignored without `--include-ignored`),
+//! and makes no key the schema does not declare.
+//!
+//! The other direction, a key the schema declares and no report makes, is
+//! the unit test in `src/cli/commands/schema_tests.rs`, which checks every
+//! report type key by key.
 
 use crate::common;
 
@@ -28,11 +33,26 @@ fn validator_ready() {
 }
 
 /// Validate every document; return the failures, one line each.
+///
+/// The schema published lets consumers meet keys it does not know (fields
+/// are added within releasectl.v1); ours must not make any: here every
+/// object it defines is closed (`additionalProperties: false`), so a key
+/// added to a report and not to the schema fails, naming the key.
 fn validate(docs: &[(String, String)]) -> Vec<String> {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/releasectl.v1.json");
     let script = r#"
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))
+def close(node):
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for inner in node.values():
+            close(inner)
+    elif isinstance(node, list):
+        for inner in node:
+            close(inner)
+close(schema["$defs"])
 v = jsonschema.Draft202012Validator(schema)
 for line in sys.stdin:
     name, doc = json.loads(line)
@@ -241,6 +261,14 @@ fn every_document_matches_the_schema() {
         (
             "control: list as array",
             r#"{"schema":"releasectl.v1","command":"list","ok":true,"exit_code":0,"result":[]}"#,
+        ),
+        (
+            "control: undeclared key",
+            r#"{"schema":"releasectl.v1","command":"mark-bad","ok":true,"exit_code":0,"result":{"app":null,"release":"v1","marked":"bad","by":"x"}}"#,
+        ),
+        (
+            "control: undeclared key deeper",
+            r#"{"schema":"releasectl.v1","command":"prune","ok":true,"exit_code":0,"result":{"dry_run":true,"plan":{"remove":[],"keep":[],"protected":[],"why":[]}}}"#,
         ),
         (
             "control: bad id",

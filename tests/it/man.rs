@@ -82,3 +82,36 @@ fn several_apps_under_json_are_described_as_they_are() {
     assert_eq!(apps.len(), 2, "{doc:#}");
     assert_eq!(apps[1]["app"], "web", "{doc:#}");
 }
+
+/// `releasectl man | head -1`: a reader that went away is not an error.
+/// The read end of stdout's pipe is closed before the run starts, so every
+/// write of the page meets EPIPE (SIGPIPE is ignored by Rust programs):
+/// exit 0, nothing on stderr (a `print!` panicked here, exit 101).
+#[test]
+fn man_page_to_a_closed_pipe_is_not_an_error() {
+    let rounds = 3;
+    let mut clean = 0;
+    let mut seen = Vec::new();
+    for _ in 0..rounds {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(BIN)
+            .arg("man")
+            .stdout(writer)
+            .output()
+            .expect("run releasectl man");
+        if out.status.success() && out.stderr.is_empty() {
+            clean += 1;
+        } else {
+            seen.push(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    assert_eq!(clean, rounds, "{clean} of {rounds} runs clean: {seen:?}");
+}

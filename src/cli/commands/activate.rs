@@ -13,7 +13,8 @@ use crate::state::history::{self};
 use crate::state::request::{self, Report};
 use crate::state::store;
 use crate::{log, release_id};
-use serde_json::json;
+use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
 
 pub(super) fn run(
@@ -37,6 +38,10 @@ pub(super) fn run(
     run_activation(&app, &target, &a.flags, wait, Leaving::Keep, out).map(drop)
 }
 
+/// The key of `activate --request`'s reports, one per request followed
+/// (schema `activations`).
+pub(super) const ACTIVATIONS: &str = "activations";
+
 /// `activate --request APP` (deploy-watch@APP.service): activate what the
 /// request file names, and record each request's outcome, a refused one
 /// too, where the requester can read it.
@@ -48,7 +53,7 @@ fn activate_requested(
     wait: Duration,
 ) -> Result<()> {
     let name = request::app_name(name)?;
-    out.many("activations");
+    out.many(ACTIVATIONS);
     let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
     // Ends the wait for the results lock; each activation has its own too.
     let cancel = Cancel::install()
@@ -96,7 +101,9 @@ fn activate_requested(
         request::record(
             &results,
             match &result {
-                Ok(done) => report.succeeded(done.outcome, done.from.clone(), done.describe(&name)),
+                Ok(done) => {
+                    report.succeeded(done.outcome.word(), done.from.clone(), done.describe(&name))
+                }
                 Err(e) => report.failed(e),
             },
             &cancel,
@@ -137,9 +144,44 @@ pub(super) enum Leaving {
     MarkBad,
 }
 
+/// What an activation that did not fail did: the `outcome` of its report
+/// (and of a request's recorded outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Did {
+    Activated,
+    AlreadyActive,
+    WouldActivate,
+    /// `deploy --dry-run`: nothing staged, nothing activated.
+    WouldDeploy,
+}
+
+impl Did {
+    /// The word its report says, for the request's results file (a record
+    /// with a wider vocabulary of its own: `invalid`, `failed`, ...).
+    fn word(self) -> &'static str {
+        match self {
+            Did::Activated => "activated",
+            Did::AlreadyActive => "already_active",
+            Did::WouldActivate => "would_activate",
+            Did::WouldDeploy => "would_deploy",
+        }
+    }
+}
+
+/// The report of `activate`, `rollback` and `deploy` (schema `activation`).
+#[derive(Serialize)]
+pub(super) struct Activation<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) root: &'a Path,
+    pub(super) outcome: Did,
+    pub(super) release: &'a str,
+    pub(super) previous: Option<&'a str>,
+}
+
 /// What an activation that did not fail did.
 pub(super) struct Done {
-    outcome: &'static str,
+    outcome: Did,
     from: Option<String>,
     to: String,
 }
@@ -149,8 +191,8 @@ impl Done {
     fn describe(&self, app: &str) -> String {
         let from = self.from.as_deref().unwrap_or("none");
         match self.outcome {
-            "already_active" => format!("{app}: {} already active", self.to),
-            word => format!("{app}: {} {word} (previous: {from})", self.to),
+            Did::AlreadyActive => format!("{app}: {} already active", self.to),
+            did => format!("{app}: {} {} (previous: {from})", self.to, did.word()),
         }
     }
 }
@@ -178,30 +220,34 @@ pub(super) fn run_activation(
         .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
     let mut services = service_manager(app, opts.no_reload || opts.dry_run)?;
     let outcome = activation::activate(app, target, &opts, services.as_mut(), &cancel)?;
-    let (word, from, to) = match &outcome {
-        Outcome::Activated { from, to } => ("activated", from.clone(), to.clone()),
+    let (did, from, to) = match &outcome {
+        Outcome::Activated { from, to } => (Did::Activated, from.clone(), to.clone()),
         Outcome::AlreadyActive { release } => {
-            ("already_active", Some(release.clone()), release.clone())
+            (Did::AlreadyActive, Some(release.clone()), release.clone())
         }
-        Outcome::WouldActivate { from, to } => ("would_activate", from.clone(), to.clone()),
+        Outcome::WouldActivate { from, to } => (Did::WouldActivate, from.clone(), to.clone()),
     };
     if let (Outcome::Activated { .. }, Some(keep)) = (&outcome, app.config.auto_prune) {
         auto_prune(app, keep);
     }
     let label = app.label();
-    out.print(
-        json!({"app": app.name, "root": app.root.path(), "outcome": word, "release": to, "previous": from}),
-        || match &outcome {
-            Outcome::Activated { .. } => String::new(),
-            Outcome::AlreadyActive { release } => format!("{label}: {release} already active"),
-            Outcome::WouldActivate { from, to } => format!(
-                "{label}: would activate {to} (current: {})",
-                from.as_deref().unwrap_or("none")
-            ),
-        },
-    );
+    let report = Activation {
+        app: app.name.as_deref(),
+        root: app.root.path(),
+        outcome: did,
+        release: &to,
+        previous: from.as_deref(),
+    };
+    out.print(&report, || match &outcome {
+        Outcome::Activated { .. } => String::new(),
+        Outcome::AlreadyActive { release } => format!("{label}: {release} already active"),
+        Outcome::WouldActivate { from, to } => format!(
+            "{label}: would activate {to} (current: {})",
+            from.as_deref().unwrap_or("none")
+        ),
+    });
     Ok(Done {
-        outcome: word,
+        outcome: did,
         from,
         to,
     })
@@ -226,5 +272,23 @@ fn auto_prune(app: &App, keep: usize) {
             "{label}: pruning after the activation failed (the activation stands): {}",
             e.one_line()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Did;
+
+    /// The results file and the JSON report say the same word.
+    #[test]
+    fn an_outcome_word_is_its_json() {
+        for did in [
+            Did::Activated,
+            Did::AlreadyActive,
+            Did::WouldActivate,
+            Did::WouldDeploy,
+        ] {
+            assert_eq!(serde_json::to_value(did).unwrap(), did.word(), "{did:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use crate::cli::output::Output;
 use crate::config::app::App;
 use crate::error::{Error, Result};
 use crate::state::{lock, pending};
-use serde_json::json;
+use serde::Serialize;
 
 /// One line of the report: what was checked, and what was found (Err:
 /// a problem that would make an activation fail).
@@ -143,28 +143,49 @@ fn units(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     }
 }
 
+/// `check`'s report (schema `check`).
+#[derive(Serialize)]
+pub(super) struct Checked<'a> {
+    pub(super) app: Option<&'a str>,
+    /// No check failed.
+    pub(super) ok: bool,
+    pub(super) checks: Vec<CheckLine<'a>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct CheckLine<'a> {
+    pub(super) check: &'a str,
+    pub(super) ok: bool,
+    pub(super) detail: &'a str,
+}
+
+impl CheckLine<'_> {
+    fn of((check, found): &Check) -> CheckLine<'_> {
+        let (ok, detail) = match found {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        CheckLine { check, ok, detail }
+    }
+}
+
 /// The report, as text or JSON; an error naming how many checks failed.
 fn report(app: &App, results: &[Check], out: &Output) -> Result<()> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-    out.print(
-        json!({
-            "app": app.name,
-            "ok": failed == 0,
-            "checks": results.iter().map(|(w, r)| match r {
-                Ok(d) => json!({"check": w, "ok": true, "detail": d}),
-                Err(d) => json!({"check": w, "ok": false, "detail": d}),
-            }).collect::<Vec<_>>(),
-        }),
-        || {
-            results
-                .iter()
-                .map(|(w, r)| match r {
-                    Ok(d) => format!("ok    {w}: {d}\n"),
-                    Err(d) => format!("FAIL  {w}: {d}\n"),
-                })
-                .collect()
-        },
-    );
+    let report = Checked {
+        app: app.name.as_deref(),
+        ok: failed == 0,
+        checks: results.iter().map(CheckLine::of).collect(),
+    };
+    out.print(&report, || {
+        results
+            .iter()
+            .map(|(w, r)| match r {
+                Ok(d) => format!("ok    {w}: {d}\n"),
+                Err(d) => format!("FAIL  {w}: {d}\n"),
+            })
+            .collect()
+    });
     if failed > 0 {
         return Err(Error::Operational(anyhow::anyhow!(
             "{}: {failed} check(s) failed",

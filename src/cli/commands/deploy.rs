@@ -1,6 +1,6 @@
 //! `deploy`: stage, then activate what was staged.
 
-use super::activate::{check_flags, expect_current, run_activation, Leaving};
+use super::activate::{check_flags, expect_current, run_activation, Did, Leaving};
 use super::stage::inputs;
 use crate::activation::Target;
 use crate::cli;
@@ -9,7 +9,8 @@ use crate::config::app::{App, Source};
 use crate::config::shared;
 use crate::error::Result;
 use crate::staging::{input, stage};
-use serde_json::json;
+use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
 
 /// `deploy [--dry-run]`: stage the source, then activate it as
@@ -49,6 +50,21 @@ pub(super) fn run(source: &Source, d: cli::DeployArgs, wait: Duration, out: &Out
     .map(drop)
 }
 
+/// `deploy --dry-run`'s report: an `activation` that also says what
+/// staging would do and from where.
+#[derive(Serialize)]
+pub(super) struct WouldDeploy<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) root: &'a Path,
+    pub(super) outcome: Did,
+    /// What staging would do, as `stage --dry-run` says.
+    pub(super) stage: stage::Plan,
+    pub(super) source: &'a Path,
+    /// `None` without `--id`: the id is made when staging.
+    pub(super) release: Option<&'a str>,
+    pub(super) previous: Option<&'a str>,
+}
+
 /// `deploy --dry-run` must change nothing, so it checks what staging and
 /// activation would refuse without staging anything.
 fn dry_run(
@@ -62,17 +78,22 @@ fn dry_run(
     let current = expect_current(app, &d.flags)?;
     let staging = stage::plan(app, source, id, shared, inputs)?;
     let label = app.label();
-    out.print(
-        json!({"app": app.name, "root": app.root.path(), "outcome": "would_deploy",
-               "stage": staging, "source": source, "release": id, "previous": current}),
-        || {
-            format!(
-                "{label}: would stage {} as {} and activate it (current: {})",
-                source.display(),
-                id.unwrap_or("a new release"),
-                current.as_deref().unwrap_or("none")
-            )
-        },
-    );
+    let report = WouldDeploy {
+        app: app.name.as_deref(),
+        root: app.root.path(),
+        outcome: Did::WouldDeploy,
+        stage: staging,
+        source,
+        release: id,
+        previous: current.as_deref(),
+    };
+    out.print(&report, || {
+        format!(
+            "{label}: would stage {} as {} and activate it (current: {})",
+            source.display(),
+            id.unwrap_or("a new release"),
+            current.as_deref().unwrap_or("none")
+        )
+    });
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::config::app::App;
 use crate::error::Result;
 use crate::log;
 use crate::state::history::{self, Event};
-use serde_json::json;
+use serde::Serialize;
 
 /// One history entry as a sentence that says what happened and what is
 /// live after it ("v2 failed, v1 restored"), then who, how and how long.
@@ -59,13 +59,24 @@ pub(super) fn describe(e: &history::Entry) -> String {
     s
 }
 
+/// `history`'s report (schema `history`).
+#[derive(Serialize)]
+pub(super) struct History<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) entries: &'a [history::Entry],
+}
+
 pub(super) fn run(app: &App, lines: Option<usize>, out: &Output) -> Result<()> {
     let state = app.state_dir(false)?;
     let shown = match lines {
         Some(n) => history::tail(state.as_ref(), n)?,
         None => history::read(state.as_ref())?,
     };
-    out.print(json!({"app": app.name, "entries": shown}), || {
+    let report = History {
+        app: app.name.as_deref(),
+        entries: &shown,
+    };
+    out.print(&report, || {
         shown.iter().map(|e| describe(e) + "\n").collect()
     });
     Ok(())

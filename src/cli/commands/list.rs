@@ -6,11 +6,11 @@ use crate::config::app::App;
 use crate::error::Result;
 use crate::state::store;
 
-/// `list`'s report, serialized straight from the inventory.
+/// `list`'s report (schema `list`), serialized straight from the inventory.
 #[derive(serde::Serialize)]
-struct ListReport<'a> {
-    app: Option<&'a str>,
-    releases: &'a [store::Release],
+pub(super) struct ListReport<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) releases: &'a [store::Release],
 }
 
 pub(super) fn run(app: &App, out: &Output) -> Result<()> {

@@ -7,8 +7,23 @@ use crate::error::{usage, Result};
 use crate::release_id;
 use crate::state::history::Event;
 use crate::state::store;
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+
+/// `mark-bad`'s and `mark-good`'s report (schema `marked`).
+#[derive(Serialize)]
+pub(super) struct Marked<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) release: &'a str,
+    pub(super) marked: Marking,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Marking {
+    Bad,
+    Good,
+}
 
 /// `mark-bad` / `mark-good`.
 pub(super) fn run(
@@ -27,15 +42,23 @@ pub(super) fn run(
     let id = request.release;
     out.about(&app, Some(&id));
     store::mark(&app, &id, event, &reason, wait)?;
-    let word = if event == Event::MarkedBad {
-        "bad"
+    let marked = if event == Event::MarkedBad {
+        Marking::Bad
     } else {
-        "good"
+        Marking::Good
     };
     let label = app.label();
-    out.print(
-        json!({"app": app.name, "release": id, "marked": word}),
-        || format!("{label}: {id} marked {word}"),
-    );
+    let report = Marked {
+        app: app.name.as_deref(),
+        release: &id,
+        marked,
+    };
+    out.print(&report, || {
+        let word = match marked {
+            Marking::Bad => "bad",
+            Marking::Good => "good",
+        };
+        format!("{label}: {id} marked {word}")
+    });
     Ok(())
 }

@@ -19,6 +19,9 @@ mod stage;
 mod status;
 mod verify;
 
+#[cfg(test)]
+mod schema_tests;
+
 use crate::cli::output::Output;
 use crate::cli::{Cli, Command};
 use crate::config::app::{App, Source};
@@ -55,7 +58,7 @@ pub fn main(cli: Cli) -> i32 {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
                 .to_string()
         });
-        print!("{}", crate::cli::manpage::render(&Cli::command(), &date));
+        crate::cli::output::print_verbatim(&crate::cli::manpage::render(&Cli::command(), &date));
         return 0;
     }
     crate::progress::allow(!cli.json && !cli.quiet);
@@ -116,6 +119,10 @@ fn run(cli: Cli, out: &Output) -> Result<()> {
     }
 }
 
+/// The key of the per-app reports of `status`, `list` and `history` of
+/// every app (schema `apps_status`, `apps_list`, `apps_history`).
+const APPS: &str = "apps";
+
 /// `status`, `list` and `history` of the app named, or of the single one
 /// configured; with several configured and none named, of every app: text
 /// sections headed `== APP ==`, or the one JSON document with the per-app
@@ -136,7 +143,7 @@ fn each_app(
         return show(&app, out);
     }
     // JSON: one report per app, listed under "apps". Text: sections.
-    out.many("apps");
+    out.many(APPS);
     let mut parts = Vec::new();
     // Apps with an interrupted activation are shown like the others, then
     // named together in the one error line.

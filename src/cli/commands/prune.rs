@@ -6,8 +6,19 @@ use crate::cli::output::Output;
 use crate::config::app::{App, Source};
 use crate::error::{Error, Result};
 use crate::state::{lock, store};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+
+/// `prune`'s report (schema `prune`).
+#[derive(Serialize)]
+pub(super) struct Pruned<'a> {
+    pub(super) dry_run: bool,
+    pub(super) plan: &'a store::PrunePlan,
+    /// The temp trees of killed runs removed; absent from a dry run's
+    /// report, which removes none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) leftovers_removed: Option<&'a [String]>,
+}
 
 /// `prune [--keep N] [--dry-run]`.
 pub(super) fn run(source: &Source, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<()> {
@@ -30,16 +41,21 @@ fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<(
             ))
         })?;
         let plan = store::plan_prune(&store::inventory(app)?, keep);
-        out.print(json!({"dry_run": true, "plan": plan}), || {
-            describe_plan(&plan, "would remove")
-        });
+        let report = Pruned {
+            dry_run: true,
+            plan: &plan,
+            leftovers_removed: None,
+        };
+        out.print(&report, || describe_plan(&plan, "would remove"));
         return Ok(());
     }
     let done = store::prune(app, keep, wait)?;
-    out.print(
-        json!({"dry_run": false, "plan": done.plan, "leftovers_removed": done.leftovers}),
-        || describe_plan(&done.plan, "removed"),
-    );
+    let report = Pruned {
+        dry_run: false,
+        plan: &done.plan,
+        leftovers_removed: Some(&done.leftovers),
+    };
+    out.print(&report, || describe_plan(&done.plan, "removed"));
     Ok(())
 }
 

@@ -7,8 +7,29 @@ use crate::config::app::Source;
 use crate::error::{Error, Result};
 use crate::host::systemd::service_manager;
 use crate::log;
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+
+/// `recover`'s report (schema `recover`): one entry per app, in order.
+#[derive(Serialize)]
+pub(super) struct Recovered<'a> {
+    pub(super) apps: &'a [AppRecovery],
+}
+
+/// What recovering one app came to: whether there was an interrupted
+/// activation to recover, or why it could not be.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum AppRecovery {
+    Done {
+        app: Option<String>,
+        recovered: bool,
+    },
+    Failed {
+        app: Option<String>,
+        error: String,
+    },
+}
 
 pub(super) fn run(
     source: &Source,
@@ -29,7 +50,10 @@ pub(super) fn run(
             activation::recover(&app, r.no_reload, wait, |app| service_manager(app, false))
         });
         match done {
-            Ok(done) => report.push(json!({"app": name, "recovered": done})),
+            Ok(recovered) => report.push(AppRecovery::Done {
+                app: name.clone(),
+                recovered,
+            }),
             Err(e) => {
                 // One app: main prints its error once. Several: each failure
                 // is named here and main prints how many failed.
@@ -40,12 +64,15 @@ pub(super) fn run(
                         e.one_line()
                     ));
                 }
-                report.push(json!({"app": name, "error": e.one_line()}));
+                report.push(AppRecovery::Failed {
+                    app: name.clone(),
+                    error: e.one_line(),
+                });
                 failed.push((name, e));
             }
         }
     }
-    out.print(json!({ "apps": report }), String::new);
+    out.print(Recovered { apps: &report }, String::new);
     let total = report.len();
     match failed.len() {
         0 => Ok(()),

@@ -7,8 +7,20 @@ use crate::config::app::Source;
 use crate::error::{Error, Result};
 use crate::state::request::{self};
 use crate::{log, release_id};
-use serde_json::json;
+use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
+
+/// `request`'s report without `--wait` (schema `requested`); with it, the
+/// outcome root recorded ([`request::Report`], schema `request_outcome`).
+#[derive(Serialize)]
+pub(super) struct Requested<'a> {
+    pub(super) app: &'a str,
+    pub(super) release: &'a str,
+    /// The token root's outcome will carry (its SHA-256).
+    pub(super) request: &'a str,
+    pub(super) file: &'a Path,
+}
 
 /// `request [APP:]RELEASE [--wait]`: write the request file as an
 /// unprivileged member of group `releasectl`; with `--wait`, report the
@@ -33,10 +45,15 @@ pub(super) fn run(source: &Source, out: &Output, r: cli::RequestArgs) -> Result<
     };
     let sub = request::submit(&r.dirs.requests_dir, &name, &release)?;
     let Some(results) = results else {
-        out.print(
-            json!({"app": name, "release": release, "request": sub.token, "file": sub.path}),
-            || format!("{name}: requested {release} (request {})", sub.token),
-        );
+        let report = Requested {
+            app: &name,
+            release: &release,
+            request: &sub.token,
+            file: &sub.path,
+        };
+        out.print(&report, || {
+            format!("{name}: requested {release} (request {})", sub.token)
+        });
         return Ok(());
     };
     log::info(&format!(

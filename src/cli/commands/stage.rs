@@ -6,7 +6,27 @@ use crate::config::app::{App, Source};
 use crate::config::shared;
 use crate::error::Result;
 use crate::staging::{input, stage};
-use serde_json::json;
+use serde::Serialize;
+use std::path::Path;
+
+/// `stage`'s report (schema `staged`).
+#[derive(Serialize)]
+pub(super) struct Staged<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) release: &'a str,
+    /// The id was staged already with exactly this content: nothing written.
+    pub(super) unchanged: bool,
+}
+
+/// `stage --dry-run`'s report (schema `staged` too).
+#[derive(Serialize)]
+pub(super) struct WouldStage<'a> {
+    pub(super) app: Option<&'a str>,
+    /// `None` without `--id`: the id is made when staging.
+    pub(super) release: Option<&'a str>,
+    pub(super) outcome: stage::Plan,
+    pub(super) source: &'a Path,
+}
 
 /// `stage [--dry-run]`: the release's id on stdout; with `--dry-run`,
 /// whether it would be staged.
@@ -22,10 +42,12 @@ pub(super) fn run(source: &Source, cmd: cli::StageCmd, out: &Output) -> Result<(
         return dry_run(&app, s, &shared, &inputs, out);
     }
     let staged = stage::stage(&app, &s.source, id, &shared, &inputs)?;
-    out.print(
-        json!({"app": app.name, "release": staged.id, "unchanged": staged.unchanged}),
-        || staged.id.clone(),
-    );
+    let report = Staged {
+        app: app.name.as_deref(),
+        release: &staged.id,
+        unchanged: staged.unchanged,
+    };
+    out.print(&report, || staged.id.clone());
     Ok(())
 }
 
@@ -40,21 +62,23 @@ fn dry_run(
     let id = s.id.as_deref();
     let outcome = stage::plan(app, &s.source, id, shared, inputs)?;
     let label = app.label();
-    out.print(
-        json!({"app": app.name, "release": id, "outcome": outcome,
-               "source": s.source}),
-        || match outcome {
-            "unchanged" => format!(
-                "{label}: release {} is already staged with this content",
-                id.unwrap_or_default()
-            ),
-            _ => format!(
-                "{label}: would stage {} as {}",
-                s.source.display(),
-                id.unwrap_or("a new release")
-            ),
-        },
-    );
+    let report = WouldStage {
+        app: app.name.as_deref(),
+        release: id,
+        outcome,
+        source: &s.source,
+    };
+    out.print(&report, || match outcome {
+        stage::Plan::Unchanged => format!(
+            "{label}: release {} is already staged with this content",
+            id.unwrap_or_default()
+        ),
+        stage::Plan::WouldStage => format!(
+            "{label}: would stage {} as {}",
+            s.source.display(),
+            id.unwrap_or("a new release")
+        ),
+    });
     Ok(())
 }
 

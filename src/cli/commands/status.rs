@@ -6,10 +6,33 @@ use super::{describe_dedup, show_meta};
 use crate::cli::output::Output;
 use crate::config::app::App;
 use crate::error::{Error, Result};
+use crate::state::history::Entry;
 use crate::state::record::DedupRecord;
 use crate::state::{lock, pending, store};
-use serde_json::json;
+use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `status`'s report (schema `status`). Every key is printed, `null`
+/// when there is nothing to say.
+#[derive(Serialize)]
+pub(super) struct Status<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) root: &'a Path,
+    pub(super) current: Option<&'a str>,
+    pub(super) previous: Option<&'a str>,
+    pub(super) last_good: Option<&'a str>,
+    pub(super) pending: Option<&'a pending::Pending>,
+    /// An intent record with nobody holding the lock (exit 13).
+    pub(super) interrupted: bool,
+    pub(super) lock_holder: Option<&'a lock::Holder>,
+    pub(super) last: Option<&'a Entry>,
+    /// How many releases there are.
+    pub(super) releases: usize,
+    /// The current release's `--meta` pairs; `None` without a current release.
+    pub(super) meta: Option<&'a BTreeMap<String, String>>,
+    pub(super) dedup: Option<&'a DedupRecord>,
+}
 
 /// `status`. An intent record with nobody holding the lock is an
 /// interrupted activation: the report says so and the exit status is 13,
@@ -40,25 +63,29 @@ pub(super) fn run(app: &App, out: &Output) -> Result<()> {
         .iter()
         .find(|r| r.current)
         .and_then(|r| r.dedup.clone());
-    out.print(
-        json!({
-            "app": app.name, "root": app.root.path(), "current": inv.current,
-            "previous": s.previous, "last_good": s.last_good, "pending": inv.pending,
-            "interrupted": interrupted.is_some(),
-            "lock_holder": holder, "last": s.last, "releases": inv.releases.len(),
-            "meta": meta,
-            "dedup": current_dedup,
-        }),
-        || {
-            text(
-                app,
-                &inv,
-                meta.as_ref(),
-                current_dedup.as_ref(),
-                holder.as_ref(),
-            )
-        },
-    );
+    let report = Status {
+        app: app.name.as_deref(),
+        root: app.root.path(),
+        current: inv.current.as_deref(),
+        previous: s.previous.as_deref(),
+        last_good: s.last_good.as_deref(),
+        pending: inv.pending.as_ref(),
+        interrupted: interrupted.is_some(),
+        lock_holder: holder.as_ref(),
+        last: s.last.as_ref(),
+        releases: inv.releases.len(),
+        meta: meta.as_ref(),
+        dedup: current_dedup.as_ref(),
+    };
+    out.print(&report, || {
+        text(
+            app,
+            &inv,
+            meta.as_ref(),
+            current_dedup.as_ref(),
+            holder.as_ref(),
+        )
+    });
     match interrupted {
         Some(p) => Err(Error::NeedsRecovery(format!(
             "{}: the activation {} → {} (pid {}, started {}) was interrupted; run `releasectl recover{}` (the next activation also \

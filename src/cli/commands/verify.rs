@@ -5,7 +5,8 @@ use crate::cli::output::Output;
 use crate::config::app::Source;
 use crate::error::{usage, Error, Result};
 use crate::release_id;
-use serde_json::json;
+use crate::state::record::verify::Difference;
+use serde::Serialize;
 
 /// Whether `raw` (no `:`) is the name of an app configured in the config
 /// directory: then it is that app, not a release id.
@@ -14,6 +15,16 @@ fn names_an_app(source: &Source, raw: &std::ffi::OsStr) -> Result<bool> {
         return Ok(false);
     };
     Ok(source.allows_app() && source.all_apps()?.iter().any(|a| a == word))
+}
+
+/// `verify`'s report (schema `verify`): every difference, in path order
+/// (as many as the check keeps).
+#[derive(Serialize)]
+pub(super) struct Verified<'a> {
+    pub(super) app: Option<&'a str>,
+    pub(super) release: &'a str,
+    pub(super) matches: bool,
+    pub(super) differences: &'a [Difference],
 }
 
 /// `verify [APP | [APP:]RELEASE]`: the release against its manifest; exit 14 when
@@ -50,22 +61,25 @@ pub(super) fn run(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<(
     let checked = crate::state::record::verify::check(&releases, &id, &release)?;
     let label = app.label();
     let diffs = &checked.differences;
-    out.print(
-        json!({"app": app.name, "release": id, "matches": checked.matches(), "differences": diffs}),
-        || {
-            if checked.matches() {
-                return format!("{label}: {id} matches its manifest");
-            }
-            let mut t = String::new();
-            for d in diffs {
-                t += &format!("{:<8} {}  ({})\n", d.change, d.path, d.detail);
-            }
-            if checked.total > diffs.len() {
-                t += &format!("… and {} more\n", checked.total - diffs.len());
-            }
-            t
-        },
-    );
+    let report = Verified {
+        app: app.name.as_deref(),
+        release: &id,
+        matches: checked.matches(),
+        differences: diffs,
+    };
+    out.print(&report, || {
+        if checked.matches() {
+            return format!("{label}: {id} matches its manifest");
+        }
+        let mut t = String::new();
+        for d in diffs {
+            t += &format!("{:<8} {}  ({})\n", d.change, d.path, d.detail);
+        }
+        if checked.total > diffs.len() {
+            t += &format!("… and {} more\n", checked.total - diffs.len());
+        }
+        t
+    });
     if checked.matches() {
         return Ok(());
     }
