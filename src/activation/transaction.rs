@@ -5,7 +5,7 @@
 
 use super::options::{Options, Outcome, Step};
 use crate::config::app::App;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::fs::dir::Dir;
 use crate::host::cancel::Cancel;
 use crate::host::services::ServiceManager;
@@ -364,11 +364,8 @@ impl Transaction<'_> {
     fn on_failure(&self, e: &Error) {
         let hooks = &self.app.config.hooks.on_failure;
         let code = e.exit_code();
-        let failed = [
-            crate::error::exit::ACTIVATION_FAILED,
-            crate::error::exit::ROLLBACK_FAILED,
-        ];
-        if hooks.is_empty() || !failed.contains(&code) {
+        let failed = [Kind::ActivationFailed, Kind::RollbackFailed];
+        if hooks.is_empty() || !failed.contains(&e.kind()) {
             return;
         }
         if let Some(sig) = self.cancel.received() {

@@ -167,7 +167,7 @@ impl Output {
     fn error_doc(&self, e: &Error) -> ErrorDoc {
         let about = self.about.borrow();
         let mut doc = ErrorDoc {
-            kind: e.kind(),
+            kind: e.kind().name(),
             message: e.one_line(),
             app: None,
             release: None,

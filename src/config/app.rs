@@ -93,8 +93,9 @@ impl Source {
             Source::ConfigDir(dir) => match config::list_apps(dir) {
                 Ok(apps) => Ok(apps),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(crate::error::Error::Operational(
-                    anyhow::Error::from(e).context(format!("reading {}", dir.display())),
+                Err(e) => Err(crate::error::Error::op_ctx(
+                    e,
+                    format_args!("reading {}", dir.display()),
                 )),
             },
         }

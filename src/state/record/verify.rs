@@ -35,7 +35,7 @@ fn scan_dir(
     shown: &std::path::Path,
 ) -> Result<()> {
     if path.len() >= crate::fs::dir::MAX_DEPTH {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{}: nested deeper than {} levels",
             shown.display(),
             crate::fs::dir::MAX_DEPTH
@@ -83,12 +83,8 @@ fn scan_dir(
                 if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile {
                     return Err(fail(Errno::NOENT, "changed while reading"));
                 }
-                let (size, sha256) =
-                    copy_hashing(&mut File::from(f), &mut io::sink()).map_err(|e| {
-                        Error::Operational(
-                            anyhow::Error::from(e).context(format!("reading {}", here.display())),
-                        )
-                    })?;
+                let (size, sha256) = copy_hashing(&mut File::from(f), &mut io::sink())
+                    .map_err(|e| Error::op_ctx(e, format_args!("reading {}", here.display())))?;
                 m.put(
                     &parts,
                     Item::File {
