@@ -119,6 +119,14 @@ impl Source {
 
 impl App {
     /// "web", or the root path in `--root` mode: how messages name the app.
+    /// The app as errors name it.
+    pub fn subject(&self) -> crate::error::AppRef {
+        crate::error::AppRef {
+            name: self.name.clone(),
+            label: self.label(),
+        }
+    }
+
     pub fn label(&self) -> String {
         self.name
             .clone()

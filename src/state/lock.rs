@@ -180,9 +180,11 @@ fn wait_for(
             Err(e) => return Err(Error::op_ctx(e, "flock")),
         }
         if let Err(why) = cancel.check() {
-            return Err(Error::ActivationFailed(format!(
-                "{why} while waiting for the lock; nothing changed"
-            )));
+            return Err(Error::ActivationFailed {
+                switch: None,
+                reason: format!("{why} while waiting for the lock"),
+                undone: crate::error::Undone::NothingChanged,
+            });
         }
         if !told && started.elapsed() >= Duration::from_secs(1) && Instant::now() < deadline {
             told = true;
@@ -196,11 +198,11 @@ fn wait_for(
         if Instant::now() >= deadline {
             let holder = read_holder_from(&mut place.file)
                 .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
-            return Err(Error::LockBusy(format!(
-                "{} is locked by {holder} (waited {}s)",
-                place.shown.display(),
-                timeout.as_secs_f64()
-            )));
+            return Err(Error::LockBusy {
+                lock: place.shown.clone(),
+                holder: Some(holder),
+                waited: timeout,
+            });
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_millis(50));

@@ -336,11 +336,11 @@ fn lock_results(run_dir: &Path, cancel: &Cancel) -> Result<std::fs::File> {
             )));
         }
         if Instant::now() >= deadline {
-            return Err(Error::LockBusy(format!(
-                "{} is held by another writer of the results (waited {}s)",
-                shown.display(),
-                RESULTS_LOCK_WAIT.as_secs()
-            )));
+            return Err(Error::LockBusy {
+                lock: shown,
+                holder: None,
+                waited: RESULTS_LOCK_WAIT,
+            });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -701,7 +701,11 @@ mod tests {
 
     #[test]
     fn failures_keep_their_exit_status() {
-        let r = Report::new("web", None).failed(&Error::ActivationFailed("x".into()));
+        let r = Report::new("web", None).failed(&Error::ActivationFailed {
+            switch: None,
+            reason: "x".into(),
+            undone: crate::error::Undone::NothingChanged,
+        });
         assert_eq!((r.outcome.as_str(), r.exit_code), ("rolled_back", 11));
         let r = Report::new("web", None).failed(&usage("bad"));
         assert_eq!((r.outcome.as_str(), r.exit_code), ("invalid", 2));

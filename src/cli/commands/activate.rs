@@ -219,7 +219,7 @@ fn auto_prune(app: &App, keep: usize) {
             "{label}: pruned to {keep} good releases ([prune] keep): removed {}",
             done.plan.remove.join(", ")
         )),
-        Err(Error::LockBusy(_)) => log::info(&format!(
+        Err(Error::LockBusy { .. }) => log::info(&format!(
             "{label}: not pruned after the activation: the lock is busy (the next activation prunes)"
         )),
         Err(e) => log::warn(&format!(

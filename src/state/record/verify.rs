@@ -217,11 +217,11 @@ impl Checked {
 /// with what its record claims. No manifest is an error of its own
 /// (exit 14): there is nothing to trust it against.
 pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Checked> {
-    let no_manifest = || {
-        Error::VerifyFailed(format!(
-            "release {id} has no manifest to verify against (it was not staged by \
-             releasectl, or by a version without manifests)"
-        ))
+    let no_manifest = || Error::VerifyFailed {
+        app: None,
+        release: id.to_string(),
+        differences: None,
+        activation: false,
     };
     let Some((header, mut rec)) = Record::open(releases, id, Some(release), MAX_RECORD)? else {
         return Err(no_manifest());
