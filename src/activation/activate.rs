@@ -155,7 +155,7 @@ fn resolve(app: &App, target: &Target, state: Option<&Dir>) -> Result<String> {
                 .rollback_target(current.as_deref(), |id| app.root.check_release(id).is_ok())
                 .map(str::to_string)
                 .ok_or_else(|| {
-                    Error::Operational(anyhow::anyhow!(
+                    Error::operational(format_args!(
                         "{}: no earlier good release to roll back to",
                         app.label()
                     ))

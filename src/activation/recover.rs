@@ -49,9 +49,8 @@ pub fn recover(
     if recovered && !no_reload {
         let mut services = connect(app)?;
         let release = p.from.as_deref().unwrap_or("(none)");
-        act_on_units(app, services.as_mut(), release, &Cancel::never()).map_err(|e| {
-            Error::Operational(anyhow::anyhow!("{}: restored, but {e}", app.label()))
-        })?;
+        act_on_units(app, services.as_mut(), release, &Cancel::never())
+            .map_err(|e| Error::operational(format_args!("{}: restored, but {e}", app.label())))?;
     } else if recovered && !app.config.services.units.is_empty() {
         // The boot unit: services have not started yet and will start on the
         // restored release. Run by hand on a live system, say what is left.

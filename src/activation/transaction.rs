@@ -5,7 +5,7 @@
 
 use super::options::{Options, Outcome, Step};
 use crate::config::app::App;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result, Switch, Undone};
 use crate::fs::dir::Dir;
 use crate::host::cancel::Cancel;
 use crate::host::services::ServiceManager;
@@ -67,9 +67,7 @@ impl Transaction<'_> {
                 log::warn(&format!("cannot record the abort: {}", e.one_line()));
             }
             notify::status(&format!("{arrow}: aborted: {reason}"));
-            return Err(Error::ActivationFailed(format!(
-                "{arrow}: {reason}; nothing changed"
-            )));
+            return Err(self.failed(reason, Undone::NothingChanged));
         }
 
         // The current release again (--force, or after a recovery): reload,
@@ -88,7 +86,7 @@ impl Transaction<'_> {
                         to: self.to.clone(),
                     })
                 }
-                Err(why) => Err(Error::ActivationFailed(format!("{arrow}: {why:#}"))),
+                Err(why) => Err(self.failed(format!("{why:#}"), Undone::StillLive)),
             };
         }
 
@@ -212,26 +210,18 @@ impl Transaction<'_> {
                 ));
             }
             notify::status(&format!("{arrow}: ROLLBACK FAILED: {rb:#}"));
-            return Err(Error::RollbackFailed(format!(
-                "{arrow}: {reason}. MANUAL ATTENTION NEEDED: `current` points to {}; \
-                 fix the cause, then run `releasectl recover` (pending.json kept)",
-                self.app
-                    .root
-                    .current()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| "nothing".into())
-            )));
+            return Err(Error::RollbackFailed {
+                switch: Box::new(self.switch()),
+                reason: why.to_string(),
+                rollback: format!("{rb:#}"),
+                live: self.app.root.current().ok().flatten(),
+            });
         }
         if let Err(e) = self.record(Event::RolledBack, Some(why)) {
             // `from` is live and its units redone; only the record is
             // missing. The intent stays, so the next run records the
             // interruption once the disk takes writes again.
-            return Err(Error::ActivationFailed(format!(
-                "{arrow}: {why}; rolled back to {back}, but the outcome could not be \
-                 recorded ({}); pending.json kept for the next run",
-                e.one_line()
-            )));
+            return Err(self.failed(why, Undone::RolledBackUnrecorded(e.one_line())));
         }
         pending::remove(self.state)?;
         notify::status(&format!(
@@ -239,9 +229,7 @@ impl Transaction<'_> {
             self.app.label(),
             self.to
         ));
-        Err(Error::ActivationFailed(format!(
-            "{arrow}: {why}; rolled back to {back}"
-        )))
+        Err(self.failed(why, Undone::RolledBack))
     }
 
     /// The rollback's own health check: the units were redone for `from`,
@@ -364,11 +352,8 @@ impl Transaction<'_> {
     fn on_failure(&self, e: &Error) {
         let hooks = &self.app.config.hooks.on_failure;
         let code = e.exit_code();
-        let failed = [
-            crate::error::exit::ACTIVATION_FAILED,
-            crate::error::exit::ROLLBACK_FAILED,
-        ];
-        if hooks.is_empty() || !failed.contains(&code) {
+        let failed = [Kind::ActivationFailed, Kind::RollbackFailed];
+        if hooks.is_empty() || !failed.contains(&e.kind()) {
             return;
         }
         if let Some(sig) = self.cancel.received() {
@@ -444,12 +429,26 @@ impl Transaction<'_> {
     }
 
     fn arrow(&self) -> String {
-        format!(
-            "{}: {} → {}",
-            self.app.label(),
-            self.from.as_deref().unwrap_or("(none)"),
-            self.to
-        )
+        self.switch().to_string()
+    }
+
+    /// This activation, as its errors name it.
+    fn switch(&self) -> Switch {
+        Switch {
+            app: self.app.subject(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+    }
+
+    /// The activation failed for `reason` (exit 11); `undone` says what
+    /// became of it.
+    fn failed(&self, reason: impl Into<String>, undone: Undone) -> Error {
+        Error::ActivationFailed {
+            switch: Some(Box::new(self.switch())),
+            reason: reason.into(),
+            undone,
+        }
     }
 }
 

@@ -24,15 +24,16 @@ pub(super) fn verify(
         .root
         .releases_dir(false)?
         .expect("the release was opened in it");
-    let why = match crate::state::record::verify::check(&releases, to, release) {
+    let differences = match crate::state::record::verify::check(&releases, to, release) {
         Ok(diffs) if diffs.matches() => {
             log::info(&format!("{}: {to} matches its manifest", app.label()));
             return Ok(());
         }
-        Ok(diffs) => format!("{to} does not match its manifest: {}", diffs.summary()),
-        Err(Error::VerifyFailed(why)) => why,
+        Ok(diffs) => Some(diffs.summary()),
+        Err(Error::VerifyFailed { differences, .. }) => differences,
         Err(e) => return Err(e),
     };
+    let why = crate::error::mismatch(to, differences.as_deref());
     let mut e = Entry::new(
         Event::Aborted,
         app.name.as_deref(),
@@ -43,8 +44,10 @@ pub(super) fn verify(
     e.live = from.clone();
     history::append(state, &e)?;
     journal::record(&e);
-    Err(Error::VerifyFailed(format!(
-        "{}: {why}; nothing changed (see `releasectl verify`)",
-        app.label()
-    )))
+    Err(Error::VerifyFailed {
+        app: Some(app.subject()),
+        release: to.to_string(),
+        differences,
+        activation: true,
+    })
 }

@@ -164,28 +164,52 @@ impl Output {
         code
     }
 
+    /// The error document: the app, release and state the error carries
+    /// (a failed activation or rollback knows what is live); for errors
+    /// that carry none (usage, operational, lock busy, a relayed outcome,
+    /// a verification), the app named with [`Output::about`] and its state
+    /// read afresh.
     fn error_doc(&self, e: &Error) -> ErrorDoc {
         let about = self.about.borrow();
+        let about = about.as_ref();
+        let left = e.left();
+        let told = |of: fn(&About) -> &Option<String>| about.and_then(|a| of(a).clone());
         let mut doc = ErrorDoc {
-            kind: e.kind(),
+            kind: e.kind().name(),
             message: e.one_line(),
-            app: None,
-            release: None,
+            app: match left.as_ref().and_then(|l| l.app) {
+                Some(app) => Some(app.to_string()),
+                None => told(|a| &a.app),
+            },
+            release: match left.as_ref().and_then(|l| l.release) {
+                Some(release) => Some(release.to_string()),
+                None => told(|a| &a.release),
+            },
             current: None,
             pending: None,
         };
-        if let Some(a) = about.as_ref() {
-            doc.app = a.app.clone();
-            doc.release = a.release.clone();
-            // The state left behind, read afresh (read-only, by handle).
-            if let Ok(root) = crate::fs::root::RootDir::open(&a.root) {
-                doc.current = root.current().ok().flatten();
-                doc.pending = root
-                    .state_dir(false)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| crate::state::pending::read(Some(&s)).ok().flatten());
+        // The intent record is the state layer's: read, also when the
+        // error says it was kept.
+        let root = about.and_then(|a| crate::fs::root::RootDir::open(&a.root).ok());
+        let read_pending = |root: &crate::fs::root::RootDir| {
+            root.state_dir(false)
+                .ok()
+                .flatten()
+                .and_then(|s| crate::state::pending::read(Some(&s)).ok().flatten())
+        };
+        match (left.and_then(|l| l.state), root) {
+            (Some(after), root) => {
+                doc.current = after.current.map(str::to_string);
+                if after.pending_kept {
+                    doc.pending = root.as_ref().and_then(read_pending);
+                }
             }
+            // The state left behind, read afresh (read-only, by handle).
+            (None, Some(root)) => {
+                doc.current = root.current().ok().flatten();
+                doc.pending = read_pending(&root);
+            }
+            (None, None) => {}
         }
         doc
     }

@@ -93,8 +93,9 @@ impl Source {
             Source::ConfigDir(dir) => match config::list_apps(dir) {
                 Ok(apps) => Ok(apps),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(crate::error::Error::Operational(
-                    anyhow::Error::from(e).context(format!("reading {}", dir.display())),
+                Err(e) => Err(crate::error::Error::op_ctx(
+                    e,
+                    format_args!("reading {}", dir.display()),
                 )),
             },
         }
@@ -118,6 +119,14 @@ impl Source {
 
 impl App {
     /// "web", or the root path in `--root` mode: how messages name the app.
+    /// The app as errors name it.
+    pub fn subject(&self) -> crate::error::AppRef {
+        crate::error::AppRef {
+            name: self.name.clone(),
+            label: self.label(),
+        }
+    }
+
     pub fn label(&self) -> String {
         self.name
             .clone()

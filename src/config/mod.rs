@@ -188,11 +188,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Err(usage(format!("cannot read {}: {e}", path.display())))
             }
-            Err(e) => {
-                return Err(Error::Operational(
-                    anyhow::Error::from(e).context(format!("reading {}", path.display())),
-                ))
-            }
+            Err(e) => return Err(Error::op_ctx(e, format_args!("reading {}", path.display()))),
         };
         Config::parse(&path, &text)
     }

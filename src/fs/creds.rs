@@ -64,7 +64,7 @@ pub fn acting<T>(who: Option<Owner>, f: impl FnOnce() -> Result<T>) -> Result<T>
         return f();
     }
     switch(who).map_err(|e| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "cannot act as {}: {e}",
             who.map_or("root".to_string(), |o| format!("uid {}", o.uid))
         ))
@@ -174,7 +174,7 @@ mod tests {
             .unwrap();
         }
         acting(Some(owner), || {
-            std::fs::write(&made, b"x").map_err(|e| Error::Operational(e.into()))
+            std::fs::write(&made, b"x").map_err(|e| Error::op_ctx(e, "writing"))
         })
         .unwrap();
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap());
@@ -191,7 +191,7 @@ mod tests {
             )
             .unwrap();
             let denied = acting(Some(owner), || {
-                std::fs::write(private.join("f"), b"x").map_err(|e| Error::Operational(e.into()))
+                std::fs::write(private.join("f"), b"x").map_err(|e| Error::op_ctx(e, "writing"))
             });
             assert!(
                 denied.is_err(),

@@ -208,7 +208,7 @@ impl Dir {
         let empty = self.entries()?.is_empty();
         let acl = rfs::fgetxattr_query(&self.fd, c"system.posix_acl_default").is_ok();
         if st.st_uid != me || st.st_mode & 0o7077 != 0 || !empty || acl {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{} was replaced right after it was created; refusing to write into it",
                 shown.display()
             )));
@@ -268,13 +268,13 @@ impl Dir {
             Ok(fd) => fd,
             Err(Errno::NOENT) if how == Access::Read => return Ok(None),
             Err(Errno::LOOP) => {
-                return Err(Error::Operational(anyhow::anyhow!(
+                return Err(Error::operational(format_args!(
                     "{} is a symlink; refusing to use it (remove it by hand)",
                     shown.display()
                 )))
             }
             Err(Errno::NXIO) => {
-                return Err(Error::Operational(anyhow::anyhow!(
+                return Err(Error::operational(format_args!(
                     "{} is not a regular file; refusing to use it (remove it by hand)",
                     shown.display()
                 )))
@@ -283,7 +283,7 @@ impl Dir {
         };
         let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
         let refuse = |why: String| {
-            Error::Operational(anyhow::anyhow!(
+            Error::operational(format_args!(
                 "{} {why}; refusing to use it (remove it by hand)",
                 shown.display()
             ))
@@ -397,7 +397,7 @@ impl Dir {
         };
         let st = rfs::fstat(&fd).map_err(|e| io_error(e, format!("stat {}", shown.display())))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{} is not a regular file",
                 shown.display()
             )));
@@ -449,11 +449,11 @@ impl Dir {
         self.as_owner_io(|| remove_tree_at(self.fd.as_fd(), &cstring(name), 0)).map_err(|e| {
             let shown = self.shown(name);
             match e {
-                Errno::XDEV => Error::Operational(anyhow::anyhow!(
+                Errno::XDEV => Error::operational(format_args!(
                     "removing {}: it holds a mount point, whose contents are never deleted; unmount it and retry",
                     shown.display()
                 )),
-                Errno::NAMETOOLONG => Error::Operational(anyhow::anyhow!(
+                Errno::NAMETOOLONG => Error::operational(format_args!(
                     "removing {}: nested deeper than {MAX_DEPTH} levels; remove it by hand",
                     shown.display()
                 )),
@@ -483,7 +483,7 @@ impl Dir {
         match open_trusted(path) {
             Ok(dir) => Ok(Some(dir)),
             Err(Errno::NOENT) => Ok(None),
-            Err(Errno::NOTDIR) | Err(Errno::LOOP) => Err(Error::Operational(anyhow::anyhow!(
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => Err(Error::operational(format_args!(
                 "{} is not a directory (symlinks are refused)",
                 path.display()
             ))),
@@ -671,7 +671,7 @@ pub fn contains(outer: BorrowedFd<'_>, inner: BorrowedFd<'_>) -> rustix::io::Res
 /// An errno from a file operation as an error: resource and permission
 /// failures are operational (exit 1), never "bad input".
 pub fn io_error(e: Errno, what: String) -> Error {
-    Error::Operational(anyhow::Error::from(std::io::Error::from(e)).context(what))
+    Error::op_ctx(std::io::Error::from(e), what)
 }
 
 /// Open the directory `path` (its last component not followed), trusting

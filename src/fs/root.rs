@@ -216,7 +216,7 @@ impl RootDir {
         // Said plainly, instead of a "Permission denied" further on.
         if let Some(owner) = self.dir.act() {
             if dir.stat_self()?.st_uid == 0 {
-                return Err(Error::Operational(anyhow::anyhow!(
+                return Err(Error::operational(format_args!(
                     "{} belongs to root, but {} to uid {}: root writes below it with that \
                      user's rights (README, Security model); give it to them once: \
                      chown -R {}: {}",

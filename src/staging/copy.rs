@@ -61,7 +61,7 @@ pub(super) fn copy_files(
         )));
     }
     let changed = |what: &Path| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "source {} changed while it was copied; stage again",
             what.display()
         ))
@@ -166,9 +166,7 @@ pub(super) fn copy_files(
                     Ok(w) => w,
                     Err(Failure::Create(e)) => return Err(e),
                     Err(Failure::Io(e)) => {
-                        return Err(Error::Operational(
-                            anyhow::Error::from(e).context(format!("copying {}", from.display())),
-                        ))
+                        return Err(Error::op_ctx(e, format_args!("copying {}", from.display())))
                     }
                 };
                 m.put(

@@ -191,7 +191,7 @@ pub fn stdin() -> Result<Archive> {
     let fd = stdin
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error::Operational(anyhow::Error::from(e).context("duplicating stdin")))?;
+        .map_err(|e| Error::op_ctx(e, "duplicating stdin"))?;
     let mut input = File::from(fd);
     let mut prefix = Vec::with_capacity(512);
     (&mut input)
@@ -397,9 +397,8 @@ impl Reader {
                 // A frame may ask for a window of terabytes: cap what a
                 // hostile archive can make root allocate (128 MiB, zstd's
                 // own limit for --long without --memory).
-                dec.window_log_max(27).map_err(|e| {
-                    Error::Operational(anyhow::Error::from(e).context("setting up zstd"))
-                })?;
+                dec.window_log_max(27)
+                    .map_err(|e| Error::op_ctx(e, "setting up zstd"))?;
                 Box::new(dec)
             }
         })
@@ -411,7 +410,7 @@ impl Reader {
     /// fault of the machine (exit 1) before either.
     pub fn finish(mut self, unpacked: Result<()>) -> Result<()> {
         if let Err(e) = &unpacked {
-            if e.exit_code() != crate::error::exit::USAGE {
+            if e.kind() != crate::error::Kind::Usage {
                 return unpacked;
             }
         }
@@ -450,7 +449,7 @@ impl Reader {
 /// the input's otherwise.
 fn read_failed(e: io::Error, what: &str) -> Error {
     if e.raw_os_error().is_some() {
-        Error::Operational(anyhow::Error::from(e).context(what.to_string()))
+        Error::op_ctx(e, what.to_string())
     } else {
         usage(format!("{what}: {e}"))
     }
@@ -469,7 +468,7 @@ fn lookup_checksum(file: &Path, name: &str) -> Result<String> {
             // A file that is not there is bad input; one we may not read,
             // or a failing disk, is the machine's (exit 1), as elsewhere.
             std::io::ErrorKind::NotFound => usage(format!("--checksums {shown}: {e}")),
-            _ => Error::Operational(anyhow::anyhow!("--checksums {shown}: {e}")),
+            _ => Error::operational(format_args!("--checksums {shown}: {e}")),
         })?;
     if text.len() as u64 > MAX_CHECKSUMS {
         return Err(usage(format!(

@@ -117,7 +117,7 @@ fn check_creatable(root: &RootDir, shared: Option<&Dir>, paths: &[SharedPath]) -
         )
         .is_ok();
         if !writable {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{}: {} does not exist and this user cannot create it in {}; its owner \
                  must create it once (README, \"Without root\": shared paths)",
                 p.shown(),
@@ -142,7 +142,7 @@ fn check_owner(root: &RootDir, shared: Option<&Dir>, own: &Ownership) -> Result<
         None => root.dir().act(),
     };
     match acting {
-        Some(o) if o.uid != want.uid => Err(Error::Operational(anyhow::anyhow!(
+        Some(o) if o.uid != want.uid => Err(Error::operational(format_args!(
             "[shared] owner {} (uid {}): {} is written with the rights of uid {}, who owns it \
              or the app root, and cannot be given to another user; make {2} and the app root \
              root's (`chown root: DIR`) or set owner to uid {3}",
@@ -594,10 +594,7 @@ fn copy_seed(from: &Dir, dest: &Dir, name: &str, kind: Kind) -> Result<bool> {
             created = Some((st.st_dev, st.st_ino));
             crate::fs::bytes::copy_hashing(&mut src, &mut out)
                 .map_err(|e| {
-                    Error::Operational(
-                        anyhow::Error::from(e)
-                            .context(format!("copying {}", from.shown(name).display())),
-                    )
+                    Error::op_ctx(e, format_args!("copying {}", from.shown(name).display()))
                 })
                 .and_then(|_| {
                     rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))

@@ -86,9 +86,7 @@ impl Request {
     /// write, and the check would not be of the file that was judged.
     pub fn prepare(&self) -> Result<Ready> {
         let fail = |e: std::io::Error| {
-            Error::Operational(anyhow::anyhow!(
-                "a private copy of the signature files: {e}"
-            ))
+            Error::operational(format_args!("a private copy of the signature files: {e}"))
         };
         let snapshot = tempfile::Builder::new()
             .prefix("releasectl-signature-")
@@ -107,7 +105,7 @@ impl Request {
             .map(Path::new)
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                Error::Operational(anyhow::anyhow!(
+                Error::operational(format_args!(
                     "checking the signature needs ssh-keygen (OpenSSH), not found in {}",
                     SSH_KEYGEN.join(", ")
                 ))
@@ -178,7 +176,7 @@ fn find_principal(program: &Path, signature: &Snapshot, allowed: &Snapshot) -> R
         .arg(&allowed.copy)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::Operational(anyhow::anyhow!("running {}: {e}", program.display())))?;
+        .map_err(|e| Error::operational(format_args!("running {}: {e}", program.display())))?;
     let found = String::from_utf8_lossy(&out.stdout);
     match found.lines().map(str::trim).find(|l| !l.is_empty()) {
         Some(p) if out.status.success() && !p.chars().any(char::is_control) => Ok(p.to_string()),
@@ -208,7 +206,7 @@ impl Ready {
     /// pipe it filled while we write its stdin would deadlock.
     pub fn start(self) -> Result<Verifying> {
         let fail = |e: std::io::Error| {
-            Error::Operational(anyhow::anyhow!("running {}: {e}", self.program.display()))
+            Error::operational(format_args!("running {}: {e}", self.program.display()))
         };
         // As root, also while a stage writes with the owner's rights: a
         // child never inherits an owner's effective ids (see crate::fs::creds).
@@ -258,7 +256,7 @@ impl Verifying {
         let r = &self.ready;
         let mut child = self.child.take().expect("finished once");
         let status = child.wait().map_err(|e| {
-            Error::Operational(anyhow::anyhow!("waiting for {}: {e}", r.program.display()))
+            Error::operational(format_args!("waiting for {}: {e}", r.program.display()))
         })?;
         if status.success() {
             crate::log::info(&format!(

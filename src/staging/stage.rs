@@ -122,7 +122,7 @@ fn existing_releases(app: &App, id: &str) -> Result<Dir> {
 }
 
 fn removed(id: &str) -> Error {
-    Error::Operational(anyhow::anyhow!(
+    Error::operational(format_args!(
         "release {id} was removed while it was compared; stage again"
     ))
 }
@@ -342,7 +342,7 @@ fn build(
     let placed = releases.stat(&final_id)?;
     let ours = rfs::fstat(tmp.fd()).map_err(|e| io_error(e, "stat staged tree".into()))?;
     if placed.is_none_or(|p| (p.st_dev, p.st_ino) != (ours.st_dev, ours.st_ino)) {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "the staged tree was replaced while staging; {} is not the release that was staged, remove it",
             releases.shown(&final_id).display()
         )));

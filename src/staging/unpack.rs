@@ -603,7 +603,7 @@ fn read_error(e: io::Error, what: &str) -> Error {
         return usage(format!("archive refused: {r}"));
     }
     if is_resource_error(&e) {
-        return Error::Operational(anyhow::Error::from(e).context(format!("unpacking {what}")));
+        return Error::op_ctx(e, format_args!("unpacking {what}"));
     }
     usage(format!("archive refused: {what}: {e}"))
 }

@@ -177,12 +177,14 @@ fn wait_for(
         match flock(&place.file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(()),
             Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {}
-            Err(e) => return Err(anyhow::Error::from(e).context("flock").into()),
+            Err(e) => return Err(Error::op_ctx(e, "flock")),
         }
         if let Err(why) = cancel.check() {
-            return Err(Error::ActivationFailed(format!(
-                "{why} while waiting for the lock; nothing changed"
-            )));
+            return Err(Error::ActivationFailed {
+                switch: None,
+                reason: format!("{why} while waiting for the lock"),
+                undone: crate::error::Undone::NothingChanged,
+            });
         }
         if !told && started.elapsed() >= Duration::from_secs(1) && Instant::now() < deadline {
             told = true;
@@ -196,11 +198,11 @@ fn wait_for(
         if Instant::now() >= deadline {
             let holder = read_holder_from(&mut place.file)
                 .map_or_else(|| "an unknown holder".to_string(), |h| h.to_string());
-            return Err(Error::LockBusy(format!(
-                "{} is locked by {holder} (waited {}s)",
-                place.shown.display(),
-                timeout.as_secs_f64()
-            )));
+            return Err(Error::LockBusy {
+                lock: place.shown.clone(),
+                holder: Some(holder),
+                waited: timeout,
+            });
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -249,7 +251,7 @@ pub fn check_can_take(root: &RootDir, state_dir: Option<&Dir>) -> Result<()> {
         rustix::fs::AtFlags::EACCESS,
     )
     .map_err(|e| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "cannot take the lock {}: {} (the lock is root's: run it as root)",
             shown.display(),
             std::io::Error::from(e)
@@ -282,7 +284,7 @@ pub fn while_idle<T>(
         match flock(&place.file, FlockOperation::NonBlockingLockShared) {
             Ok(()) => held.push(place.file),
             Err(Errno::WOULDBLOCK) => return Ok(Err(read_holder_from(&mut place.file))),
-            Err(e) => return Err(anyhow::Error::from(e).context("flock").into()),
+            Err(e) => return Err(Error::op_ctx(e, "flock")),
         }
     }
     if !creds::is_root() {
@@ -368,7 +370,7 @@ pub(crate) fn run_subdir(name: &str, mode: u32, create: bool) -> Result<Option<D
 fn check_private(dir: &Dir, forbidden: u32) -> Result<()> {
     let st = dir.stat_self()?;
     if st.st_uid != 0 || st.st_mode & forbidden != 0 {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{} must be a directory of root's with mode {:o} at most (it is uid {}, mode {:o}); \
              remove it and retry",
             dir.shown("").display(),

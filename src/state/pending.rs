@@ -62,7 +62,7 @@ pub fn read(state_dir: Option<&Dir>) -> Result<Option<Pending>> {
     };
     let shown = dir.shown(PENDING_FILE);
     let corrupt = |why: String| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "{} is corrupt ({why}); inspect it and remove it by hand",
             shown.display()
         ))

@@ -105,9 +105,7 @@ pub fn read(dir: &Path, app: &str) -> Result<Request> {
         .map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
             Some(Errno::LOOP) => bad(&"is a symlink"),
             Some(Errno::NOENT) | Some(Errno::NXIO) => bad(&e),
-            _ => Error::Operational(
-                anyhow::Error::from(e).context(format!("reading request file {}", path.display())),
-            ),
+            _ => Error::op_ctx(e, format_args!("reading request file {}", path.display())),
         })?;
     let meta = file.metadata().map_err(|e| bad(&e))?;
     if !meta.is_file() || meta.len() > MAX_REQUEST || meta.nlink() != 1 {
@@ -227,14 +225,17 @@ impl Report {
     }
 
     pub fn failed(mut self, e: &Error) -> Report {
-        use crate::error::exit;
+        use crate::error::Kind;
         self.exit_code = e.exit_code();
-        self.outcome = match self.exit_code {
-            exit::USAGE => "invalid",
-            exit::LOCK_BUSY => "lock_busy",
-            exit::ACTIVATION_FAILED => "rolled_back",
-            exit::ROLLBACK_FAILED => "rollback_failed",
-            _ => "failed",
+        // The requester's names for the kinds (`request_outcome` in the
+        // schema): 11 is a rollback to the release that was live; a kind
+        // with no name of its own there (13, 14, 1) is "failed".
+        self.outcome = match e.kind() {
+            Kind::Usage => "invalid",
+            Kind::LockBusy => "lock_busy",
+            Kind::ActivationFailed => "rolled_back",
+            Kind::RollbackFailed => "rollback_failed",
+            Kind::Operational | Kind::NeedsRecovery | Kind::VerifyFailed => "failed",
         }
         .to_string();
         self.message = e.one_line();
@@ -279,7 +280,7 @@ fn try_record(path: &Path, run_dir: &Path, mut report: Report, cancel: &Cancel) 
     // race our temp file; group `releasectl` only reads.
     let st = dir.stat_self()?;
     if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{} must belong to the user running releasectl and be writable by it alone (mode 0750 root:releasectl)",
             path.display()
         )));
@@ -329,17 +330,17 @@ fn lock_results(run_dir: &Path, cancel: &Cancel) -> Result<std::fs::File> {
             Err(e) => return Err(io_error(e, format!("locking {}", shown.display()))),
         }
         if let Err(why) = cancel.check() {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{why} while waiting for {}",
                 shown.display()
             )));
         }
         if Instant::now() >= deadline {
-            return Err(Error::LockBusy(format!(
-                "{} is held by another writer of the results (waited {}s)",
-                shown.display(),
-                RESULTS_LOCK_WAIT.as_secs()
-            )));
+            return Err(Error::LockBusy {
+                lock: shown,
+                holder: None,
+                waited: RESULTS_LOCK_WAIT,
+            });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -357,16 +358,13 @@ fn open_results_lock(run_dir: &Path) -> Result<std::fs::File> {
     use rustix::fs::{self as rfs, Mode};
     let shown = run_dir.join(RESULTS_LOCK);
     if !rustix::process::geteuid().is_root() {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "recording outcomes takes root's lock {}; run `activate --request` as root",
             shown.display()
         )));
     }
     let refuse = |what: &Path, why: &str| {
-        Error::Operational(anyhow::anyhow!(
-            "{} {why}; refusing to use it",
-            what.display()
-        ))
+        Error::operational(format_args!("{} {why}; refusing to use it", what.display()))
     };
     let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) else {
         return Err(refuse(run_dir, "is not a directory below another"));
@@ -431,20 +429,20 @@ fn read_reports(dir: &Dir, app: &str) -> Result<Vec<Report>> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", shown.display()))?;
     if bytes.len() as u64 > MAX_RESULTS {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{} is larger than {MAX_RESULTS} bytes",
             shown.display()
         )));
     }
     serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Operational(anyhow::anyhow!("{} is corrupt: {e}", shown.display())))
+        .map_err(|e| Error::operational(format_args!("{} is corrupt: {e}", shown.display())))
 }
 
 /// The results directory, opened: a waiter needs it before it writes its
 /// request, or it would wait for an outcome nobody records.
 pub fn open_results(path: &Path) -> Result<Dir> {
     Dir::open_path(path)?.ok_or_else(|| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "{} does not exist, so no outcome would be recorded (systemd-tmpfiles --create releasectl.conf makes it)",
             path.display()
         ))
@@ -478,7 +476,7 @@ pub fn submit(requests: &Path, app: &str, release: &str) -> Result<Submitted> {
         } else {
             ""
         };
-        Error::Operational(anyhow::Error::from(e).context(format!("{what}{hint}")))
+        Error::op_ctx(e, format_args!("{what}{hint}"))
     };
     let token = new_token().map_err(|e| io(e, "reading /dev/urandom".into()))?;
     let path = requests.join(app);
@@ -496,7 +494,7 @@ pub fn submit(requests: &Path, app: &str, release: &str) -> Result<Submitted> {
     // not assumed, since the whole binding rests on it.
     let meta = tmp.as_file().metadata().map_err(|e| io(e, writing()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{} was created readable by others (mode {:o}); not writing a token into it",
             shown.display(),
             meta.permissions().mode() & 0o7777
@@ -590,7 +588,7 @@ pub fn wait(sub: &Submitted, results: &Dir, timeout: Duration) -> Result<Report>
             seen_in_place || r.mtime_ns.is_some_and(|t| t > sub.placed_ns)
         });
         if let Some(r) = superseding {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{}: the request for {} was replaced by a newer one before it was read, and was never acted on (the newer one, {}: {}){}",
                 sub.app,
                 sub.release,
@@ -604,7 +602,7 @@ pub fn wait(sub: &Submitted, results: &Dir, timeout: Duration) -> Result<Report>
             later.entry(ino).or_insert(newest);
         }
         if Instant::now() >= deadline {
-            return Err(Error::Operational(anyhow::anyhow!(
+            return Err(Error::operational(format_args!(
                 "{}: no outcome for the request of {} within {} s; is the watcher running? (systemctl status deploy-watch@{}.path){}",
                 sub.app,
                 sub.release,
@@ -703,7 +701,11 @@ mod tests {
 
     #[test]
     fn failures_keep_their_exit_status() {
-        let r = Report::new("web", None).failed(&Error::ActivationFailed("x".into()));
+        let r = Report::new("web", None).failed(&Error::ActivationFailed {
+            switch: None,
+            reason: "x".into(),
+            undone: crate::error::Undone::NothingChanged,
+        });
         assert_eq!((r.outcome.as_str(), r.exit_code), ("rolled_back", 11));
         let r = Report::new("web", None).failed(&usage("bad"));
         assert_eq!((r.outcome.as_str(), r.exit_code), ("invalid", 2));

@@ -212,6 +212,28 @@ fn wait_reports_the_outcome_and_exit_status() {
     assert_eq!(r.stdout.trim(), "web: v1 already active");
 }
 
+/// A relayed status keeps the kind it documents: an activation refused by
+/// verification (exit 14) is "verify_failed" in the requester's JSON error
+/// document, as the schema says, not "operational"; the recorded outcome,
+/// whose names have none of their own for it, is "failed".
+#[test]
+fn a_relayed_verification_failure_is_named_verify_failed() {
+    let d = scene();
+    // v1 was made by hand: it has no manifest to verify against.
+    d.config("web", "root = \"{root}\"\nverify = true\n");
+    let child = waiting(&d, &["--json", "web:v1"]);
+    assert_eq!(watcher(&d).code, Some(14));
+    let r = finish(child);
+    assert_eq!(r.code, Some(14), "{r}");
+    let doc = r.envelope();
+    assert_eq!(doc["error"]["kind"], "verify_failed", "{doc:#}");
+    assert_eq!(doc["error"]["app"], "web", "{doc:#}");
+    assert_eq!(doc["error"]["release"], "v1", "{doc:#}");
+    assert_eq!(doc["result"]["outcome"], "failed", "{doc:#}");
+    assert_eq!(doc["result"]["exit_code"], 14, "{doc:#}");
+    assert_eq!(d.current(), None);
+}
+
 #[test]
 fn a_request_root_refuses_reports_exit_2() {
     let d = scene();

@@ -57,7 +57,7 @@ fn activate_requested(
     let results = request::results_dir(&a.dirs.requests_dir, a.dirs.results_dir.as_deref());
     // Ends the wait for the results lock; each activation has its own too.
     let cancel = Cancel::install()
-        .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
+        .map_err(|e| Error::operational(format_args!("installing signal handlers: {e}")))?;
     let mut done: Option<request::Request> = None;
     loop {
         let req = match request::read(&a.dirs.requests_dir, &name) {
@@ -217,7 +217,7 @@ pub(super) fn run_activation(
         mark_from_bad: leaving == Leaving::MarkBad,
     };
     let cancel = Cancel::install()
-        .map_err(|e| Error::Operational(anyhow::anyhow!("installing signal handlers: {e}")))?;
+        .map_err(|e| Error::operational(format_args!("installing signal handlers: {e}")))?;
     let mut services = service_manager(app, opts.no_reload || opts.dry_run)?;
     let outcome = activation::activate(app, target, &opts, services.as_mut(), &cancel)?;
     let (did, from, to) = match &outcome {
@@ -265,7 +265,7 @@ fn auto_prune(app: &App, keep: usize) {
             "{label}: pruned to {keep} good releases ([prune] keep): removed {}",
             done.plan.remove.join(", ")
         )),
-        Err(Error::LockBusy(_)) => log::info(&format!(
+        Err(Error::LockBusy { .. }) => log::info(&format!(
             "{label}: not pruned after the activation: the lock is busy (the next activation prunes)"
         )),
         Err(e) => log::warn(&format!(

@@ -187,7 +187,7 @@ fn report(app: &App, results: &[Check], out: &Output) -> Result<()> {
             .collect()
     });
     if failed > 0 {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{}: {failed} check(s) failed",
             app.label()
         )));

@@ -153,7 +153,7 @@ fn each_app(
         let shown = source.open(Some(name)).and_then(|app| show(&app, out));
         let body = out.take_collected().join("\n");
         match shown {
-            Err(Error::NeedsRecovery(why)) => attention.push(why),
+            Err(Error::NeedsRecovery { mut interrupted }) => attention.append(&mut interrupted),
             other => other?,
         }
         parts.push(format!("== {name} ==\n{body}"));
@@ -163,7 +163,9 @@ fn each_app(
     }
     match attention.len() {
         0 => Ok(()),
-        _ => Err(Error::NeedsRecovery(attention.join("; "))),
+        _ => Err(Error::NeedsRecovery {
+            interrupted: attention,
+        }),
     }
 }
 

@@ -34,7 +34,7 @@ fn prune(app: &App, p: cli::PruneArgs, wait: Duration, out: &Output) -> Result<(
         // not take the lock), not a plan it then cannot carry out.
         let state = app.state_dir(false)?;
         lock::check_can_take(&app.root, state.as_ref()).map_err(|e| {
-            Error::Operational(anyhow::anyhow!(
+            Error::operational(format_args!(
                 "{}: prune would be refused: {}",
                 app.label(),
                 e.one_line()

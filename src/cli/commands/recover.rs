@@ -77,7 +77,7 @@ pub(super) fn run(
     match failed.len() {
         0 => Ok(()),
         1 if !several => Err(failed.pop().expect("one").1),
-        n => Err(Error::Operational(anyhow::anyhow!(
+        n => Err(Error::operational(format_args!(
             "{n} of {total} apps could not be recovered: {}",
             failed
                 .iter()

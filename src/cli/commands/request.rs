@@ -70,5 +70,7 @@ pub(super) fn run(source: &Source, out: &Output, r: cli::RequestArgs) -> Result<
     Err(Error::Relayed {
         code: report.exit_code,
         message: report.message,
+        app: report.app,
+        release: report.release,
     })
 }

@@ -87,16 +87,15 @@ pub(super) fn run(app: &App, out: &Output) -> Result<()> {
         )
     });
     match interrupted {
-        Some(p) => Err(Error::NeedsRecovery(format!(
-            "{}: the activation {} → {} (pid {}, started {}) was interrupted; run `releasectl recover{}` (the next activation also \
-             recovers it first)",
-            app.label(),
-            p.from.as_deref().unwrap_or("none"),
-            p.to,
-            p.pid,
-            p.started,
-            app.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
-        ))),
+        Some(p) => Err(Error::NeedsRecovery {
+            interrupted: vec![crate::error::Interrupted {
+                app: app.subject(),
+                from: p.from,
+                to: p.to,
+                pid: p.pid,
+                started: p.started,
+            }],
+        }),
         None => Ok(()),
     }
 }

@@ -83,8 +83,10 @@ pub(super) fn run(source: &Source, v: cli::VerifyArgs, out: &Output) -> Result<(
     if checked.matches() {
         return Ok(());
     }
-    Err(Error::VerifyFailed(format!(
-        "{label}: {id} does not match its manifest: {}",
-        checked.summary()
-    )))
+    Err(Error::VerifyFailed {
+        app: Some(app.subject()),
+        release: id.to_string(),
+        differences: Some(checked.summary()),
+        activation: false,
+    })
 }

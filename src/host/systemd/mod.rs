@@ -185,7 +185,7 @@ impl Systemd {
                 zbus::Error::Failure(text) => text,
                 other => other.to_string(),
             };
-            Error::Operational(anyhow::anyhow!(
+            Error::operational(format_args!(
                 "cannot reach systemd: no system bus (is D-Bus running?): {why}"
             ))
         })?;

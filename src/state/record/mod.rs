@@ -231,7 +231,7 @@ const MAX_HEADER: u64 = 1 << 20;
 const MAX_LINE: u64 = 64 << 10;
 
 fn invalid(shown: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Operational(anyhow::anyhow!(
+    Error::operational(format_args!(
         "{} is not a valid staging record: {why}",
         shown.display()
     ))

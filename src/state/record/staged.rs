@@ -193,7 +193,7 @@ pub fn open_record(
         return Ok(None);
     };
     let refuse = |why: String| {
-        Error::Operational(anyhow::anyhow!(
+        Error::operational(format_args!(
             "{} {why}; refusing to use it",
             shown.display()
         ))

@@ -35,7 +35,7 @@ fn scan_dir(
     shown: &std::path::Path,
 ) -> Result<()> {
     if path.len() >= crate::fs::dir::MAX_DEPTH {
-        return Err(Error::Operational(anyhow::anyhow!(
+        return Err(Error::operational(format_args!(
             "{}: nested deeper than {} levels",
             shown.display(),
             crate::fs::dir::MAX_DEPTH
@@ -83,12 +83,8 @@ fn scan_dir(
                 if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile {
                     return Err(fail(Errno::NOENT, "changed while reading"));
                 }
-                let (size, sha256) =
-                    copy_hashing(&mut File::from(f), &mut io::sink()).map_err(|e| {
-                        Error::Operational(
-                            anyhow::Error::from(e).context(format!("reading {}", here.display())),
-                        )
-                    })?;
+                let (size, sha256) = copy_hashing(&mut File::from(f), &mut io::sink())
+                    .map_err(|e| Error::op_ctx(e, format_args!("reading {}", here.display())))?;
                 m.put(
                     &parts,
                     Item::File {
@@ -221,11 +217,11 @@ impl Checked {
 /// with what its record claims. No manifest is an error of its own
 /// (exit 14): there is nothing to trust it against.
 pub fn check(releases: &Dir, id: &str, release: &Dir) -> Result<Checked> {
-    let no_manifest = || {
-        Error::VerifyFailed(format!(
-            "release {id} has no manifest to verify against (it was not staged by \
-             releasectl, or by a version without manifests)"
-        ))
+    let no_manifest = || Error::VerifyFailed {
+        app: None,
+        release: id.to_string(),
+        differences: None,
+        activation: false,
     };
     let Some((header, mut rec)) = Record::open(releases, id, Some(release), MAX_RECORD)? else {
         return Err(no_manifest());
