@@ -87,7 +87,8 @@ pub enum Command {
     ///
     /// With --wait, the outcome is printed as one line (under --json, the recorded outcome) and
     /// the exit status is the activation's: 0 activated or already active, 2 invalid request
-    /// (nothing changed), 10 lock busy, 11 rolled back, 12 rollback failed; 1 if the request
+    /// (nothing changed), 10 lock busy, 11 rolled back, 12 rollback failed, 14 the release does
+    /// not match its manifest (the app has verify = true); 1 if the request
     /// was replaced by a newer one before the watcher read it, or no outcome came within
     /// --timeout.
     Request(RequestArgs),
