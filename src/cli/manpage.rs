@@ -16,7 +16,8 @@ use std::fmt::Write as _;
 /// The widest text line mandoc's style check accepts.
 const WIDTH: usize = 80;
 
-/// The page, dated `date` (YYYY-MM-DD) on its `.TH` line.
+/// The page, dated `date` (YYYY-MM-DD) on its `.TH` line. Long on purpose:
+/// the page's sections one after another, in the order a reader meets them.
 pub fn render(cmd: &Command, date: &str) -> String {
     let mut cmd = cmd.clone().disable_help_subcommand(true);
     cmd.build();

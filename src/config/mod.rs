@@ -365,177 +365,223 @@ impl RawConfig {
         }
         cfg.verify = self.verify.unwrap_or(false);
         if let Some(s) = self.services {
-            for unit in s.units.iter().flatten() {
-                if unit.is_empty() || unit.contains('/') || unit.chars().any(char::is_whitespace) {
-                    return Err(usage(format!(
-                        "{}: key `services.units`: invalid unit name \"{}\"",
-                        path.display(),
-                        unit.escape_debug()
-                    )));
-                }
-            }
-            cfg.services.units = s.units.unwrap_or_default();
-            cfg.services.action = s.action.unwrap_or(Action::Reload);
-            if let Some(t) = s.timeout {
-                cfg.services.timeout = seconds(t, "services.timeout", &err)?;
-            }
+            validate_services(s, &mut cfg.services, path, &err)?;
         }
         if let Some(h) = self.health {
-            if let Some(cmd) = h.command {
-                check_argv(&cmd, "health.command", &err)?;
-                cfg.health.command = Some(cmd.into_inner());
-            }
-            if let Some(url) = h.url {
-                if !url.get_ref().starts_with("http://") {
-                    return Err(err(
-                        url.span(),
-                        "health.url",
-                        "only http:// URLs are supported",
-                    ));
-                }
-                cfg.health.url = Some(url.into_inner());
-            }
-            cfg.health.retries = h.retries.map(|n| n.max(1));
-            if let Some(expect) = h.expect {
-                cfg.health.expect = check_expect(expect, cfg.health.url.is_some(), &err)?;
-            }
-            if let Some(n) = h.consecutive {
-                let cap = cfg.health.retries.unwrap_or(u32::MAX);
-                if *n.get_ref() == 0 || *n.get_ref() > cap {
-                    let msg = match cfg.health.retries {
-                        Some(r) => format!("must be between 1 and retries ({r})"),
-                        None => "must be at least 1".to_string(),
-                    };
-                    return Err(err(n.span(), "health.consecutive", &msg));
-                }
-                cfg.health.consecutive = n.into_inner();
-            }
-            if let Some(t) = h.interval {
-                cfg.health.interval = fractional_seconds(t, "health.interval", false, &err)?;
-            }
-            if let Some(t) = h.timeout {
-                cfg.health.timeout = fractional_seconds(t, "health.timeout", true, &err)?;
-            }
-            if let Some(t) = h.start_period {
-                let span = t.span();
-                cfg.health.start_period =
-                    fractional_seconds(t, "health.start_period", false, &err)?;
-                if cfg.health.start_period >= cfg.health.timeout {
-                    return Err(err(
-                        span,
-                        "health.start_period",
-                        &format!(
-                            "must be shorter than health.timeout ({}s), which bounds it",
-                            cfg.health.timeout.as_secs_f64()
-                        ),
-                    ));
-                }
-            }
+            validate_health(h, &mut cfg.health, &err)?;
         }
         if let Some(hooks) = self.hooks {
-            if let Some(t) = hooks.timeout {
-                cfg.hooks.timeout = seconds(t, "hooks.timeout", &err)?;
-            }
-            for (list, key, out) in [
-                (
-                    hooks.pre_activate,
-                    "hooks.pre_activate",
-                    &mut cfg.hooks.pre_activate,
-                ),
-                (hooks.post_swap, "hooks.post_swap", &mut cfg.hooks.post_swap),
-                (
-                    hooks.post_activate,
-                    "hooks.post_activate",
-                    &mut cfg.hooks.post_activate,
-                ),
-                (
-                    hooks.on_failure,
-                    "hooks.on_failure",
-                    &mut cfg.hooks.on_failure,
-                ),
-            ] {
-                for argv in list.unwrap_or_default() {
-                    check_argv(&argv, key, &err)?;
-                    out.push(argv.into_inner());
-                }
-            }
+            validate_hooks(hooks, &mut cfg.hooks, &err)?;
         }
         if let Some(dedup) = self.stage.as_ref().and_then(|s| s.dedup) {
             cfg.dedup = dedup;
         }
         if let Some(sh) = self.shared {
-            if let Some(o) = &sh.owner {
-                let found = shared::resolve_owner(o.get_ref())
-                    .map_err(|why| err(o.span(), "shared.owner", &why))?;
-                cfg.shared_owner.owner = Some(found);
-            }
-            if let Some(m) = &sh.mode {
-                let mode = shared::parse_mode(m.get_ref())
-                    .map_err(|why| err(m.span(), "shared.mode", &why))?;
-                cfg.shared_owner.mode = Some(mode);
-            }
-            let mut spans = Vec::new();
-            for (list, kind, key) in [
-                (sh.dirs, shared::Kind::Dir, "shared.dirs"),
-                (sh.files, shared::Kind::File, "shared.files"),
-            ] {
-                for p in list.unwrap_or_default() {
-                    let sp = SharedPath::new(p.get_ref(), kind, key).map_err(|why| {
-                        err(
-                            p.span(),
-                            key,
-                            &format!("\"{}\" {why}", p.get_ref().escape_debug()),
-                        )
-                    })?;
-                    cfg.shared.push(sp);
-                    spans.push(p.span());
-                }
-            }
-            if let Some((i, why)) = shared::conflict(&cfg.shared) {
-                let p = &cfg.shared[i];
-                return Err(err(
-                    spans[i].clone(),
-                    &p.origin,
-                    &format!("\"{}\" {why}", p.path.escape_debug()),
-                ));
-            }
+            validate_shared(sh, &mut cfg, &err)?;
         }
         if let Some(st) = self.stage {
-            let p = &mut cfg.signing;
-            if let Some(a) = st.allowed_signers {
-                if !a.get_ref().is_absolute() {
-                    return Err(err(
-                        a.span(),
-                        "stage.allowed_signers",
-                        "must be an absolute path",
-                    ));
-                }
-                p.allowed_signers = Some(a.into_inner());
-            }
-            if let Some(id) = st.signer_identity {
-                let v = id.get_ref();
-                if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
-                    return Err(err(
-                        id.span(),
-                        "stage.signer_identity",
-                        "1-256 bytes, no control characters",
-                    ));
-                }
-                p.identity = Some(id.into_inner());
-            }
-            if let Some(r) = st.require_signature {
-                if *r.get_ref() && p.allowed_signers.is_none() {
-                    return Err(err(
-                        r.span(),
-                        "stage.require_signature",
-                        "needs stage.allowed_signers (the keys that may sign)",
-                    ));
-                }
-                p.required = r.into_inner();
-            }
+            validate_stage(st, &mut cfg.signing, &err)?;
         }
         Ok(cfg)
     }
+}
+
+/// `[services]`.
+fn validate_services(
+    s: RawServices,
+    out: &mut Services,
+    path: &Path,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<()> {
+    for unit in s.units.iter().flatten() {
+        if unit.is_empty() || unit.contains('/') || unit.chars().any(char::is_whitespace) {
+            return Err(usage(format!(
+                "{}: key `services.units`: invalid unit name \"{}\"",
+                path.display(),
+                unit.escape_debug()
+            )));
+        }
+    }
+    out.units = s.units.unwrap_or_default();
+    out.action = s.action.unwrap_or(Action::Reload);
+    if let Some(t) = s.timeout {
+        out.timeout = seconds(t, "services.timeout", &err)?;
+    }
+    Ok(())
+}
+
+/// `[health]`.
+fn validate_health(
+    h: RawHealth,
+    out: &mut Health,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<()> {
+    if let Some(cmd) = h.command {
+        check_argv(&cmd, "health.command", &err)?;
+        out.command = Some(cmd.into_inner());
+    }
+    if let Some(url) = h.url {
+        if !url.get_ref().starts_with("http://") {
+            return Err(err(
+                url.span(),
+                "health.url",
+                "only http:// URLs are supported",
+            ));
+        }
+        out.url = Some(url.into_inner());
+    }
+    out.retries = h.retries.map(|n| n.max(1));
+    if let Some(expect) = h.expect {
+        out.expect = check_expect(expect, out.url.is_some(), &err)?;
+    }
+    if let Some(n) = h.consecutive {
+        let cap = out.retries.unwrap_or(u32::MAX);
+        if *n.get_ref() == 0 || *n.get_ref() > cap {
+            let msg = match out.retries {
+                Some(r) => format!("must be between 1 and retries ({r})"),
+                None => "must be at least 1".to_string(),
+            };
+            return Err(err(n.span(), "health.consecutive", &msg));
+        }
+        out.consecutive = n.into_inner();
+    }
+    if let Some(t) = h.interval {
+        out.interval = fractional_seconds(t, "health.interval", false, &err)?;
+    }
+    if let Some(t) = h.timeout {
+        out.timeout = fractional_seconds(t, "health.timeout", true, &err)?;
+    }
+    if let Some(t) = h.start_period {
+        let span = t.span();
+        out.start_period = fractional_seconds(t, "health.start_period", false, &err)?;
+        if out.start_period >= out.timeout {
+            return Err(err(
+                span,
+                "health.start_period",
+                &format!(
+                    "must be shorter than health.timeout ({}s), which bounds it",
+                    out.timeout.as_secs_f64()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[hooks]`: each list an argv per hook, the timeout their bound.
+fn validate_hooks(
+    hooks: RawHooks,
+    out: &mut Hooks,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<()> {
+    if let Some(t) = hooks.timeout {
+        out.timeout = seconds(t, "hooks.timeout", &err)?;
+    }
+    for (list, key, out) in [
+        (
+            hooks.pre_activate,
+            "hooks.pre_activate",
+            &mut out.pre_activate,
+        ),
+        (hooks.post_swap, "hooks.post_swap", &mut out.post_swap),
+        (
+            hooks.post_activate,
+            "hooks.post_activate",
+            &mut out.post_activate,
+        ),
+        (hooks.on_failure, "hooks.on_failure", &mut out.on_failure),
+    ] {
+        for argv in list.unwrap_or_default() {
+            check_argv(&argv, key, &err)?;
+            out.push(argv.into_inner());
+        }
+    }
+    Ok(())
+}
+
+/// `[shared]`: the paths (each valid, none inside another) and whom the
+/// directories releasectl makes are given to.
+fn validate_shared(
+    sh: RawShared,
+    cfg: &mut Config,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<()> {
+    if let Some(o) = &sh.owner {
+        let found = shared::resolve_owner(o.get_ref())
+            .map_err(|why| err(o.span(), "shared.owner", &why))?;
+        cfg.shared_owner.owner = Some(found);
+    }
+    if let Some(m) = &sh.mode {
+        let mode =
+            shared::parse_mode(m.get_ref()).map_err(|why| err(m.span(), "shared.mode", &why))?;
+        cfg.shared_owner.mode = Some(mode);
+    }
+    let mut spans = Vec::new();
+    for (list, kind, key) in [
+        (sh.dirs, shared::Kind::Dir, "shared.dirs"),
+        (sh.files, shared::Kind::File, "shared.files"),
+    ] {
+        for p in list.unwrap_or_default() {
+            let sp = SharedPath::new(p.get_ref(), kind, key).map_err(|why| {
+                err(
+                    p.span(),
+                    key,
+                    &format!("\"{}\" {why}", p.get_ref().escape_debug()),
+                )
+            })?;
+            cfg.shared.push(sp);
+            spans.push(p.span());
+        }
+    }
+    if let Some((i, why)) = shared::conflict(&cfg.shared) {
+        let p = &cfg.shared[i];
+        return Err(err(
+            spans[i].clone(),
+            &p.origin,
+            &format!("\"{}\" {why}", p.path.escape_debug()),
+        ));
+    }
+    Ok(())
+}
+
+/// `[stage]`: which signatures `stage` accepts.
+fn validate_stage(
+    st: RawStage,
+    p: &mut crate::config::stage::Policy,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<()> {
+    if let Some(a) = st.allowed_signers {
+        if !a.get_ref().is_absolute() {
+            return Err(err(
+                a.span(),
+                "stage.allowed_signers",
+                "must be an absolute path",
+            ));
+        }
+        p.allowed_signers = Some(a.into_inner());
+    }
+    if let Some(id) = st.signer_identity {
+        let v = id.get_ref();
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(err(
+                id.span(),
+                "stage.signer_identity",
+                "1-256 bytes, no control characters",
+            ));
+        }
+        p.identity = Some(id.into_inner());
+    }
+    if let Some(r) = st.require_signature {
+        if *r.get_ref() && p.allowed_signers.is_none() {
+            return Err(err(
+                r.span(),
+                "stage.require_signature",
+                "needs stage.allowed_signers (the keys that may sign)",
+            ));
+        }
+        p.required = r.into_inner();
+    }
+    Ok(())
 }
 
 /// The longest timeout or interval accepted, in seconds (one day). Larger

@@ -133,7 +133,8 @@ fn outcome() -> Report {
     }
 }
 
-/// Every report type of every command, each with every optional part.
+/// Every report type of every command, each with every optional part. One
+/// long list on purpose: a sample per report, field by field, to read down.
 fn samples() -> Vec<Sample> {
     let root = Path::new("/srv/web");
     let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
