@@ -108,7 +108,14 @@ def plain(rel):
 
 
 def releasectl(app):
-    return lambda rel: run(["releasectl", "-q", "activate", f"{app}:{rel}"])
+    """Odd switches from the command line, even ones as `systemctl start
+    deploy@APP:REL`: the handover must hold through both entry points."""
+    def switch(rel):
+        if int(rel[1:]) % 2:
+            run(["releasectl", "-q", "activate", f"{app}:{rel}"])
+        else:
+            run(["systemctl", "start", f"deploy@{app}:{rel}"])
+    return switch
 
 
 if __name__ == "__main__":
