@@ -31,6 +31,16 @@ fn nginx_site(c: &Container, app: &str, port: u16) {
         ),
     );
     c.sh("nginx -t -q && systemctl reload-or-restart nginx.service && systemctl is-active nginx.service");
+    // A reload only signals a running master, which binds the new `listen`
+    // when it gets to it: wait for the port, whichever scenario started
+    // nginx first.
+    c.wait_for(&format!("nginx to listen on {port}"), PATIENCE, || {
+        let listening = c.run(&format!("ss -Hltn 'sport = :{port}' | grep -q LISTEN"));
+        match listening.status.success() {
+            true => Ok(()),
+            false => Err("not listening yet".into()),
+        }
+    });
 }
 
 fn curl(c: &Container, port: u16) -> String {
