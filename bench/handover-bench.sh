@@ -23,6 +23,8 @@ switches=${SWITCHES:-10}
 
 container_create "rctl-handover-$$"
 container_install_releasectl "$bin" units
+# nginx fronts the blue/green app.
+rm -f "$root/etc/systemd/system/nginx.service" "$root/etc/nginx/sites-enabled/default"
 start=$(bench/handover-setup.sh "$root" "$switches" | sed -n "s/^START: //p")
 
 container_boot

@@ -119,7 +119,7 @@ def releasectl(app):
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["plain", "restart", "socket"]
+    which = sys.argv[1:] or ["plain", "restart", "socket", "bluegreen"]
     print(f"{SWITCHES} switches per mode; {CLIENTS} clients, a new connection every "
           f"{PACE*1000:.0f} ms each, 2 s timeout", flush=True)
     results = {}
@@ -129,6 +129,9 @@ if __name__ == "__main__":
         results["restart"] = mode("releasectl, action=restart", 9402, releasectl("restart"))
     if "socket" in which:
         results["socket"] = mode("releasectl, socket handover", 9403, releasectl("socket"))
+    if "bluegreen" in which:
+        results["steady"] = mode("blue/green, no switch (steady)", 9410, lambda rel: None)
+        results["bluegreen"] = mode("releasectl, blue/green", 9410, releasectl("bg"))
     # For the system test that runs this driver: one line per mode.
     for key, (failed, total, p50, p99) in results.items():
         print(f"RESULT {key} failed={failed} total={total} p50_ms={p50:.1f} p99_ms={p99:.1f}")

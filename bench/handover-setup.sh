@@ -54,4 +54,50 @@ interval = 0.1
 timeout = 20
 TOML
 done
-echo "START: ln -sfn releases/v0 /srv/plain/current && releasectl -q activate restart:v0 --no-reload --no-health && releasectl -q activate socket:v0 --no-reload --no-health && systemctl start plain.service restart.service socket.socket socket.service"
+# Blue/green: two instances of a template unit, each on its own port, the
+# slot's link under /srv/bg/slots/ as its working directory; nginx on 9410
+# in front, its upstream the file releasectl switches. A release that ships
+# a file BROKEN fails to start (the gate's failure case in the test).
+cat > "$root/etc/systemd/system/bg@.service" <<'UNIT'
+[Unit]
+StartLimitIntervalSec=0
+[Service]
+Type=notify
+NotifyAccess=main
+WorkingDirectory=/srv/bg/slots/%i
+EnvironmentFile=/etc/handover/%i.env
+Environment=DEMO_START_DELAY=0.5
+ExecStartPre=/bin/sh -c '! test -e BROKEN'
+ExecStart=/usr/bin/python3 /usr/local/lib/handover/app.py
+UNIT
+mkdir -p "$root/etc/handover" "$root/var/lib/releasectl/fronts" "$root/etc/nginx/sites-enabled"
+echo DEMO_PORT=9411 >"$root/etc/handover/blue.env"
+echo DEMO_PORT=9412 >"$root/etc/handover/green.env"
+# The front before the first activation: it must name a server for nginx
+# to start; releasectl finds blue fronted (and not running) and starts green.
+echo 'server 127.0.0.1:9411;' >"$root/var/lib/releasectl/fronts/bg.conf"
+cat >"$root/etc/nginx/sites-enabled/handover-bg" <<'SITE'
+upstream handover_bg { include /var/lib/releasectl/fronts/bg.conf; }
+server {
+  listen 127.0.0.1:9410;
+  location / { proxy_pass http://handover_bg; proxy_next_upstream off; }
+}
+SITE
+rm -rf "${root:?}/srv/bg"
+for i in $(seq 0 "$switches"); do mkdir -p "$root/srv/bg/releases/v$i"; done
+mkdir -p "$root/srv/bg/releases/broken" && touch "$root/srv/bg/releases/broken/BROKEN"
+cat >"$root/etc/releasectl/bg.toml" <<'TOML'
+root = "/srv/bg"
+[bluegreen]
+unit = "bg@.service"
+slots = { blue = 9411, green = 9412 }
+front = "/var/lib/releasectl/fronts/bg.conf"
+front_units = ["nginx.service"]
+drain = 1
+[health]
+url = "http://127.0.0.1:{port}/"
+expect = "release {release}"
+interval = 0.1
+timeout = 20
+TOML
+echo "START: ln -sfn releases/v0 /srv/plain/current && releasectl -q activate restart:v0 --no-reload --no-health && releasectl -q activate socket:v0 --no-reload --no-health && systemctl start plain.service restart.service socket.socket socket.service && systemctl reload-or-restart nginx.service && releasectl -q activate bg:v0"

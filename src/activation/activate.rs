@@ -100,6 +100,13 @@ fn under_lock(
     if let Some(p) = pending::read(Some(state))? {
         lock.announce()?;
         recovered = matches!(recover_pending(app, state, &p)?, Recovery::Restored { .. });
+        // Blue/green: the front may still name the interrupted release's
+        // instance; front the one that runs the restored release first.
+        if let (true, Some(bg)) = (recovered, &app.config.bluegreen) {
+            super::bluegreen::restore(app, bg, p.from.as_deref(), services).map_err(|e| {
+                Error::operational(format_args!("{}: restored, but {e:#}", app.label()))
+            })?;
+        }
     }
 
     // 4. Check again under the lock: another activation may have run
@@ -141,6 +148,7 @@ fn under_lock(
         action,
         interrupted: None,
         root_key: lock::key(&app.root)?,
+        bg: None,
     };
     tx.run()
 }

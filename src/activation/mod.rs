@@ -13,6 +13,7 @@
 //! modules; never staging or cli.
 
 mod activate;
+mod bluegreen;
 mod options;
 mod recover;
 mod transaction;

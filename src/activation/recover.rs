@@ -40,6 +40,14 @@ pub fn recover(
         if !reaped {
             log::info(&format!("{}: nothing to recover", app.label()));
         }
+        if let (Some(bg), false) = (&app.config.bluegreen, no_reload) {
+            // An activation killed while the old instance drained leaves
+            // both running: stop the one not fronted.
+            let mut services = connect(app)?;
+            let live = app.root.current()?;
+            super::bluegreen::restore(app, bg, live.as_deref(), services.as_mut())
+                .map_err(|e| Error::operational(format_args!("{}: {e:#}", app.label())))?;
+        }
         return Ok(false);
     };
     // Redo the units whenever an intent was found, moved or not: after a
@@ -51,6 +59,11 @@ pub fn recover(
         let release = p.from.as_deref().unwrap_or("(none)");
         act_on_units(app, services.as_mut(), release, &Cancel::never())
             .map_err(|e| Error::operational(format_args!("{}: restored, but {e}", app.label())))?;
+        if let Some(bg) = &app.config.bluegreen {
+            super::bluegreen::restore(app, bg, p.from.as_deref(), services.as_mut()).map_err(
+                |e| Error::operational(format_args!("{}: restored, but {e:#}", app.label())),
+            )?;
+        }
     } else if recovered && !app.config.services.units.is_empty() {
         // The boot unit: services have not started yet and will start on the
         // restored release. Run by hand on a live system, say what is left.

@@ -3,8 +3,10 @@
 //! hooks, the units, the health check, post_activate hooks, and the commit
 //! or the rollback (README, steps 5 to 10).
 
+use super::bluegreen::{self, Slots};
 use super::options::{Options, Outcome, Step};
 use crate::config::app::App;
+use crate::config::{Action, BlueGreen, Health};
 use crate::error::{Error, Kind, Result, Switch, Undone};
 use crate::fs::dir::Dir;
 use crate::host::cancel::Cancel;
@@ -44,6 +46,17 @@ pub(super) struct Transaction<'a> {
     pub(super) interrupted: Option<&'static str>,
     /// ROOT's device-inode, the prefix of the hooks' process marks.
     pub(super) root_key: String,
+    /// Blue/green: how far the switch of instances got, for the rollback.
+    pub(super) bg: Option<BgSwitch>,
+}
+
+/// How far a blue/green switch got: the rollback undoes exactly that.
+pub(super) struct BgSwitch {
+    slots: Slots,
+    /// The idle slot's instance was (re)started for `to`.
+    started: bool,
+    /// The front names the idle slot.
+    fronted: bool,
 }
 
 impl Transaction<'_> {
@@ -132,19 +145,102 @@ impl Transaction<'_> {
         // configuration it ships (`nginx -t`) sees the new one, and its
         // failure rolls back before any unit is reloaded onto it.
         self.hooks("post_swap", &self.app.config.hooks.post_swap)?;
+        let app = self.app;
         if !self.opts.no_reload {
+            if let Some(bg) = &app.config.bluegreen {
+                self.blue_green_up(bg)?;
+            }
             self.units_touched = !self.app.config.services.units.is_empty();
             self.act_on_units(&self.to.clone(), self.cancel.clone())?;
         }
         self.cancel.check()?;
         let health = &self.app.config.health;
-        if health.is_configured() && !self.opts.no_health {
+        // Blue/green gates the new instance on its own port, before the
+        // front names it (the URL has {port}).
+        if health.is_configured() && !self.opts.no_health && app.config.bluegreen.is_none() {
             notify::status(&format!("{}: checking health", self.arrow()));
             notify::extend_timeout(health.timeout + Duration::from_secs(10));
             let cwd = self.release.proc_path();
-            self.health_check(&self.to, &cwd, self.env(), self.cancel)?;
+            self.health_check(health, &self.to, &cwd, self.env(), self.cancel)?;
         }
         Ok(self.cancel.check()?)
+    }
+
+    /// Blue/green, steps 8 and 9 for the app's own instances: the idle
+    /// slot's link names `to`, its instance is restarted and gated on its
+    /// own port, and only then does the front name it. The live instance
+    /// is not touched: a failure here leaves it serving.
+    fn blue_green_up(&mut self, bg: &BlueGreen) -> Step {
+        let app = self.app;
+        let slots = bluegreen::slots(bg).map_err(|e| anyhow::anyhow!(e.one_line()))?;
+        let idle = slots.idle.clone();
+        self.bg = Some(BgSwitch {
+            slots,
+            started: false,
+            fronted: false,
+        });
+        app.root
+            .point_slot(&idle, &self.to)
+            .map_err(|e| anyhow::anyhow!(e.one_line()))?;
+        let unit = bg.instance(&idle);
+        let what = format!("{}: restart {unit} for {}", app.label(), self.to);
+        notify::status(&what);
+        log::info(&what);
+        self.bg_mut().started = true;
+        let timeout = app.config.services.timeout;
+        self.services
+            .apply(&unit, Action::Restart, timeout, self.cancel)?;
+        let health = &app.config.health;
+        if health.is_configured() && !self.opts.no_health {
+            let port = bg.port(&idle).expect("a configured slot").to_string();
+            let mut on_idle = health.clone();
+            on_idle.url = on_idle.url.map(|u| u.replace("{port}", &port));
+            notify::status(&format!("{}: checking health of {unit}", self.arrow()));
+            notify::extend_timeout(health.timeout + Duration::from_secs(10));
+            let cwd = self.release.proc_path();
+            self.health_check(&on_idle, &self.to, &cwd, self.env(), self.cancel)?;
+        }
+        self.cancel.check()?;
+        self.bg_mut().fronted = true;
+        bluegreen::front(app, bg, &idle, self.services, self.cancel)
+    }
+
+    fn bg_mut(&mut self) -> &mut BgSwitch {
+        self.bg.as_mut().expect("a blue/green switch under way")
+    }
+
+    /// Undo what [`Self::blue_green_up`] did: the front back on the live
+    /// slot (reloaded), the idle instance stopped. Runs to the end whatever
+    /// signal arrives.
+    fn blue_green_down(&mut self) -> anyhow::Result<()> {
+        let (Some(bg), Some(state)) = (&self.app.config.bluegreen, self.bg.take()) else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if state.fronted {
+            if let Some(live) = &state.slots.live {
+                result = bluegreen::front(self.app, bg, live, self.services, &Cancel::never());
+                bluegreen::drain(self.app, bg);
+            }
+        }
+        if state.started {
+            bluegreen::retire(self.app, bg, &state.slots.idle, self.services);
+        }
+        result
+    }
+
+    /// After the commit: the instance that served before drains for
+    /// `drain`, then is stopped. Best effort: the activation stands, and
+    /// `recover` stops an instance left running.
+    fn retire_old_instance(&mut self) {
+        let (Some(bg), Some(state)) = (&self.app.config.bluegreen, self.bg.take()) else {
+            return;
+        };
+        let Some(old) = state.slots.live.filter(|l| *l != state.slots.idle) else {
+            return;
+        };
+        bluegreen::drain(self.app, bg);
+        bluegreen::retire(self.app, bg, &old, self.services);
     }
 
     /// Step 10.
@@ -175,6 +271,7 @@ impl Transaction<'_> {
         let msg = format!("{}: {} active", self.app.label(), self.to);
         notify::status(&msg);
         log::info(&format!("{}: committed", self.arrow()));
+        self.retire_old_instance();
         Ok(Outcome::Activated {
             from: self.from.clone(),
             to: self.to.clone(),
@@ -187,6 +284,9 @@ impl Transaction<'_> {
         let back = self.from.clone().unwrap_or_else(|| "(none)".into());
         log::error(&format!("{arrow}: {why}; rolling back to {back}"));
         notify::status(&format!("{arrow}: failed ({why}); rolling back"));
+        // Blue/green first: the front back on the old instance, which was
+        // never stopped, then the new one stopped.
+        let instances = self.blue_green_down();
         let restored = match &self.from {
             Some(from) => self.app.root.swap_current(from),
             None => self.app.root.remove_current(),
@@ -201,7 +301,7 @@ impl Transaction<'_> {
             }
             _ => Ok(()),
         };
-        if let Err(rb) = restored.and(services) {
+        if let Err(rb) = instances.and(restored).and(services) {
             let reason = format!("{why}; rollback failed: {rb:#}");
             if let Err(e) = self.record(Event::RollbackFailed, Some(&reason)) {
                 log::error(&format!(
@@ -257,7 +357,7 @@ impl Transaction<'_> {
                 _ => {}
             }
         }
-        self.health_check(from, &release.proc_path(), env, &Cancel::never())
+        self.health_check(health, from, &release.proc_path(), env, &Cancel::never())
             .with_context(|| format!("{from} after the rollback"))
     }
 
@@ -266,6 +366,7 @@ impl Transaction<'_> {
     /// by `recover` (see [`pending::HOOK_FILE`]).
     fn health_check(
         &self,
+        health: &Health,
         release: &str,
         cwd: &std::path::Path,
         mut env: Vec<(&'static str, String)>,
@@ -281,7 +382,7 @@ impl Transaction<'_> {
         if let Err(e) = pending::hook_started(self.state, &hook) {
             log::warn(&format!("cannot record the health check: {}", e.one_line()));
         }
-        let checked = health::wait_healthy(&self.app.config.health, release, cwd, &env, cancel);
+        let checked = health::wait_healthy(health, release, cwd, &env, cancel);
         if let Err(e) = pending::hook_ended(self.state) {
             log::warn(&format!("cannot clear the hook record: {}", e.one_line()));
         }

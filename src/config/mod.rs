@@ -131,6 +131,47 @@ pub struct Config {
     pub signing: crate::config::stage::Policy,
     /// How `stage` shares unchanged files with the current release (`[stage] dedup`).
     pub dedup: DedupMode,
+    /// `[bluegreen]`: two instances of a template unit, switched behind a
+    /// front (`None`: the units are acted on in place).
+    pub bluegreen: Option<BlueGreen>,
+}
+
+/// Blue/green overlap: the new release starts in the idle slot's instance
+/// of `unit`, is checked on that slot's port, and only then does `front`
+/// name that port; the old instance is stopped after the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlueGreen {
+    /// A template, `app@.service`; its instances are the slot names.
+    pub unit: String,
+    /// The two slots: name and the port its instance listens on.
+    pub slots: [(String, u16); 2],
+    /// The file the front reads (an nginx upstream include), absolute, in
+    /// a directory only root may write.
+    pub front: PathBuf,
+    /// What `front` says, `{port}` being the fronted slot's port.
+    pub front_line: String,
+    /// Reloaded after `front` changed, in order (nginx).
+    pub front_units: Vec<String>,
+    /// How long the old instance keeps running after the switch, to finish
+    /// what it was serving.
+    pub drain: Duration,
+}
+
+impl BlueGreen {
+    /// The unit of slot `slot`: `app@blue.service`.
+    pub fn instance(&self, slot: &str) -> String {
+        self.unit.replacen("@.", &format!("@{slot}."), 1)
+    }
+
+    pub fn port(&self, slot: &str) -> Option<u16> {
+        self.slots.iter().find(|(s, _)| s == slot).map(|(_, p)| *p)
+    }
+
+    /// The front's text when `slot` is fronted.
+    pub fn front_text(&self, slot: &str) -> String {
+        let port = self.port(slot).expect("a configured slot");
+        format!("{}\n", self.front_line.replace("{port}", &port.to_string()))
+    }
 }
 
 impl Config {
@@ -164,6 +205,7 @@ impl Config {
             shared_owner: shared::Ownership::default(),
             signing: crate::config::stage::Policy::default(),
             dedup: DedupMode::default(),
+            bluegreen: None,
         }
     }
 
@@ -236,6 +278,18 @@ struct RawConfig {
     shared: Option<RawShared>,
     stage: Option<RawStage>,
     prune: Option<RawPrune>,
+    bluegreen: Option<RawBlueGreen>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlueGreen {
+    unit: Spanned<String>,
+    slots: Spanned<std::collections::BTreeMap<String, u16>>,
+    front: Spanned<PathBuf>,
+    front_line: Option<Spanned<String>>,
+    front_units: Option<Vec<String>>,
+    drain: Option<Spanned<Seconds>>,
 }
 
 #[derive(Deserialize)]
@@ -381,6 +435,9 @@ impl RawConfig {
         }
         if let Some(st) = self.stage {
             validate_stage(st, &mut cfg.signing, &err)?;
+        }
+        if let Some(bg) = self.bluegreen {
+            cfg.bluegreen = Some(validate_bluegreen(bg, &cfg.health, &err)?);
         }
         Ok(cfg)
     }
@@ -582,6 +639,71 @@ fn validate_stage(
         p.required = r.into_inner();
     }
     Ok(())
+}
+
+/// `[bluegreen]`: a template unit, two slots with distinct ports, a front
+/// file at an absolute path, and a health URL that names the slot's port
+/// (the new instance is checked on its own port before it is fronted).
+fn validate_bluegreen(
+    bg: RawBlueGreen,
+    health: &Health,
+    err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
+) -> Result<BlueGreen> {
+    let unit = bg.unit.get_ref();
+    if !unit.ends_with("@.service") || unit.len() <= "@.service".len() || unit.contains('/') {
+        return Err(err(
+            bg.unit.span(),
+            "bluegreen.unit",
+            "must be a template such as \"app@.service\"",
+        ));
+    }
+    let span = bg.slots.span();
+    let slots: Vec<(String, u16)> = bg.slots.into_inner().into_iter().collect();
+    let named = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if slots.len() != 2
+        || slots[0].1 == slots[1].1
+        || slots.iter().any(|(s, p)| !named(s) || *p == 0)
+    {
+        return Err(err(span, "bluegreen.slots", "two slots, each a name (letters, digits, - and _) and a port of its own, such as { blue = 8001, green = 8002 }"));
+    }
+    if !bg.front.get_ref().is_absolute() {
+        return Err(err(
+            bg.front.span(),
+            "bluegreen.front",
+            "must be an absolute path",
+        ));
+    }
+    let front_line = match bg.front_line {
+        Some(l) if !l.get_ref().contains("{port}") || l.get_ref().contains('\n') => {
+            return Err(err(
+                l.span(),
+                "bluegreen.front_line",
+                "one line that contains {port}",
+            ))
+        }
+        Some(l) => l.into_inner(),
+        None => "server 127.0.0.1:{port};".to_string(),
+    };
+    if !health.url.as_deref().is_some_and(|u| u.contains("{port}")) {
+        return Err(err(span, "bluegreen", "needs [health] url with {port}: the new instance is checked on its own port before the front names it"));
+    }
+    let drain = match bg.drain {
+        Some(d) => fractional_seconds(d, "bluegreen.drain", false, err)?,
+        None => Duration::from_secs(5),
+    };
+    Ok(BlueGreen {
+        unit: unit.clone(),
+        slots: [slots[0].clone(), slots[1].clone()],
+        front: bg.front.into_inner(),
+        front_line,
+        front_units: bg.front_units.unwrap_or_default(),
+        drain,
+    })
 }
 
 /// The longest timeout or interval accepted, in seconds (one day). Larger
@@ -929,5 +1051,55 @@ on_failure = [["/usr/local/bin/page", "web"]]
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/etc/releasectl/web.toml:2"), "{e}");
+    }
+
+    const BLUEGREEN: &str = "root = \"/srv/web\"\n[health]\nurl = \"http://127.0.0.1:{port}/\"\n\
+        [bluegreen]\nunit = \"web@.service\"\nslots = { blue = 8001, green = 8002 }\n\
+        front = \"/var/lib/releasectl/fronts/web.conf\"\nfront_units = [\"nginx.service\"]\n";
+
+    #[test]
+    fn bluegreen_is_parsed_with_its_defaults() {
+        let bg = parse(BLUEGREEN).unwrap().bluegreen.expect("[bluegreen]");
+        assert_eq!(bg.instance("green"), "web@green.service");
+        assert_eq!(bg.port("blue"), Some(8001));
+        assert_eq!(bg.front_text("green"), "server 127.0.0.1:8002;\n");
+        assert_eq!(bg.drain, Duration::from_secs(5));
+        assert_eq!(bg.front_units, ["nginx.service"]);
+    }
+
+    #[test]
+    fn bad_bluegreen_is_refused_naming_the_key() {
+        for (from, to, key) in [
+            ("web@.service", "web.service", "bluegreen.unit"),
+            ("green = 8002", "green = 8001", "bluegreen.slots"),
+            (
+                "{ blue = 8001, green = 8002 }",
+                "{ blue = 8001 }",
+                "bluegreen.slots",
+            ),
+            (
+                "\"/var/lib/releasectl/fronts/web.conf\"",
+                "\"fronts/web.conf\"",
+                "bluegreen.front",
+            ),
+            (
+                "http://127.0.0.1:{port}/",
+                "http://127.0.0.1:8001/",
+                "bluegreen",
+            ),
+        ] {
+            assert!(BLUEGREEN.contains(from), "{from}");
+            let e = parse(&BLUEGREEN.replace(from, to)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(
+                e.to_string().contains(&format!("key `{key}`")),
+                "{key}: {e}"
+            );
+        }
+        let e = parse(&format!(
+            "{BLUEGREEN}front_line = \"server 127.0.0.1:8001;\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("key `bluegreen.front_line`"), "{e}");
     }
 }

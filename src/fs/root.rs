@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const CURRENT: &str = "current";
 pub const RELEASES: &str = "releases";
 pub const STATE_DIR: &str = ".releasectl";
+/// Blue/green: one link per slot naming the release its instance runs.
+pub const SLOTS: &str = "slots";
 /// Prefix of the temp links renamed over `current`.
 const TEMP_LINK_PREFIX: &str = ".current.tmp.";
 
@@ -128,42 +130,36 @@ impl RootDir {
     /// old or the new target. `unlink` + `symlink` (what `ln -sfn` did before
     /// coreutils 8.31) leaves a window in which `current` does not exist.
     pub fn swap_current(&self, id: &str) -> Result<()> {
-        let fd = &self.dir.fd;
-        let tmp = temp_link_name();
-        // In ROOT's owner's name, like every write below ROOT (a link in a
-        // directory they own is theirs to replace anyway).
-        self.dir
-            .as_owner_io(|| {
-                // A leftover of a killed process that had our pid; nobody else uses the name.
-                let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
-                rfs::symlinkat(release_path(id), fd, &tmp)
-            })
-            .map_err(|e| {
-                io_error(
+        swap_link(&self.dir, CURRENT, &release_path(id))
+    }
+
+    /// Point `slots/<slot>` at `releases/<id>` (blue/green: the working
+    /// directory of that slot's instance), the same atomic way as `current`.
+    /// `slots/` is made as ROOT's owner where missing.
+    pub fn point_slot(&self, slot: &str, id: &str) -> Result<()> {
+        let slots = self.dir.open_or_create_dir(SLOTS, 0o755)?;
+        swap_link(&slots, slot, &format!("../{}", release_path(id)))
+    }
+
+    /// The release `slots/<slot>` names, if the link exists and names one.
+    pub fn slot_release(&self, slot: &str) -> Result<Option<String>> {
+        let Some(slots) = self.dir.open_dir(SLOTS)? else {
+            return Ok(None);
+        };
+        let target = match rfs::readlinkat(&slots.fd, slot, Vec::new()) {
+            Ok(t) => t.to_string_lossy().into_owned(),
+            Err(Errno::NOENT) | Err(Errno::INVAL) => return Ok(None),
+            Err(e) => {
+                return Err(io_error(
                     e,
-                    format!("creating temp link {}", self.dir.shown(&tmp).display()),
-                )
-            })?;
-        if let Err(e) = self
-            .dir
-            .as_owner_io(|| rfs::renameat(fd, &tmp, fd, CURRENT))
-        {
-            let _ = self.dir.unlink(&tmp);
-            return Err(io_error(
-                e,
-                format!(
-                    "renaming temp link over {}",
-                    self.dir.shown(CURRENT).display()
-                ),
-            ));
-        }
-        crate::fault::check(crate::fault::point::SWAP_SYNC).map_err(|e| {
-            io_error(
-                Errno::from_io_error(&e).unwrap_or(Errno::IO),
-                format!("fsync {}", self.dir.shown.display()),
-            )
-        })?;
-        self.sync()
+                    format!("reading {}", slots.shown(slot).display()),
+                ))
+            }
+        };
+        Ok(target
+            .strip_prefix("../releases/")
+            .filter(|id| crate::release_id::validate(id).is_ok())
+            .map(str::to_string))
     }
 
     /// Remove temp links left by a process killed between `symlinkat` and
@@ -230,6 +226,40 @@ impl RootDir {
         }
         Ok(Some(dir))
     }
+}
+
+/// Point the link `name` in `dir` at `target`: a temp link created beside
+/// it and renamed over it, so a reader always sees the old or the new
+/// target, then the directory flushed. As `dir`'s owner, like every write
+/// below ROOT (a link in a directory they own is theirs to replace anyway).
+fn swap_link(dir: &Dir, name: &str, target: &str) -> Result<()> {
+    let fd = &dir.fd;
+    let tmp = temp_link_name();
+    dir.as_owner_io(|| {
+        // A leftover of a killed process that had our pid; nobody else uses the name.
+        let _ = rfs::unlinkat(fd, &tmp, AtFlags::empty());
+        rfs::symlinkat(target, fd, &tmp)
+    })
+    .map_err(|e| {
+        io_error(
+            e,
+            format!("creating temp link {}", dir.shown(&tmp).display()),
+        )
+    })?;
+    if let Err(e) = dir.as_owner_io(|| rfs::renameat(fd, &tmp, fd, name)) {
+        let _ = dir.unlink(&tmp);
+        return Err(io_error(
+            e,
+            format!("renaming temp link over {}", dir.shown(name).display()),
+        ));
+    }
+    crate::fault::check(crate::fault::point::SWAP_SYNC).map_err(|e| {
+        io_error(
+            Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            format!("fsync {}", dir.shown.display()),
+        )
+    })?;
+    dir.sync()
 }
 
 /// The relative link target of a release: `current` must keep working when

@@ -19,6 +19,20 @@ pub trait ServiceManager {
     /// Whether `unit` exists and can do `action` (for `releasectl check`):
     /// its state and what an activation will do to it, or why it cannot.
     fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String>;
+
+    /// Start (`start: true`, a no-op for a running unit) or stop `unit`,
+    /// waiting until the job is finished (blue/green instances). Managers
+    /// that cannot say so.
+    fn start_stop(
+        &mut self,
+        unit: &str,
+        start: bool,
+        _timeout: Duration,
+        _cancel: &Cancel,
+    ) -> anyhow::Result<()> {
+        let verb = if start { "start" } else { "stop" };
+        anyhow::bail!("this service manager cannot {verb} {unit}")
+    }
 }
 
 /// Used when no units are configured or `--no-reload` is given.

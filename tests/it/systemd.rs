@@ -58,6 +58,7 @@ shared_container_scenarios! {
     prune_timer_prunes_an_app = q_prune_timer_prunes_an_app;
     privilege_drop_recipe_under_the_units = r_privilege_drop_recipe_under_the_units;
     socket_handover_drops_no_request = s_socket_handover_drops_no_request;
+    blue_green_overlap = t_blue_green_overlap;
 }
 
 /// The power cut kills every process of the machine and boots it again:

@@ -43,6 +43,7 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_or_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
     #[zbus(signal)]
     fn job_removed(
@@ -525,6 +526,36 @@ impl ServiceManager for Systemd {
     fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String> {
         self.try_probe(unit, action).map_err(anyhow::Error::msg)
     }
+
+    /// One start or stop job, waited for; not retried over a new
+    /// connection (a blue/green instance left running is stopped by the
+    /// next `recover`).
+    fn start_stop(
+        &mut self,
+        unit: &str,
+        start: bool,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()> {
+        let verb = if start { "start" } else { "stop" };
+        let fail = |e: zbus::Error| anyhow::anyhow!(describe(&e, unit, verb));
+        let started = Instant::now();
+        let manager = self.manager().map_err(fail)?;
+        let jobs = self.job_signals().map_err(fail)?;
+        while jobs.try_recv().is_ok() {}
+        let job = if start {
+            manager.start_unit(unit, "replace")
+        } else {
+            manager.stop_unit(unit, "replace")
+        }
+        .map_err(fail)?;
+        let result = wait_for_job(jobs, job.as_str(), started, timeout, cancel)
+            .map_err(|f| anyhow::anyhow!("{verb} of {unit}: {}", f.line))?;
+        if result != "done" {
+            anyhow::bail!(job_failed(unit, verb, &result));
+        }
+        Ok(())
+    }
 }
 
 /// How often the wait looks at the cancel token: SIGTERM from `systemctl
@@ -765,7 +796,7 @@ pub fn service_manager(
     app: &crate::config::app::App,
     skip: bool,
 ) -> crate::error::Result<Box<dyn ServiceManager>> {
-    if skip || app.config.services.units.is_empty() {
+    if skip || (app.config.services.units.is_empty() && app.config.bluegreen.is_none()) {
         return Ok(Box::new(crate::host::services::NoServices));
     }
     Ok(Box::new(Systemd::connect()?))

@@ -1693,21 +1693,7 @@ pub(super) fn r_privilege_drop_recipe_under_the_units(c: &mut Container) {
 /// bench/handover-driver.py), so the README's numbers and this test measure
 /// the same thing.
 pub(super) fn s_socket_handover_drops_no_request(c: &mut Container) {
-    let setup = std::process::Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/bench/handover-setup.sh"
-        ))
-        .arg(c.path("/"))
-        .arg("10")
-        .output()
-        .expect("run bench/handover-setup.sh");
-    assert!(setup.status.success(), "{setup:?}");
-    let start = String::from_utf8_lossy(&setup.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("START: ").map(str::to_string))
-        .expect("the setup's START line");
-    c.sh(&format!("systemctl daemon-reload && {start}"));
+    handover_setup(c);
     assert_contains(
         &c.sh("releasectl check socket"),
         "listener held by socket.socket (Accept=no",
@@ -1757,5 +1743,120 @@ pub(super) fn s_socket_handover_drops_no_request(c: &mut Container) {
             .count();
         // v0 by hand, then ten switches.
         assert_eq!(activated, 11, "{app}: every switch committed");
+    }
+}
+
+/// Run the handover setup (bench/handover-setup.sh) in `c`, once per
+/// container, and start its apps; returns nothing, panics on failure.
+fn handover_setup(c: &Container) {
+    let setup = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bench/handover-setup.sh"
+        ))
+        .arg(c.path("/"))
+        .arg("10")
+        .output()
+        .expect("run bench/handover-setup.sh");
+    assert!(setup.status.success(), "{setup:?}");
+    let start = String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("START: ").map(str::to_string))
+        .expect("the setup's START line");
+    c.sh(&format!("systemctl daemon-reload && {start}"));
+}
+
+/// Which blue/green instances run, and which port the front names.
+fn blue_green_state(c: &Container) -> (Vec<String>, String) {
+    let running = ["blue", "green"]
+        .into_iter()
+        .filter(|s| {
+            c.run(&format!("systemctl is-active -q bg@{s}.service"))
+                .status
+                .success()
+        })
+        .map(str::to_string)
+        .collect();
+    (running, c.sh("cat /var/lib/releasectl/fronts/bg.conf"))
+}
+
+/// t. Blue/green overlap: the new release starts in the idle instance, is
+/// gated on its own port, then nginx's upstream file is switched (rename)
+/// and reloaded, and the old instance drains and stops. Ten switches under
+/// paced load (half through deploy@): no request fails, and the p99 stays
+/// within 50 ms of the same load without switches. A release whose instance
+/// fails to start is never fronted and the old instance never stops.
+/// SIGKILL of releasectl at 20 instants during activations, each followed
+/// by `recover`: exactly one instance runs, fronted, serving `current`.
+pub(super) fn t_blue_green_overlap(c: &mut Container) {
+    handover_setup(c);
+    let app = App::existing(c, "bg");
+    assert_eq!(app.current().as_deref(), Some("v0"));
+    let (running, front) = blue_green_state(c);
+    assert_eq!(running, ["green"], "the first activation started green");
+    assert_eq!(front, "server 127.0.0.1:9412;");
+    assert_eq!(c.sh("curl -fsS http://127.0.0.1:9410/"), "release v0");
+
+    let out = c.sh("SWITCHES=10 python3 /usr/local/lib/handover/driver.py bluegreen");
+    println!("{out}");
+    let result = |mode: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT {mode} ")))
+            .unwrap_or_else(|| panic!("no RESULT line for {mode} in:\n{out}"));
+        let field = |k: &str| -> f64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        (field("failed="), field("total="), field("p99_ms="))
+    };
+    let (_, _, steady_p99) = result("steady");
+    let (failed, total, p99) = result("bluegreen");
+    assert!(total > 500.0, "too few requests to prove anything: {out}");
+    assert_eq!(
+        failed, 0.0,
+        "requests failed during blue/green switches:\n{out}"
+    );
+    assert!(
+        p99 <= steady_p99 + 50.0,
+        "p99 {p99} ms with switches, {steady_p99} ms without:\n{out}"
+    );
+    assert_eq!(app.current().as_deref(), Some("v10"));
+    let (running, front) = blue_green_state(c);
+    assert_eq!(
+        running.len(),
+        1,
+        "after the drains one instance runs: {running:?}"
+    );
+
+    // A release whose instance cannot start: never fronted, old one stays.
+    let (code, err) = c.sh_fails("releasectl activate bg:broken");
+    assert_eq!(code.code(), Some(11), "{err}");
+    assert_eq!(blue_green_state(c), (running.clone(), front.clone()));
+    assert_eq!(c.sh("curl -fsS http://127.0.0.1:9410/"), "release v10");
+    assert_eq!(app.current().as_deref(), Some("v10"));
+
+    // SIGKILL at 20 instants spread over activations, then recover.
+    for round in 0..20u32 {
+        let to = if round % 2 == 0 { "v9" } else { "v10" };
+        let mut child = c.spawn(&format!("exec releasectl activate bg:{to}"));
+        let delay = 50 + (round * 137) % 2300;
+        std::thread::sleep(std::time::Duration::from_millis(delay.into()));
+        let _ = c.run("pkill -KILL -x releasectl");
+        let _ = child.wait();
+        c.sh("releasectl recover bg");
+        let (running, front) = blue_green_state(c);
+        let current = app.current().expect("current");
+        assert_eq!(running.len(), 1, "round {round} (+{delay} ms): {running:?}");
+        let port = if running[0] == "blue" { 9411 } else { 9412 };
+        assert_eq!(front, format!("server 127.0.0.1:{port};"), "round {round}");
+        let served = c.run_text("curl -sS http://127.0.0.1:9410/");
+        assert_eq!(
+            served.trim(),
+            format!("release {current}"),
+            "round {round} (+{delay} ms)"
+        );
     }
 }

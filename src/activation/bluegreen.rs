@@ -1,0 +1,198 @@
+//! Blue/green overlap (`[bluegreen]`): the new release starts in a second
+//! instance of the app's template unit while the old one keeps serving, is
+//! checked on its own port, and only then does the front (an nginx
+//! upstream include) name it; the old instance is stopped after the commit.
+//!
+//! What serves is told by two things on disk, each replaced by rename(2),
+//! so a SIGKILL at any instant leaves an answer: the front file names one
+//! slot's port, and `ROOT/slots/<slot>` names the release each slot runs.
+//! No other record is kept.
+
+use crate::config::app::App;
+use crate::config::{Action, BlueGreen};
+use crate::error::{Error, Result};
+use crate::fs::dir::{Access, Dir};
+use crate::host::cancel::Cancel;
+use crate::host::notify;
+use crate::host::services::ServiceManager;
+use crate::log;
+use anyhow::Context;
+use std::io::{Read, Write};
+
+/// The slots of one activation: the one fronted now (none before the
+/// first), and the one the new release starts in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slots {
+    pub live: Option<String>,
+    pub idle: String,
+}
+
+/// Which slot takes the new release: the one not fronted.
+pub fn slots(bg: &BlueGreen) -> Result<Slots> {
+    let live = fronted(bg)?;
+    let idle = bg
+        .slots
+        .iter()
+        .map(|(s, _)| s)
+        .find(|s| Some(*s) != live.as_ref())
+        .expect("two slots")
+        .clone();
+    Ok(Slots { live, idle })
+}
+
+/// The front's directory, and the file's name in it. Root writes there, so
+/// it must be root's and writable by root alone: anyone else could plant
+/// a name in it or replace what nginx includes.
+fn front_dir(bg: &BlueGreen) -> Result<(Dir, String)> {
+    let parent = bg.front.parent().expect("an absolute path has a parent");
+    let name = bg
+        .front
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            Error::operational(format_args!(
+                "bluegreen.front {} has no file name",
+                bg.front.display()
+            ))
+        })?
+        .to_string();
+    let dir = Dir::open_path(parent)?.ok_or_else(|| {
+        Error::operational(format_args!(
+            "bluegreen.front: {} does not exist; create it (root's, mode 0755)",
+            parent.display()
+        ))
+    })?;
+    let st = dir.stat_self()?;
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(Error::operational(format_args!(
+            "bluegreen.front: {} must be root's and writable by root only (it is uid {}, mode {:o})",
+            parent.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok((dir, name))
+}
+
+/// Largest front file read back (ours is one line).
+const MAX_FRONT: u64 = 64 * 1024;
+
+/// The slot the front names now; `None` when there is no front file yet or
+/// it names no slot (written by hand: the next activation replaces it).
+pub fn fronted(bg: &BlueGreen) -> Result<Option<String>> {
+    let (dir, name) = front_dir(bg)?;
+    let Some(f) = dir.open_file(&name, Access::Read)? else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    f.take(MAX_FRONT)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", bg.front.display()))?;
+    Ok(bg
+        .slots
+        .iter()
+        .find(|(s, _)| bg.front_text(s) == text)
+        .map(|(s, _)| s.clone()))
+}
+
+/// Make the front name `slot`: a new file renamed over the old one, then
+/// flushed, so nginx reads one or the other, never half of one.
+pub fn write_front(bg: &BlueGreen, slot: &str) -> Result<()> {
+    let (dir, name) = front_dir(bg)?;
+    let tmp = format!(".{name}.releasectl-tmp");
+    let mut f = dir.open_file(&tmp, Access::CreateNew)?.expect("created");
+    f.write_all(bg.front_text(slot).as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", dir.shown(&tmp).display()))?;
+    drop(f);
+    dir.rename(&tmp, &name)?;
+    dir.sync()
+}
+
+/// Front `slot` and reload the front's units (in order).
+pub fn front(
+    app: &App,
+    bg: &BlueGreen,
+    slot: &str,
+    services: &mut dyn ServiceManager,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
+    write_front(bg, slot).map_err(|e| anyhow::anyhow!(e.one_line()))?;
+    let timeout = app.config.services.timeout;
+    for unit in &bg.front_units {
+        let what = format!("{}: reload {unit} to front {slot}", app.label());
+        notify::status(&what);
+        log::info(&what);
+        services.apply(unit, Action::Reload, timeout, cancel)?;
+    }
+    Ok(())
+}
+
+/// Give the instance no longer fronted time to finish: a reload of the
+/// front only signals it, and its old workers keep sending new requests to
+/// the instance they knew until they are done.
+pub fn drain(app: &App, bg: &BlueGreen) {
+    let what = format!("{}: draining for {}s", app.label(), bg.drain.as_secs_f64());
+    notify::status(&what);
+    notify::extend_timeout(bg.drain + app.config.services.timeout);
+    log::info(&what);
+    std::thread::sleep(bg.drain);
+}
+
+/// Stop the instance of `slot`, saying so; a failure is a warning (the
+/// activation stands, and the next `recover` stops it).
+pub fn retire(app: &App, bg: &BlueGreen, slot: &str, services: &mut dyn ServiceManager) {
+    let unit = bg.instance(slot);
+    log::info(&format!("{}: stop {unit}", app.label()));
+    if let Err(e) = services.start_stop(&unit, false, app.config.services.timeout, &Cancel::never())
+    {
+        log::warn(&format!("{}: {e:#}", app.label()));
+    }
+}
+
+/// After an interrupted activation was undone (`current` names `from`
+/// again): front the slot that runs `from`, make sure its instance runs,
+/// and stop the other. With no slot running `from` (the first activation
+/// was interrupted), nothing is fronted and both instances are stopped.
+pub fn restore(
+    app: &App,
+    bg: &BlueGreen,
+    from: Option<&str>,
+    services: &mut dyn ServiceManager,
+) -> anyhow::Result<()> {
+    let mut live = None;
+    for (slot, _) in &bg.slots {
+        let runs = app
+            .root
+            .slot_release(slot)
+            .map_err(|e| anyhow::anyhow!(e.one_line()))?;
+        if live.is_none() && runs.is_some() && runs.as_deref() == from {
+            live = Some(slot.clone());
+        }
+    }
+    let never = Cancel::never();
+    if let Some(live) = &live {
+        let unit = bg.instance(live);
+        log::info(&format!(
+            "{}: start {unit} (serves {})",
+            app.label(),
+            from.unwrap_or("")
+        ));
+        // A running instance is left serving.
+        services.start_stop(&unit, true, app.config.services.timeout, &never)?;
+        if fronted(bg)
+            .map_err(|e| anyhow::anyhow!(e.one_line()))?
+            .as_ref()
+            != Some(live)
+        {
+            front(app, bg, live, services, &never)?;
+            drain(app, bg);
+        }
+    }
+    for (slot, _) in &bg.slots {
+        if Some(slot) != live.as_ref() {
+            retire(app, bg, slot, services);
+        }
+    }
+    Ok(())
+}
