@@ -128,6 +128,31 @@ pub fn front(
     Ok(())
 }
 
+/// Which instance serves (`status`): the slot the front names, its port,
+/// and the release its link names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Serving {
+    pub slot: String,
+    pub port: u16,
+    pub release: Option<String>,
+}
+
+/// [`Serving`] for a blue/green app; `None` for any other, or while the
+/// front names no slot.
+pub fn serving(app: &App) -> Result<Option<Serving>> {
+    let Some(bg) = &app.config.bluegreen else {
+        return Ok(None);
+    };
+    let Some(slot) = fronted(bg)? else {
+        return Ok(None);
+    };
+    Ok(Some(Serving {
+        port: bg.port(&slot).expect("a configured slot"),
+        release: app.root.slot_release(&slot)?,
+        slot,
+    }))
+}
+
 /// Give the instance no longer fronted time to finish: a reload of the
 /// front only signals it, and its old workers keep sending new requests to
 /// the instance they knew until they are done.

@@ -20,6 +20,7 @@ mod transaction;
 mod verify;
 
 pub use activate::{activate, check_expected};
+pub use bluegreen::{serving, Serving};
 pub use options::{Options, Outcome, Target};
 pub use recover::recover;
 

@@ -121,14 +121,36 @@ fn programs(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     }
 }
 
-/// The units, probed over D-Bus (skipped when systemd is not reachable).
+/// The units, probed over D-Bus (skipped when systemd is not reachable);
+/// for a blue/green app also the front and both slots' instances.
 fn units(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     let svc = &app.config.services;
-    if !svc.units.is_empty() {
+    if let Some(bg) = &app.config.bluegreen {
+        let front = match crate::activation::serving(app) {
+            Ok(Some(s)) => Ok(format!("names {} (port {})", s.slot, s.port)),
+            Ok(None) => Err(format!(
+                "{} names no slot: before the first activation write one, e.g. \
+                 `{}`",
+                bg.front.display(),
+                bg.front_text(&bg.slots[0].0).trim_end()
+            )),
+            Err(e) => Err(e.one_line()),
+        };
+        add("bluegreen front", front);
+    }
+    if !svc.units.is_empty() || app.config.bluegreen.is_some() {
         match crate::host::systemd::service_manager(app, false) {
             Ok(mut mgr) => {
                 for unit in &svc.units {
                     let r = mgr.probe(unit, svc.action).map_err(|e| format!("{e:#}"));
+                    add(&format!("unit {unit}"), r);
+                }
+                for (slot, _) in app.config.bluegreen.iter().flat_map(|bg| &bg.slots) {
+                    let bg = app.config.bluegreen.as_ref().expect("iterated");
+                    let unit = bg.instance(slot);
+                    let r = mgr
+                        .probe(&unit, crate::config::Action::ReloadOrRestart)
+                        .map_err(|e| format!("{e:#}"));
                     add(&format!("unit {unit}"), r);
                 }
             }

@@ -169,6 +169,11 @@ fn samples() -> Vec<Sample> {
             releases: 2,
             meta: Some(&meta()),
             dedup: Some(&dedup()),
+            serving: Some(&crate::activation::Serving {
+                slot: "green".into(),
+                port: 8002,
+                release: Some("v2".into()),
+            }),
         },
     );
     let list = sample(

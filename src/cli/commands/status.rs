@@ -3,6 +3,7 @@
 
 use super::history::describe;
 use super::{describe_dedup, show_meta};
+use crate::activation::Serving;
 use crate::cli::output::Output;
 use crate::config::app::App;
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ pub(super) struct Status<'a> {
     /// The current release's `--meta` pairs; `None` without a current release.
     pub(super) meta: Option<&'a BTreeMap<String, String>>,
     pub(super) dedup: Option<&'a DedupRecord>,
+    /// Blue/green: the instance the front names (absent for other apps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) serving: Option<&'a Serving>,
 }
 
 /// `status`. An intent record with nobody holding the lock is an
@@ -63,6 +67,11 @@ pub(super) fn run(app: &App, out: &Output) -> Result<()> {
         .iter()
         .find(|r| r.current)
         .and_then(|r| r.dedup.clone());
+    // A front that cannot be read is said, not a failed status.
+    let serving = crate::activation::serving(app).unwrap_or_else(|e| {
+        crate::log::warn(&e.one_line());
+        None
+    });
     let report = Status {
         app: app.name.as_deref(),
         root: app.root.path(),
@@ -76,6 +85,7 @@ pub(super) fn run(app: &App, out: &Output) -> Result<()> {
         releases: inv.releases.len(),
         meta: meta.as_ref(),
         dedup: current_dedup.as_ref(),
+        serving: serving.as_ref(),
     };
     out.print(&report, || {
         text(
@@ -84,6 +94,7 @@ pub(super) fn run(app: &App, out: &Output) -> Result<()> {
             meta.as_ref(),
             current_dedup.as_ref(),
             holder.as_ref(),
+            serving.as_ref(),
         )
     });
     match interrupted {
@@ -107,12 +118,21 @@ fn text(
     meta: Option<&BTreeMap<String, String>>,
     current_dedup: Option<&DedupRecord>,
     holder: Option<&lock::Holder>,
+    serving: Option<&Serving>,
 ) -> String {
     let s = &inv.summary;
     let none = || "none".to_string();
     let mut t = format!("app:       {}\n", app.label());
     t += &format!("root:      {}\n", app.root.path().display());
     t += &format!("current:   {}\n", inv.current.clone().unwrap_or_else(none));
+    if let Some(sv) = serving {
+        t += &format!(
+            "serving:   {} (port {}, {})\n",
+            sv.slot,
+            sv.port,
+            sv.release.as_deref().unwrap_or("no release")
+        );
+    }
     if let Some(m) = meta.filter(|m| !m.is_empty()) {
         t += &format!("meta:      {}\n", show_meta(m));
     }

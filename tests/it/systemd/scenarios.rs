@@ -1831,6 +1831,25 @@ pub(super) fn t_blue_green_overlap(c: &mut Container) {
         "after the drains one instance runs: {running:?}"
     );
 
+    let status: serde_json::Value =
+        serde_json::from_str(&c.sh("releasectl --json status bg")).expect("status --json");
+    let serving = &status["result"]["serving"];
+    assert_eq!(serving["slot"], running[0].as_str(), "{status}");
+    assert_eq!(serving["release"], "v10", "{status}");
+    assert_contains(
+        &c.sh("releasectl status bg"),
+        "serving:",
+        "status of a blue/green app",
+    );
+    let check = c.sh("releasectl check bg");
+    for line in [
+        "ok    bluegreen front: names",
+        "ok    unit bg@blue.service",
+        "ok    unit bg@green.service",
+    ] {
+        assert_contains(&check, line, "check of a blue/green app");
+    }
+
     // A release whose instance cannot start: never fronted, old one stays.
     let (code, err) = c.sh_fails("releasectl activate bg:broken");
     assert_eq!(code.code(), Some(11), "{err}");
