@@ -211,9 +211,12 @@ pub fn restore(
             != Some(live)
         {
             front(app, bg, live, services, &never)?;
-            drain(app, bg);
         }
     }
+    // Drain before any stop, also when the front was right already: a
+    // switch killed just after it reloaded the front (during its own drain)
+    // leaves old workers sending requests to the other instance a moment.
+    drain(app, bg);
     for (slot, _) in &bg.slots {
         if Some(slot) != live.as_ref() {
             retire(app, bg, slot, services);

@@ -40,13 +40,8 @@ pub fn recover(
         if !reaped {
             log::info(&format!("{}: nothing to recover", app.label()));
         }
-        if let (Some(bg), false) = (&app.config.bluegreen, no_reload) {
-            // An activation killed while the old instance drained leaves
-            // both running: stop the one not fronted.
-            let mut services = connect(app)?;
-            let live = app.root.current()?;
-            super::bluegreen::restore(app, bg, live.as_deref(), services.as_mut())
-                .map_err(|e| Error::operational(format_args!("{}: {e:#}", app.label())))?;
+        if !no_reload {
+            settle_instances(app, connect)?;
         }
         return Ok(false);
     };
@@ -59,11 +54,13 @@ pub fn recover(
         let release = p.from.as_deref().unwrap_or("(none)");
         act_on_units(app, services.as_mut(), release, &Cancel::never())
             .map_err(|e| Error::operational(format_args!("{}: restored, but {e}", app.label())))?;
-        if let Some(bg) = &app.config.bluegreen {
-            super::bluegreen::restore(app, bg, p.from.as_deref(), services.as_mut()).map_err(
-                |e| Error::operational(format_args!("{}: restored, but {e:#}", app.label())),
-            )?;
+        if app.config.bluegreen.is_some() {
+            settle_instances(app, |_| Ok(services))?;
         }
+    } else if !no_reload {
+        // Recorded already (killed between the commit's record and the
+        // intent's removal): the blue/green instances may still be two.
+        settle_instances(app, connect)?;
     } else if recovered && !app.config.services.units.is_empty() {
         // The boot unit: services have not started yet and will start on the
         // restored release. Run by hand on a live system, say what is left.
@@ -76,6 +73,22 @@ pub fn recover(
         ));
     }
     Ok(recovered)
+}
+
+/// Blue/green: front the slot that runs `current` (after a recovery, the
+/// restored release), make sure it runs, and stop the other: an activation
+/// killed at any instant, even while the old instance drained, leaves one.
+fn settle_instances(
+    app: &App,
+    connect: impl FnOnce(&App) -> Result<Box<dyn ServiceManager>>,
+) -> Result<()> {
+    let Some(bg) = &app.config.bluegreen else {
+        return Ok(());
+    };
+    let mut services = connect(app)?;
+    let live = app.root.current()?;
+    super::bluegreen::restore(app, bg, live.as_deref(), services.as_mut())
+        .map_err(|e| Error::operational(format_args!("{}: {e:#}", app.label())))
 }
 
 /// Kill what is left of a hook whose releasectl was killed (`kill -9`

@@ -1707,21 +1707,10 @@ pub(super) fn s_socket_handover_drops_no_request(c: &mut Container) {
 
     let out = c.sh("SWITCHES=10 python3 /usr/local/lib/handover/driver.py restart socket");
     println!("{out}");
-    let result = |mode: &str| {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(&format!("RESULT {mode} ")))
-            .unwrap_or_else(|| panic!("no RESULT line for {mode} in:\n{out}"));
-        let field = |k: &str| -> u64 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {line}"))
-        };
-        (field("failed="), field("total="))
-    };
-    let (restart_failed, restart_total) = result("restart");
-    let (socket_failed, socket_total) = result("socket");
+    let restart = DriverResult::of(&out, "restart");
+    let socket = DriverResult::of(&out, "socket");
+    let (restart_failed, restart_total) = (restart.failed, restart.total);
+    let (socket_failed, socket_total) = (socket.failed, socket.total);
     assert!(
         restart_failed > 0,
         "without a socket unit no request failed ({restart_total} sent): the load was too \
@@ -1743,6 +1732,39 @@ pub(super) fn s_socket_handover_drops_no_request(c: &mut Container) {
             .count();
         // v0 by hand, then ten switches.
         assert_eq!(activated, 11, "{app}: every switch committed");
+    }
+}
+
+/// One mode's `RESULT` line of bench/handover-driver.py.
+struct DriverResult {
+    failed: u64,
+    total: u64,
+    p99_ms: f64,
+}
+
+impl DriverResult {
+    fn of(out: &str, mode: &str) -> DriverResult {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT {mode} ")))
+            .unwrap_or_else(|| panic!("no RESULT line for {mode} in:\n{out}"));
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        let int = |k: &str| {
+            field(k)
+                .parse()
+                .unwrap_or_else(|e| panic!("{k} in {line}: {e}"))
+        };
+        DriverResult {
+            failed: int("failed="),
+            total: int("total="),
+            p99_ms: field("p99_ms=")
+                .parse()
+                .unwrap_or_else(|e| panic!("p99 in {line}: {e}")),
+        }
     }
 }
 
@@ -1799,24 +1821,12 @@ pub(super) fn t_blue_green_overlap(c: &mut Container) {
 
     let out = c.sh("SWITCHES=10 python3 /usr/local/lib/handover/driver.py bluegreen");
     println!("{out}");
-    let result = |mode: &str| {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(&format!("RESULT {mode} ")))
-            .unwrap_or_else(|| panic!("no RESULT line for {mode} in:\n{out}"));
-        let field = |k: &str| -> f64 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {line}"))
-        };
-        (field("failed="), field("total="), field("p99_ms="))
-    };
-    let (_, _, steady_p99) = result("steady");
-    let (failed, total, p99) = result("bluegreen");
-    assert!(total > 500.0, "too few requests to prove anything: {out}");
+    let steady_p99 = DriverResult::of(&out, "steady").p99_ms;
+    let bluegreen = DriverResult::of(&out, "bluegreen");
+    let (failed, total, p99) = (bluegreen.failed, bluegreen.total, bluegreen.p99_ms);
+    assert!(total > 500, "too few requests to prove anything: {out}");
     assert_eq!(
-        failed, 0.0,
+        failed, 0,
         "requests failed during blue/green switches:\n{out}"
     );
     assert!(
@@ -1865,17 +1875,14 @@ pub(super) fn t_blue_green_overlap(c: &mut Container) {
         std::thread::sleep(std::time::Duration::from_millis(delay.into()));
         let _ = c.run("pkill -KILL -x releasectl");
         let _ = child.wait();
-        c.sh("releasectl recover bg");
+        let recovered = c.sh("releasectl recover bg 2>&1");
         let (running, front) = blue_green_state(c);
         let current = app.current().expect("current");
-        assert_eq!(running.len(), 1, "round {round} (+{delay} ms): {running:?}");
+        let seen = format!("round {round} (+{delay} ms), recover said:\n{recovered}");
+        assert_eq!(running.len(), 1, "{seen}\nrunning: {running:?}");
         let port = if running[0] == "blue" { 9411 } else { 9412 };
-        assert_eq!(front, format!("server 127.0.0.1:{port};"), "round {round}");
+        assert_eq!(front, format!("server 127.0.0.1:{port};"), "{seen}");
         let served = c.run_text("curl -sS http://127.0.0.1:9410/");
-        assert_eq!(
-            served.trim(),
-            format!("release {current}"),
-            "round {round} (+{delay} ms)"
-        );
+        assert_eq!(served.trim(), format!("release {current}"), "{seen}");
     }
 }
