@@ -93,7 +93,8 @@ unit = "bg@.service"
 slots = { blue = 9411, green = 9412 }
 front = "/var/lib/releasectl/fronts/bg.conf"
 front_units = ["nginx.service"]
-drain = 1
+# At most: a drain ends once the old instance's connections are closed.
+drain = 10
 [health]
 url = "http://127.0.0.1:{port}/"
 expect = "release {release}"

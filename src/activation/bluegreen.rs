@@ -13,11 +13,13 @@ use crate::config::{Action, BlueGreen};
 use crate::error::{Error, Result};
 use crate::fs::dir::{Access, Dir};
 use crate::host::cancel::Cancel;
+use crate::host::connections;
 use crate::host::notify;
 use crate::host::services::ServiceManager;
 use crate::log;
 use anyhow::Context;
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 /// The slots of one activation: the one fronted now (none before the
 /// first), and the one the new release starts in.
@@ -63,9 +65,15 @@ fn front_dir(bg: &BlueGreen) -> Result<(Dir, String)> {
         ))
     })?;
     let st = dir.stat_self()?;
-    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+    // Root's, when run as root (always, but in unit tests).
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me || st.st_mode & 0o022 != 0 {
+        let who = match me {
+            0 => "root".to_string(),
+            _ => format!("uid {me}"),
+        };
         return Err(Error::operational(format_args!(
-            "bluegreen.front: {} must be root's and writable by root only (it is uid {}, mode {:o})",
+            "bluegreen.front: {} must be {who}'s and writable by {who} only (it is uid {}, mode {:o})",
             parent.display(),
             st.st_uid,
             st.st_mode & 0o7777
@@ -100,6 +108,7 @@ pub fn fronted(bg: &BlueGreen) -> Result<Option<String>> {
 pub fn write_front(bg: &BlueGreen, slot: &str) -> Result<()> {
     let (dir, name) = front_dir(bg)?;
     let tmp = format!(".{name}.releasectl-tmp");
+    // `CreateNew` replaces a leftover of a write killed before its rename.
     let mut f = dir.open_file(&tmp, Access::CreateNew)?.expect("created");
     f.write_all(bg.front_text(slot).as_bytes())
         .and_then(|()| f.sync_all())
@@ -107,6 +116,34 @@ pub fn write_front(bg: &BlueGreen, slot: &str) -> Result<()> {
     drop(f);
     dir.rename(&tmp, &name)?;
     dir.sync()
+}
+
+/// At boot (`recover --no-reload`, before the front starts): if the front
+/// names a slot that does not run `live` (a switch interrupted after it
+/// wrote the front, whose `current` was just put back), front the slot
+/// that does. Only the file changes: the front reads it when it starts.
+pub fn refront_at_boot(app: &App, bg: &BlueGreen, live: Option<&str>) -> Result<()> {
+    let Some(live) = live else {
+        return Ok(());
+    };
+    let mut runs_live = None;
+    for (slot, _) in &bg.slots {
+        if app.root.slot_release(slot)?.as_deref() == Some(live) {
+            runs_live = Some(slot);
+        }
+    }
+    let fronted = fronted(bg)?;
+    match runs_live {
+        Some(slot) if fronted.as_ref() != Some(slot) => {
+            log::warn(&format!(
+                "{}: the front named {}; {slot} runs {live}: fronting {slot}",
+                app.label(),
+                fronted.as_deref().unwrap_or("no slot")
+            ));
+            write_front(bg, slot)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Front `slot` and reload the front's units (in order).
@@ -153,15 +190,64 @@ pub fn serving(app: &App) -> Result<Option<Serving>> {
     }))
 }
 
-/// Give the instance no longer fronted time to finish: a reload of the
-/// front only signals it, and its old workers keep sending new requests to
-/// the instance they knew until they are done.
-pub fn drain(app: &App, bg: &BlueGreen) {
-    let what = format!("{}: draining for {}s", app.label(), bg.drain.as_secs_f64());
+/// How long after the front's reload the instance no longer fronted is
+/// left alone before its connections are counted: a reload only signals
+/// nginx, whose old workers go on accepting until the new ones run.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// How often the connections are counted while draining.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Let the instance of `slot`, no longer fronted, finish what it serves:
+/// the front's old workers keep sending it the requests they took before
+/// the reload. Waits until no TCP connection to its port is open (after
+/// [`SETTLE`]), or `drain` at most.
+pub fn drain(app: &App, bg: &BlueGreen, slot: &str) {
+    let port = bg.port(slot).expect("a configured slot");
+    let what = format!(
+        "{}: draining {} (port {port}, {}s at most)",
+        app.label(),
+        bg.instance(slot),
+        bg.drain.as_secs_f64()
+    );
     notify::status(&what);
     notify::extend_timeout(bg.drain + app.config.services.timeout);
     log::info(&what);
-    std::thread::sleep(bg.drain);
+    let started = Instant::now();
+    std::thread::sleep(SETTLE.min(bg.drain));
+    loop {
+        let open = match connections::established(port) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn(&format!(
+                    "{}: cannot count connections to port {port} ({e}); waiting the whole drain",
+                    app.label()
+                ));
+                std::thread::sleep(bg.drain.saturating_sub(started.elapsed()));
+                return;
+            }
+        };
+        let waited = started.elapsed();
+        if open == 0 {
+            log::info(&format!(
+                "{}: {} drained in {:.1}s",
+                app.label(),
+                bg.instance(slot),
+                waited.as_secs_f64()
+            ));
+            return;
+        }
+        if waited >= bg.drain {
+            log::warn(&format!(
+                "{}: {open} connection ends on port {port} still open after {}s; stopping {} all the same",
+                app.label(),
+                bg.drain.as_secs_f64(),
+                bg.instance(slot)
+            ));
+            return;
+        }
+        std::thread::sleep(POLL.min(bg.drain - waited));
+    }
 }
 
 /// Stop the instance of `slot`, saying so; a failure is a warning (the
@@ -216,9 +302,9 @@ pub fn restore(
     // Drain before any stop, also when the front was right already: a
     // switch killed just after it reloaded the front (during its own drain)
     // leaves old workers sending requests to the other instance a moment.
-    drain(app, bg);
     for (slot, _) in &bg.slots {
         if Some(slot) != live.as_ref() {
+            drain(app, bg, slot);
             retire(app, bg, slot, services);
         }
     }

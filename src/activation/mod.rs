@@ -25,4 +25,6 @@ pub use options::{Options, Outcome, Target};
 pub use recover::recover;
 
 #[cfg(test)]
+mod bluegreen_tests;
+#[cfg(test)]
 mod tests;

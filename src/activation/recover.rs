@@ -40,7 +40,9 @@ pub fn recover(
         if !reaped {
             log::info(&format!("{}: nothing to recover", app.label()));
         }
-        if !no_reload {
+        if no_reload {
+            refront_at_boot(app)?;
+        } else {
             settle_instances(app, connect)?;
         }
         return Ok(false);
@@ -61,6 +63,8 @@ pub fn recover(
         // Recorded already (killed between the commit's record and the
         // intent's removal): the blue/green instances may still be two.
         settle_instances(app, connect)?;
+    } else if app.config.bluegreen.is_some() {
+        refront_at_boot(app)?;
     } else if recovered && !app.config.services.units.is_empty() {
         // The boot unit: services have not started yet and will start on the
         // restored release. Run by hand on a live system, say what is left.
@@ -89,6 +93,16 @@ fn settle_instances(
     let live = app.root.current()?;
     super::bluegreen::restore(app, bg, live.as_deref(), services.as_mut())
         .map_err(|e| Error::operational(format_args!("{}: {e:#}", app.label())))
+}
+
+/// Blue/green under the boot unit (`--no-reload`), before the front and
+/// the instances start: the front names the slot that runs `current`,
+/// also after a kill between a recovery and its settling of the instances.
+fn refront_at_boot(app: &App) -> Result<()> {
+    match &app.config.bluegreen {
+        Some(bg) => super::bluegreen::refront_at_boot(app, bg, app.root.current()?.as_deref()),
+        None => Ok(()),
+    }
 }
 
 /// Kill what is left of a hook whose releasectl was killed (`kill -9`

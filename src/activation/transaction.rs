@@ -220,7 +220,7 @@ impl Transaction<'_> {
         if state.fronted {
             if let Some(live) = &state.slots.live {
                 result = bluegreen::front(self.app, bg, live, self.services, &Cancel::never());
-                bluegreen::drain(self.app, bg);
+                bluegreen::drain(self.app, bg, &state.slots.idle);
             }
         }
         if state.started {
@@ -229,8 +229,8 @@ impl Transaction<'_> {
         result
     }
 
-    /// After the commit: the instance that served before drains for
-    /// `drain`, then is stopped. Best effort: the activation stands, and
+    /// After the commit: the instance that served before drains (until its
+    /// connections are closed, `drain` at most), then is stopped. Best effort: the activation stands, and
     /// `recover` stops an instance left running.
     fn retire_old_instance(&mut self) {
         let (Some(bg), Some(state)) = (&self.app.config.bluegreen, self.bg.take()) else {
@@ -239,7 +239,7 @@ impl Transaction<'_> {
         let Some(old) = state.slots.live.filter(|l| *l != state.slots.idle) else {
             return;
         };
-        bluegreen::drain(self.app, bg);
+        bluegreen::drain(self.app, bg, &old);
         bluegreen::retire(self.app, bg, &old, self.services);
     }
 

@@ -5,6 +5,7 @@
 //! activation or cli.
 
 pub mod cancel;
+pub mod connections;
 pub mod health;
 pub mod notify;
 pub mod process;

@@ -1840,6 +1840,18 @@ pub(super) fn t_blue_green_overlap(c: &mut Container) {
         1,
         "after the drains one instance runs: {running:?}"
     );
+    // The drains ended when the old instance's connections were closed,
+    // not at `drain = 10` (the switches through deploy@ say so).
+    c.journal_sync();
+    let journal = c.run_text("journalctl --no-pager -o cat -u 'deploy@bg:*'");
+    let drained = journal
+        .lines()
+        .filter(|l| l.contains(".service drained in "))
+        .count();
+    assert!(
+        drained >= 5 && !journal.contains("still open after"),
+        "{drained} drains ended on the count of connections:\n{journal}"
+    );
 
     let status: serde_json::Value =
         serde_json::from_str(&c.sh("releasectl --json status bg")).expect("status --json");
