@@ -59,6 +59,7 @@ shared_container_scenarios! {
     privilege_drop_recipe_under_the_units = r_privilege_drop_recipe_under_the_units;
     socket_handover_drops_no_request = s_socket_handover_drops_no_request;
     blue_green_overlap = t_blue_green_overlap;
+    blue_green_through_requests_packages_and_boot = u_blue_green_through_requests_packages_and_boot;
 }
 
 /// The power cut kills every process of the machine and boots it again:

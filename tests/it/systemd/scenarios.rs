@@ -1898,3 +1898,100 @@ pub(super) fn t_blue_green_overlap(c: &mut Container) {
         assert_eq!(served.trim(), format!("release {current}"), "{seen}");
     }
 }
+
+/// One blue/green app's state, judged from outside: one instance runs, the
+/// front names it, nginx serves `release` through it and `status` agrees.
+#[track_caller]
+fn assert_blue_green_serves(c: &Container, release: &str, what: &str) {
+    let (running, front) = blue_green_state(c);
+    assert_eq!(running.len(), 1, "{what}: running {running:?}");
+    let port = if running[0] == "blue" { 9411 } else { 9412 };
+    assert_eq!(front, format!("server 127.0.0.1:{port};"), "{what}");
+    assert_eq!(
+        c.run_text("curl -sS http://127.0.0.1:9410/").trim(),
+        format!("release {release}"),
+        "{what}: served through nginx"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&c.sh("releasectl --json status bg")).expect("status --json");
+    assert_eq!(
+        status["result"]["serving"]["release"], release,
+        "{what}: {status}"
+    );
+}
+
+/// u. Blue/green through the entry points other than `activate`: a
+/// member's `request --wait` (deploy-watch@), refused for a release whose
+/// instance cannot start (exit 11, the old instance serving throughout);
+/// an app package's postinst (the shipped hook, real `dpkg -i`, deploy@);
+/// and the boot unit after an activation killed once the front named the
+/// new instance: it fronts the restored release's slot again, under its
+/// own sandbox, before anything starts.
+pub(super) fn u_blue_green_through_requests_packages_and_boot(c: &mut Container) {
+    handover_setup(c);
+    c.sh("id -u rctl-bg >/dev/null 2>&1 || useradd --no-create-home --groups releasectl rctl-bg");
+    c.sh("systemctl enable --now deploy-watch@bg.path");
+
+    // A member's request.
+    let out = c.sh("runuser -u rctl-bg -- releasectl request bg:v3 --wait 2>&1");
+    assert_contains(&out, "v3 activated", "request --wait of bg:v3");
+    assert_blue_green_serves(c, "v3", "after the request for v3");
+    let (code, err) = c.sh_fails("runuser -u rctl-bg -- releasectl request bg:broken --wait");
+    assert_eq!(code.code(), Some(11), "{err}");
+    assert_blue_green_serves(c, "v3", "after the refused request");
+
+    // An app package whose postinst is the shipped hook.
+    let hook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/hooks/deb-postinst.sh"
+    ))
+    .unwrap();
+    c.write(
+        "/root/bg-p1/DEBIAN/postinst",
+        format!("#!/bin/sh\nset -e\nreleasectl_app=bg\nreleasectl_release=p1\n\n{hook}\nexit 0\n"),
+    );
+    c.write(
+        "/root/bg-p1/DEBIAN/control",
+        "Package: bg-p1\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n\
+         Description: release p1 of bg\n",
+    );
+    c.write("/root/bg-p1/srv/bg/releases/p1/README", "p1\n");
+    c.sh("chmod 0755 /root/bg-p1/DEBIAN/postinst && \
+          dpkg-deb --root-owner-group --build /root/bg-p1 /root/bg-p1.deb >/dev/null");
+    c.sh("dpkg -i /root/bg-p1.deb >/dev/null");
+    assert_blue_green_serves(c, "p1", "after dpkg -i of bg-p1");
+
+    // Killed while a post_activate hook runs: the front names v4's slot,
+    // `current` names v4, the intent is on disk. Then the power is "cut":
+    // every instance stops, and the boot unit runs.
+    c.sh("printf '[hooks]\\npost_activate = [[\"/bin/sleep\", \"60\"]]\\n' >> /etc/releasectl/bg.toml");
+    let mut child = c.spawn("exec releasectl activate bg:v4");
+    c.wait_for("the front to name v4's instance", PATIENCE, || {
+        let served = c.run_text("curl -sS http://127.0.0.1:9410/");
+        match served.trim() {
+            "release v4" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    c.sh("pkill -KILL -x releasectl; pkill -x sleep; true");
+    let _ = child.wait();
+    c.sh("systemctl stop bg@blue.service bg@green.service");
+    c.sh("systemctl start releasectl-recover.service");
+    // As at boot with both instances enabled: they start on their slots,
+    // nginx on the front the boot unit left.
+    c.sh("systemctl start bg@blue.service bg@green.service && systemctl reload nginx.service");
+    // A reload only signals nginx: its old workers answer a moment longer.
+    c.wait_for("nginx to serve p1 through the front the boot unit left", PATIENCE, || {
+        let served = c.run_text("curl -sS http://127.0.0.1:9410/");
+        match served.trim() {
+            "release p1" => Ok(()),
+            other => Err(format!(
+                "{other}; the boot unit said:\n{}",
+                c.run_text("journalctl --no-pager -o cat -u releasectl-recover.service; cat /var/lib/releasectl/fronts/bg.conf")
+            )),
+        }
+    });
+    // The next `recover` (or activation) stops the instance not fronted.
+    c.sh("releasectl recover bg");
+    assert_blue_green_serves(c, "p1", "after the boot unit and recover");
+}
