@@ -15,8 +15,10 @@ What any app (Go, Node, Python, Rust, JVM) must do, shown in ~80 lines:
 
 It answers every GET with "release ID", ID being the release directory it
 runs from (its working directory, e.g. /srv/app/current -> releases/v2), so
-a load test can tell which release answered. DEMO_START_DELAY (seconds)
-makes it slow to start, like a real app loading its code.
+a load test can tell which release answered. Without a socket from
+systemd it listens on 127.0.0.1:PORT (or DEMO_PORT, or its first argument,
+or 8080). DEMO_START_DELAY (seconds) makes it slow to start, like a real
+app loading its code.
 """
 import os
 import signal
@@ -82,7 +84,8 @@ def main():
         server.socket = sock
     else:
         host = os.environ.get("DEMO_HOST", "127.0.0.1")
-        port = int(os.environ.get("DEMO_PORT", sys.argv[1] if len(sys.argv) > 1 else "8080"))
+        default = sys.argv[1] if len(sys.argv) > 1 else "8080"
+        port = int(os.environ.get("PORT") or os.environ.get("DEMO_PORT", default))
         server = Server((host, port), Handler)
 
     def drain(signum, frame):

@@ -21,6 +21,7 @@
 //! fails it.
 
 use crate::common::missing;
+use crate::common::readme::{block_with, command, commands, readme, section, swap};
 use crate::systemd::nspawn::{self, Container};
 use std::time::Duration;
 
@@ -70,60 +71,6 @@ const SITE: &str = r#"server {
   }
 }
 "#;
-
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
-}
-
-/// The text of the README section headed `heading` (up to the next `## `).
-fn section(readme: &str, heading: &str) -> String {
-    let (_, rest) = readme
-        .split_once(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("README.md has a {heading:?} section"));
-    rest.split("\n## ").next().unwrap().to_string()
-}
-
-/// The fenced blocks of `lang` in `text`, in order.
-fn blocks(text: &str, lang: &str) -> Vec<String> {
-    text.split(&format!("```{lang}\n"))
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap().to_string())
-        .collect()
-}
-
-/// The one block of `lang` in `text` that contains `needle`.
-fn block_with(text: &str, lang: &str, needle: &str) -> String {
-    let found: Vec<String> = blocks(text, lang)
-        .into_iter()
-        .filter(|b| b.contains(needle))
-        .collect();
-    assert_eq!(found.len(), 1, "one ```{lang} block with {needle:?}");
-    found.into_iter().next().unwrap()
-}
-
-/// The shell commands of a block: comments and blank lines dropped.
-fn commands(block: &str) -> Vec<String> {
-    block
-        .lines()
-        .map(|l| l.split(" #").next().unwrap().trim().to_string())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
-}
-
-/// The line of `block` that starts with `prefix`, its comment dropped.
-fn command(block: &str, prefix: &str) -> String {
-    commands(block)
-        .into_iter()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("the README block has a command starting {prefix:?}:\n{block}"))
-}
-
-/// Replace `from` by `to` in a README text, which must contain it.
-#[track_caller]
-fn swap(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "{from:?} not in:\n{text}");
-    text.replace(from, to)
-}
 
 /// The README's commands and configuration for app `shop`, whose user is
 /// www-data (the README's examples say `web` for both).

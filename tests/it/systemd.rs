@@ -60,6 +60,7 @@ shared_container_scenarios! {
     socket_handover_drops_no_request = s_socket_handover_drops_no_request;
     blue_green_overlap = t_blue_green_overlap;
     blue_green_through_requests_packages_and_boot = u_blue_green_through_requests_packages_and_boot;
+    handover_recipes_from_the_readme = v_handover_recipes_from_the_readme;
 }
 
 /// The power cut kills every process of the machine and boots it again:

@@ -10,6 +10,8 @@
 //!   outside/   a place outside the root that hostile input aims at
 //! ```
 
+pub mod readme;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;

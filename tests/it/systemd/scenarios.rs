@@ -1995,3 +1995,113 @@ pub(super) fn u_blue_green_through_requests_packages_and_boot(c: &mut Container)
     c.sh("releasectl recover bg");
     assert_blue_green_serves(c, "p1", "after the boot unit and recover");
 }
+
+/// v. The README's two recipes for apps that must restart, run as printed
+/// (read from README.md): the socket handover's units, config and first
+/// commands (as app `sock`, its names swapped), and the blue/green
+/// template unit, nginx site, config and once-only commands (as printed,
+/// app `app` on port 80). Releases ship examples/handover/app.py as
+/// `bin/app`. Each is switched once more; `check` passes on both.
+pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
+    use crate::common::readme::{block_with, commands, files, readme, section};
+    let text = readme();
+    let app_py = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/handover/app.py"
+    ));
+    let release = |root: &str, id: &str| {
+        c.write(&format!("{root}/releases/{id}/bin/app"), app_py);
+        c.sh(&format!("chmod 0755 {root}/releases/{id}/bin/app"));
+    };
+    let serves = |port: u16, id: &str| {
+        c.wait_for(&format!("release {id} on port {port}"), PATIENCE, || {
+            let got = c.run_text(&format!("curl -sS http://127.0.0.1:{port}/"));
+            match got.trim() == format!("release {id}") {
+                true => Ok(()),
+                false => Err(got),
+            }
+        });
+    };
+
+    // Socket handover, as app `sock`.
+    let sec = section(
+        &text,
+        "## Restarts without refused connections (socket handover)",
+    );
+    let sock = |t: &str| {
+        t.replace("/srv/app", "/srv/sock")
+            .replace("app.socket", "sock.socket")
+            .replace("app.service", "sock.service")
+            .replace("app:v1", "sock:v1")
+    };
+    for (path, content) in files(&block_with(&sec, "ini", "[Socket]")) {
+        c.write(&sock(&path), sock(&content));
+    }
+    c.write(
+        "/etc/releasectl/sock.toml",
+        sock(&block_with(&sec, "toml", "[services]")),
+    );
+    release("/srv/sock", "v1");
+    release("/srv/sock", "v2");
+    for cmd in commands(&block_with(&sec, "sh", "enable --now app.socket")) {
+        c.sh(&sock(&cmd));
+    }
+    serves(8080, "v1");
+    c.sh("releasectl activate sock:v2");
+    serves(8080, "v2");
+    assert_contains(
+        &c.sh("releasectl check sock"),
+        "listener held by sock.socket (Accept=no",
+        "check of the socket recipe",
+    );
+
+    // Blue/green, as printed.
+    let sec = section(&text, "## Blue/green overlap (no client waits)");
+    for (path, content) in files(&block_with(&sec, "ini", "[Service]")) {
+        c.write(&path, content);
+    }
+    for (path, content) in files(&block_with(&sec, "nginx", "upstream app")) {
+        c.write(&path, content);
+    }
+    c.write(
+        "/etc/releasectl/app.toml",
+        block_with(&sec, "toml", "[bluegreen]"),
+    );
+    release("/srv/app", "v1");
+    release("/srv/app", "v2");
+    for cmd in commands(&block_with(&sec, "sh", "releasectl activate app:v1")) {
+        c.sh(&cmd);
+    }
+    serves(80, "v1");
+    c.sh("releasectl activate app:v2");
+    serves(80, "v2");
+    let running: Vec<&str> = ["blue", "green"]
+        .into_iter()
+        .filter(|s| {
+            c.run(&format!("systemctl is-active -q app@{s}.service"))
+                .status
+                .success()
+        })
+        .collect();
+    assert_eq!(
+        running.len(),
+        1,
+        "one instance after the switch: {running:?}"
+    );
+    assert_eq!(
+        c.sh("systemctl is-enabled app@blue.service app@green.service"),
+        "enabled\nenabled"
+    );
+    let check = c.sh("releasectl check app");
+    assert_contains(
+        &check,
+        "ok    bluegreen front: names",
+        "check of the blue/green recipe",
+    );
+
+    // Leave nothing listening for the other scenarios.
+    c.sh(
+        "rm /etc/nginx/sites-enabled/app && systemctl reload nginx.service && \
+          systemctl disable --now app@blue.service app@green.service sock.socket sock.service",
+    );
+}
