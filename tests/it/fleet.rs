@@ -25,6 +25,7 @@
 //! prerequisite fails them.
 
 mod ansible;
+mod apps;
 mod bench;
 mod fixture;
 mod scenarios;
@@ -50,6 +51,9 @@ fleet_scenarios! {
     host_lost_mid_run_others_roll_back_it_recovers
     check_mode_changes_nothing_and_rerun_is_unchanged
     two_rollouts_at_once_one_wins
+    bluegreen_rollout_without_a_failed_request
+    bluegreen_health_fails_on_the_last_host_all_roll_back
+    socket_handover_rollout_without_a_failed_request
 }
 
 /// The first rollout wants hosts that never had a release. When the

@@ -223,6 +223,31 @@ impl Ansible {
         tarball
     }
 
+    /// A .tar.gz on the controller holding `files` (name, content), for a
+    /// rollout of another app than `web` (`releasectl_artifact`). Named
+    /// `name`, made once: a re-run ships the same bytes.
+    pub fn artifact_files(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let src = self.path(&format!("art/files-{name}"));
+        let tarball = self.path(&format!("art/files-{name}.tar.gz"));
+        if tarball.exists() {
+            return tarball;
+        }
+        std::fs::create_dir_all(&src).unwrap();
+        for (file, content) in files {
+            std::fs::write(src.join(file), content).unwrap();
+        }
+        let out = Command::new("tar")
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tar: {}", text(&out));
+        tarball
+    }
+
     /// The vars file of a rollout of `release` (artifact made here), with
     /// `extra` merged in.
     pub fn vars(&self, release: &str, extra: serde_json::Value) -> PathBuf {

@@ -29,6 +29,8 @@ pub struct Host {
     pub name: String,
     pub ssh_port: u16,
     pub http_port: u16,
+    /// Every port of the host, the two above included.
+    pub ports: Ports,
 }
 
 pub struct Fleet {
@@ -57,24 +59,67 @@ pub fn built_deb() -> Option<PathBuf> {
     found.pop()
 }
 
-/// Ports for `count` hosts: sshd on `base+1..`, nginx on `base+5..`. The
+/// The loopback ports of one host. The hosts share the machine's network,
+/// so every listener of every host has a port of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub ssh: u16,
+    /// nginx serving `web`.
+    pub http: u16,
+    /// nginx in front of the blue/green app `bg`.
+    pub bg_front: u16,
+    /// The two instances of `bg`.
+    pub blue: u16,
+    pub green: u16,
+    /// The listener `sock.socket` holds for the socket-handover app.
+    pub sock: u16,
+}
+
+/// Ports for `count` hosts: host i (from 0) gets `base + 10*i + 1..=6`. The
 /// base is derived from the process id and checked free, so two runs at once
-/// (or anything else listening) do not collide.
-fn pick_ports(count: u16) -> (Vec<u16>, Vec<u16>) {
+/// (or anything else listening) do not collide. All lie below the
+/// ephemeral range: some are bound long after boot (an instance's port at
+/// each start, a socket unit), when a port the kernel lent to one of the
+/// thousands of connections a load makes (or left in TIME_WAIT) would make
+/// that bind fail.
+fn pick_ports(count: u16) -> Vec<Ports> {
     let pid = std::process::id();
+    let blocks = (ephemeral_low().saturating_sub(10000) / 100)
+        .saturating_sub(1)
+        .max(1);
     for attempt in 0..200u32 {
-        let base = 30000 + ((pid.wrapping_mul(7) + attempt * 97) % 3000) as u16 * 10;
-        let ssh: Vec<u16> = (1..=count).map(|i| base + i).collect();
-        let http: Vec<u16> = (1..=count).map(|i| base + 4 + i).collect();
-        let free = ssh
-            .iter()
-            .chain(&http)
-            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        let base = 10000 + ((pid.wrapping_mul(7) + attempt * 97) % blocks) as u16 * 100;
+        let ports: Vec<Ports> = (0..count)
+            .map(|i| {
+                let b = base + 10 * i;
+                Ports {
+                    ssh: b + 1,
+                    http: b + 2,
+                    bg_front: b + 3,
+                    blue: b + 4,
+                    green: b + 5,
+                    sock: b + 6,
+                }
+            })
+            .collect();
+        let free = ports.iter().all(|p| {
+            [p.ssh, p.http, p.bg_front, p.blue, p.green, p.sock]
+                .iter()
+                .all(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        });
         if free {
-            return (ssh, http);
+            return ports;
         }
     }
     panic!("no free loopback ports for the fleet");
+}
+
+/// The first port of the kernel's ephemeral range (32768 if unreadable).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// The app's config on host with nginx on `http_port`. `expect` carries an
@@ -156,9 +201,9 @@ impl Fleet {
         let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let deb_bytes = std::fs::read(&deb).expect("read the .deb");
 
-        let (ssh_ports, http_ports) = pick_ports(count);
+        let ports = pick_ports(count);
         let mut hosts = Vec::new();
-        for i in 0..count as usize {
+        for (i, ports) in ports.iter().enumerate() {
             let opts = Options {
                 private_network: false,
                 mask: vec!["postgresql.service".into(), "postgresql@.service".into()],
@@ -168,8 +213,9 @@ impl Fleet {
             let host = Host {
                 c,
                 name: format!("host{}", i + 1),
-                ssh_port: ssh_ports[i],
-                http_port: http_ports[i],
+                ssh_port: ports.ssh,
+                http_port: ports.http,
+                ports: *ports,
             };
             host.prepare(&pubkey, &deb_bytes);
             hosts.push(host);
@@ -198,11 +244,9 @@ impl Fleet {
             fleet.wait_ssh(h);
         }
         eprintln!(
-            "fleet: {} hosts up and answering SSH in {:.1?} (ssh {:?}, http {:?})",
+            "fleet: {} hosts up and answering SSH in {:.1?} ({ports:?})",
             fleet.hosts.len(),
             started.elapsed(),
-            ssh_ports,
-            http_ports
         );
         fleet
     }
@@ -374,7 +418,12 @@ impl Host {
 
     /// Where `current` points (the release id), read from the link itself.
     pub fn current(&self) -> Option<String> {
-        let out = self.c.run(&format!("readlink {ROOT}/current"));
+        self.current_in(ROOT)
+    }
+
+    /// Where `current` of the app root `root` points (the release id).
+    pub fn current_in(&self, root: &str) -> Option<String> {
+        let out = self.c.run(&format!("readlink {root}/current"));
         if !out.status.success() {
             return None;
         }
@@ -389,7 +438,12 @@ impl Host {
 
     /// `releasectl status web --json`: its exit code and document.
     pub fn status(&self) -> (i32, serde_json::Value) {
-        let out = self.c.run(&format!("releasectl --json status {APP}"));
+        self.status_of(APP)
+    }
+
+    /// `releasectl status APP --json` of any app on the host.
+    pub fn status_of(&self, app: &str) -> (i32, serde_json::Value) {
+        let out = self.c.run(&format!("releasectl --json status {app}"));
         let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{}: status --json is not JSON ({e}): {}{}",

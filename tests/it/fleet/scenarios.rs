@@ -2,6 +2,7 @@
 //! run directly on every host), judged by the hosts afterwards.
 
 use super::ansible::{tail, Ansible, Run};
+use super::apps::{demo_body, fail_on, BG, BG_ROOT, SOCK, SOCK_ROOT};
 use super::fixture::{http_get, index_html, Fleet, Host, APP, PATIENCE, ROOT};
 
 use serde_json::json;
@@ -83,22 +84,30 @@ fn assert_succeeded(run: &Run, what: &str) {
 /// Requests made, failed, and the first failure.
 type LoadCount = (u64, u64, String);
 
-/// A load loop per host: HTTP GETs of `/` on its nginx until stopped,
-/// counting answers that are not 200 with one of `good` as body.
+/// A load loop per host: HTTP GETs of `/` on one of its ports until
+/// stopped, counting answers that are not 200 with one of `good` as body.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<(String, std::thread::JoinHandle<LoadCount>)>,
 }
 
 impl Load {
+    /// On each host's nginx serving `web`, whose releases serve
+    /// `index_html(id)`.
     fn start(fleet: &Fleet, good: &[&str]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
         let good: Vec<String> = good.iter().map(|r| index_html(r)).collect();
+        Load::start_on(fleet, |h| h.http_port, good)
+    }
+
+    /// On the port `port` picks on each host, `good` being the bodies
+    /// themselves.
+    fn start_on(fleet: &Fleet, port: fn(&Host) -> u16, good: Vec<String>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
         let threads = fleet
             .hosts
             .iter()
             .map(|h| {
-                let (stop, good, port) = (stop.clone(), good.clone(), h.http_port);
+                let (stop, good, port) = (stop.clone(), good.clone(), port(h));
                 let t = std::thread::spawn(move || {
                     let (mut n, mut bad, mut first) = (0u64, 0u64, String::new());
                     let end = Instant::now() + Duration::from_secs(600);
@@ -135,6 +144,22 @@ impl Load {
     }
 }
 
+/// Print the counts of a [`Load`], and assert that every host saw enough
+/// requests and none failed.
+#[track_caller]
+fn assert_no_failed_request(counts: Vec<(String, u64, u64, String)>) {
+    for (host, n, bad, first) in &counts {
+        eprintln!("load on {host}: {n} requests, {bad} failed (first: {first})");
+    }
+    for (host, n, bad, first) in counts {
+        assert!(n >= 20, "{host}: only {n} requests made during the rollout");
+        assert_eq!(
+            bad, 0,
+            "{host}: {bad} of {n} requests failed; first: {first}"
+        );
+    }
+}
+
 /// On hosts with no release yet (the test empties their app roots first).
 pub(super) fn first_rollout_to_hosts_without_a_release(fleet: &mut Fleet, ans: &Ansible) {
     for h in &fleet.hosts {
@@ -153,16 +178,7 @@ pub(super) fn happy_path_without_a_failed_request(fleet: &mut Fleet, ans: &Ansib
     let counts = load.stop();
     assert_succeeded(&run, "rollout of h2 under load");
     assert_all_on(fleet, "h2");
-    for (host, n, bad, first) in &counts {
-        eprintln!("load on {host}: {n} requests, {bad} failed (first: {first})");
-    }
-    for (host, n, bad, first) in counts {
-        assert!(n >= 20, "{host}: only {n} requests made during the rollout");
-        assert_eq!(
-            bad, 0,
-            "{host}: {bad} of {n} requests failed; first: {first}"
-        );
-    }
+    assert_no_failed_request(counts);
 }
 
 pub(super) fn stage_fails_on_one_host_nothing_switches(fleet: &mut Fleet, ans: &Ansible) {
@@ -434,4 +450,156 @@ pub(super) fn two_rollouts_at_once_one_wins(fleet: &mut Fleet, ans: &Ansible) {
         assert_consistent(h);
     }
     assert_all_on(fleet, winner);
+}
+
+/// `start` on every host at once (each host is independent).
+fn on_every_host(fleet: &Fleet, start: impl Fn(&Host) + Sync) {
+    std::thread::scope(|s| {
+        for h in &fleet.hosts {
+            let start = &start;
+            s.spawn(move || start(h));
+        }
+    });
+}
+
+/// `bg` on `h` runs `release`, in exactly one instance, the one the front
+/// names, and serves it through nginx; `status` says so and exits 0 with
+/// nothing pending.
+#[track_caller]
+fn assert_bg_on(h: &Host, release: &str) {
+    let who = &h.name;
+    assert_eq!(
+        h.current_in(BG_ROOT).as_deref(),
+        Some(release),
+        "current of bg on {who}"
+    );
+    let (code, doc) = h.status_of(BG);
+    assert_eq!(code, 0, "status bg on {who}: {doc:#}");
+    let r = &doc["result"];
+    assert_eq!(r["interrupted"], false, "{who}: status bg: {doc:#}");
+    assert!(r["pending"].is_null(), "{who}: status bg: {doc:#}");
+    assert_eq!(
+        r["serving"]["release"], release,
+        "{who}: status bg does not say {release} serves: {doc:#}"
+    );
+    let active = h.bg_active();
+    assert_eq!(active.len(), 1, "{who}: bg instances active: {active:?}");
+    let slot = active[0];
+    assert_eq!(r["serving"]["slot"], slot, "{who}: status bg: {doc:#}");
+    assert_eq!(
+        h.bg_front(),
+        format!("server 127.0.0.1:{};\n", h.bg_port(slot)),
+        "{who}: the front does not name the active instance bg@{slot}"
+    );
+    assert_eq!(
+        h.body_on(h.ports.bg_front),
+        demo_body(release),
+        "{who}: served through nginx"
+    );
+}
+
+/// Load on every host's nginx in front of `bg`, answering either release.
+fn bg_load(fleet: &Fleet, releases: [&str; 2]) -> Load {
+    let good = releases.iter().map(|r| demo_body(r)).collect();
+    Load::start_on(fleet, |h| h.ports.bg_front, good)
+}
+
+pub(super) fn bluegreen_rollout_without_a_failed_request(fleet: &mut Fleet, ans: &Ansible) {
+    on_every_host(fleet, |h| h.start_bluegreen_at("g1"));
+    for h in &fleet.hosts {
+        assert_bg_on(h, "g1");
+    }
+    // The app lives outside its releases: a release only has to exist.
+    let artifact = ans.artifact_files("g2", &[("index.html", "bg g2\n")]);
+    let load = bg_load(fleet, ["g1", "g2"]);
+    let run = ans.rollout(
+        "g2",
+        json!({"releasectl_app": BG, "releasectl_artifact": artifact}),
+        &[],
+    );
+    let counts = load.stop();
+    assert_succeeded(&run, "blue/green rollout of g2 under load");
+    for h in &fleet.hosts {
+        assert_bg_on(h, "g2");
+    }
+    assert_no_failed_request(counts);
+}
+
+pub(super) fn bluegreen_health_fails_on_the_last_host_all_roll_back(
+    fleet: &mut Fleet,
+    ans: &Ansible,
+) {
+    on_every_host(fleet, |h| h.start_bluegreen_at("r1"));
+    // r2's instance cannot start on host3 only (its template unit refuses
+    // a release that ships FAIL_ON_host3): host1 and host2 switch first.
+    let artifact = ans.artifact_files("r2", &[("index.html", "bg r2\n"), (&fail_on("host3"), "")]);
+    let load = bg_load(fleet, ["r1", "r2"]);
+    let run = ans.rollout(
+        "r2",
+        json!({"releasectl_app": BG, "releasectl_artifact": artifact}),
+        &[],
+    );
+    let counts = load.stop();
+    assert_failed(
+        &run,
+        "blue/green rollout of r2 with host3's instance failing",
+    );
+    for h in &fleet.hosts {
+        assert_bg_on(h, "r1");
+    }
+    for line in [
+        "\"host1: rolled back to r1",
+        "\"host2: rolled back to r1",
+        "\"host3: failed: ",
+    ] {
+        assert!(
+            run.out.contains(line),
+            "no {line} in the per-host summary:\n{}",
+            tail(&run.out, 80)
+        );
+    }
+    // The switch and the switch back, on host1 and host2, drop nothing.
+    assert_no_failed_request(counts);
+}
+
+/// `sock` on `h` runs `release` and answers on the socket's port; `status`
+/// exits 0 with nothing pending.
+#[track_caller]
+fn assert_sock_on(h: &Host, release: &str) {
+    let who = &h.name;
+    assert_eq!(
+        h.current_in(SOCK_ROOT).as_deref(),
+        Some(release),
+        "current of sock on {who}"
+    );
+    let (code, doc) = h.status_of(SOCK);
+    assert_eq!(code, 0, "status sock on {who}: {doc:#}");
+    assert!(doc["result"]["pending"].is_null(), "{who}: {doc:#}");
+    h.c.sh("systemctl is-active -q sock.socket sock.service");
+    assert_eq!(
+        h.body_on(h.ports.sock),
+        demo_body(release),
+        "{who}: served on the socket"
+    );
+}
+
+pub(super) fn socket_handover_rollout_without_a_failed_request(fleet: &mut Fleet, ans: &Ansible) {
+    on_every_host(fleet, |h| h.start_socket_app_at("p1"));
+    for h in &fleet.hosts {
+        assert_sock_on(h, "p1");
+    }
+    let artifact = ans.artifact_files("p2", &[("index.html", "sock p2\n")]);
+    let good = ["p1", "p2"].iter().map(|r| demo_body(r)).collect();
+    let load = Load::start_on(fleet, |h| h.ports.sock, good);
+    let run = ans.rollout(
+        "p2",
+        json!({"releasectl_app": SOCK, "releasectl_artifact": artifact}),
+        &[],
+    );
+    let counts = load.stop();
+    assert_succeeded(&run, "socket-handover rollout of p2 under load");
+    for h in &fleet.hosts {
+        assert_sock_on(h, "p2");
+    }
+    assert_no_failed_request(counts);
 }
