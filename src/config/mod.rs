@@ -693,7 +693,21 @@ fn validate_bluegreen(
         return Err(err(span, "bluegreen", "needs [health] url with {port}: the new instance is checked on its own port before the front names it"));
     }
     let drain = match bg.drain {
-        Some(d) => fractional_seconds(d, "bluegreen.drain", false, err)?,
+        Some(d) => {
+            let span = d.span();
+            let drain = fractional_seconds(d, "bluegreen.drain", false, err)?;
+            // A reload of nginx only signals it: its old workers send
+            // requests to the old instance a moment after the reload
+            // returns, and an instance stopped at once fails them (502).
+            if drain < MIN_DRAIN {
+                return Err(err(
+                    span,
+                    "bluegreen.drain",
+                    "must be at least 1 second: the front's old workers still send requests to the old instance just after its reload",
+                ));
+            }
+            drain
+        }
         None => Duration::from_secs(5),
     };
     Ok(BlueGreen {
@@ -732,6 +746,9 @@ fn seconds(
 /// `[health] interval`, `timeout`, `start_period`: finite, not negative,
 /// at most [`MAX_SECONDS`], and above zero where zero would mean no time at
 /// all (`timeout`: a gate that never looks).
+/// The shortest `bluegreen.drain`.
+const MIN_DRAIN: Duration = Duration::from_secs(1);
+
 fn fractional_seconds(
     value: Spanned<Seconds>,
     key: &str,
@@ -1101,5 +1118,15 @@ on_failure = [["/usr/local/bin/page", "web"]]
         ))
         .unwrap_err();
         assert!(e.to_string().contains("key `bluegreen.front_line`"), "{e}");
+        for drain in ["0", "0.5", "-1"] {
+            let e = parse(&format!("{BLUEGREEN}drain = {drain}\n")).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(
+                e.to_string().contains("key `bluegreen.drain`"),
+                "{drain}: {e}"
+            );
+        }
+        let ok = parse(&format!("{BLUEGREEN}drain = 1.5\n")).unwrap();
+        assert_eq!(ok.bluegreen.unwrap().drain, Duration::from_millis(1500));
     }
 }
