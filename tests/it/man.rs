@@ -89,6 +89,20 @@ fn several_apps_under_json_are_described_as_they_are() {
 /// exit 0, nothing on stderr (a `print!` panicked here, exit 101).
 #[test]
 fn man_page_to_a_closed_pipe_is_not_an_error() {
+    to_a_closed_pipe(&["man"]);
+}
+
+/// The same for `releasectl completions bash | head`, which exited 1 with
+/// "error: writing the completion script: Broken pipe".
+#[test]
+fn completions_to_a_closed_pipe_are_not_an_error() {
+    for shell in ["bash", "zsh", "fish"] {
+        to_a_closed_pipe(&["completions", shell]);
+    }
+}
+
+#[track_caller]
+fn to_a_closed_pipe(args: &[&str]) {
     let rounds = 3;
     let mut clean = 0;
     let mut seen = Vec::new();
@@ -96,10 +110,10 @@ fn man_page_to_a_closed_pipe_is_not_an_error() {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
         let out = Command::new(BIN)
-            .arg("man")
+            .args(args)
             .stdout(writer)
             .output()
-            .expect("run releasectl man");
+            .expect("run releasectl");
         if out.status.success() && out.stderr.is_empty() {
             clean += 1;
         } else {
@@ -113,5 +127,8 @@ fn man_page_to_a_closed_pipe_is_not_an_error() {
             ));
         }
     }
-    assert_eq!(clean, rounds, "{clean} of {rounds} runs clean: {seen:?}");
+    assert_eq!(
+        clean, rounds,
+        "{args:?}: {clean} of {rounds} runs clean: {seen:?}"
+    );
 }

@@ -45,6 +45,9 @@ pub fn main(cli: Cli) -> i32 {
     if let Command::Completions { shell } = cli.command {
         return match crate::cli::completion::write_script(shell, &mut std::io::stdout().lock()) {
             Ok(()) => exit::OK,
+            // A reader that went away (`releasectl completions bash | head`)
+            // is not an error of ours, as for every other command.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
             Err(e) => {
                 log::error(&format!("error: writing the completion script: {e}"));
                 exit::OPERATIONAL
