@@ -314,6 +314,14 @@ impl Error {
         }
     }
 
+    /// What a failed activation undid (`None` for any other error).
+    pub fn undone(&self) -> Option<&Undone> {
+        match self {
+            Error::ActivationFailed { undone, .. } => Some(undone),
+            _ => None,
+        }
+    }
+
     /// The kind of failure: what the JSON error document names and what the
     /// exit status says. A relayed status names the kind it documents; one
     /// that documents none (another build's) is operational.

@@ -190,8 +190,8 @@ pub struct Report {
     pub uid: Option<u32>,
     #[serde(default)]
     pub mtime_ns: Option<u64>,
-    /// activated, already_active, invalid, failed, lock_busy, rolled_back,
-    /// rollback_failed.
+    /// activated, already_active, invalid, failed, lock_busy, aborted,
+    /// rolled_back, rollback_failed.
     pub outcome: String,
     pub exit_code: i32,
     pub message: String,
@@ -225,7 +225,7 @@ impl Report {
     }
 
     pub fn failed(mut self, e: &Error) -> Report {
-        use crate::error::Kind;
+        use crate::error::{Kind, Undone};
         self.exit_code = e.exit_code();
         // The requester's names for the kinds (`request_outcome` in the
         // schema): 11 is a rollback to the release that was live; a kind
@@ -233,7 +233,14 @@ impl Report {
         self.outcome = match e.kind() {
             Kind::Usage => "invalid",
             Kind::LockBusy => "lock_busy",
-            Kind::ActivationFailed => "rolled_back",
+            // Stopped before anything changed (a pre_activate hook, or a
+            // signal while waiting for the lock): nothing was rolled back.
+            Kind::ActivationFailed => match e.undone() {
+                Some(Undone::NothingChanged) => "aborted",
+                // The release was live already (forced): it still is.
+                Some(Undone::StillLive) => "failed",
+                _ => "rolled_back",
+            },
             Kind::RollbackFailed => "rollback_failed",
             Kind::Operational | Kind::NeedsRecovery | Kind::VerifyFailed => "failed",
         }
@@ -701,12 +708,20 @@ mod tests {
 
     #[test]
     fn failures_keep_their_exit_status() {
-        let r = Report::new("web", None).failed(&Error::ActivationFailed {
-            switch: None,
-            reason: "x".into(),
-            undone: crate::error::Undone::NothingChanged,
-        });
-        assert_eq!((r.outcome.as_str(), r.exit_code), ("rolled_back", 11));
+        use crate::error::Undone;
+        for (undone, outcome) in [
+            (Undone::NothingChanged, "aborted"),
+            (Undone::RolledBack, "rolled_back"),
+            (Undone::RolledBackUnrecorded("disk full".into()), "rolled_back"),
+            (Undone::StillLive, "failed"),
+        ] {
+            let r = Report::new("web", None).failed(&Error::ActivationFailed {
+                switch: None,
+                reason: "x".into(),
+                undone,
+            });
+            assert_eq!((r.outcome.as_str(), r.exit_code), (outcome, 11));
+        }
         let r = Report::new("web", None).failed(&usage("bad"));
         assert_eq!((r.outcome.as_str(), r.exit_code), ("invalid", 2));
     }

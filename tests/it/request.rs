@@ -234,6 +234,57 @@ fn a_relayed_verification_failure_is_named_verify_failed() {
     assert_eq!(d.current(), None);
 }
 
+/// A watcher stopped (SIGTERM) while it waits for the lock another
+/// activation holds changed nothing: its recorded outcome is "aborted",
+/// exit 11, not "rolled_back" as it was.
+#[test]
+fn a_request_stopped_while_waiting_for_the_lock_is_aborted_not_rolled_back() {
+    let d = scene();
+    // A pre_activate hook holds the lock until the test creates outside/go.
+    d.config(
+        "web",
+        "root = \"{root}\"\n[hooks]\npre_activate = [[\"/bin/sh\", \"-c\", '\
+         touch {base}/outside/holding; i=0; \
+         while [ ! -e {base}/outside/go ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done']]\n",
+    );
+    let holder = d.cmd_config().args(["activate", "web:v1"]).spawn();
+    assert!(
+        common::wait_for(&d.outside().join("holding"), Duration::from_secs(30)),
+        "the holder never reached its hook"
+    );
+    request(&d, &["web:v1"]).ok();
+    let mut c = d.cmd_config();
+    let watch = c
+        .args([
+            "activate",
+            "--request",
+            "web",
+            "--lock-timeout",
+            "60",
+            "--requests-dir",
+        ])
+        .arg(requests(&d))
+        .spawn();
+    // It says so once it has waited a second: it is in the wait.
+    std::thread::sleep(Duration::from_millis(1500));
+    common::signal(&watch, rustix::process::Signal::TERM);
+    let out = watch.wait_with_output().unwrap();
+    std::fs::write(d.outside().join("go"), "").unwrap();
+    assert!(holder.wait_with_output().unwrap().status.success());
+
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+    let last = outcomes(&d).pop().expect("an outcome recorded");
+    assert_eq!(last["outcome"], "aborted", "{last:#}");
+    assert_eq!(last["exit_code"], 11, "{last:#}");
+    let message = last["message"].as_str().unwrap();
+    assert!(message.contains("while waiting for the lock"), "{last:#}");
+    assert_eq!(
+        d.assert_current_complete(),
+        "v1",
+        "the holder's activation stands"
+    );
+}
+
 #[test]
 fn a_request_root_refuses_reports_exit_2() {
     let d = scene();
