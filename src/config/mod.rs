@@ -671,11 +671,11 @@ fn validate_bluegreen(
     {
         return Err(err(span, "bluegreen.slots", "two slots, each a name (letters, digits, - and _) and a port of its own, such as { blue = 8001, green = 8002 }"));
     }
-    if !bg.front.get_ref().is_absolute() {
+    if !plain_file_path(bg.front.get_ref()) {
         return Err(err(
             bg.front.span(),
             "bluegreen.front",
-            "must be an absolute path",
+            "must be the absolute path of a file, without . or .. (root checks each directory on the way)",
         ));
     }
     let front_line = match bg.front_line {
@@ -718,6 +718,19 @@ fn validate_bluegreen(
         front_units: bg.front_units.unwrap_or_default(),
         drain,
     })
+}
+
+/// An absolute path of a file written the plain way: `/`, then names
+/// only (no `.`, `..`, `//` or trailing `/`), so that the directories root
+/// checks on the way to it are the ones nginx goes through.
+fn plain_file_path(p: &Path) -> bool {
+    use std::path::Component;
+    let mut parts = p.components();
+    let plain: PathBuf = p.components().collect();
+    parts.next() == Some(Component::RootDir)
+        && parts.clone().count() > 0
+        && parts.all(|c| matches!(c, Component::Normal(_)))
+        && plain.as_os_str() == p.as_os_str()
 }
 
 /// The longest timeout or interval accepted, in seconds (one day). Larger
@@ -1097,6 +1110,26 @@ on_failure = [["/usr/local/bin/page", "web"]]
             (
                 "\"/var/lib/releasectl/fronts/web.conf\"",
                 "\"fronts/web.conf\"",
+                "bluegreen.front",
+            ),
+            (
+                "\"/var/lib/releasectl/fronts/web.conf\"",
+                "\"/\"",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/../../tmp/web.conf",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/fronts/./web.conf",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/fronts/",
                 "bluegreen.front",
             ),
             (

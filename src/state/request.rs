@@ -712,7 +712,10 @@ mod tests {
         for (undone, outcome) in [
             (Undone::NothingChanged, "aborted"),
             (Undone::RolledBack, "rolled_back"),
-            (Undone::RolledBackUnrecorded("disk full".into()), "rolled_back"),
+            (
+                Undone::RolledBackUnrecorded("disk full".into()),
+                "rolled_back",
+            ),
             (Undone::StillLive, "failed"),
         ] {
             let r = Report::new("web", None).failed(&Error::ActivationFailed {
