@@ -161,24 +161,34 @@ pub fn refront_at_boot(app: &App, bg: &BlueGreen, live: Option<&str>) -> Result<
     let Some(live) = live else {
         return Ok(());
     };
-    let mut runs_live = None;
-    for (slot, _) in &bg.slots {
-        if app.root.slot_release(slot)?.as_deref() == Some(live) {
-            runs_live = Some(slot);
-        }
-    }
     let fronted = fronted(bg)?;
-    match runs_live {
-        Some(slot) if fronted.as_ref() != Some(slot) => {
+    match running(app, bg, live, fronted.as_deref())? {
+        Some(slot) if fronted.as_ref() != Some(&slot) => {
             log::warn(&format!(
                 "{}: the front named {}; {slot} runs {live}: fronting {slot}",
                 app.label(),
                 fronted.as_deref().unwrap_or("no slot")
             ));
-            write_front(bg, slot)
+            write_front(bg, &slot)
         }
         _ => Ok(()),
     }
+}
+
+/// The slot that runs `live`: the fronted one if it does (after a forced
+/// activation both may), else the first that does.
+fn running(app: &App, bg: &BlueGreen, live: &str, fronted: Option<&str>) -> Result<Option<String>> {
+    let mut first = None;
+    for (slot, _) in &bg.slots {
+        if app.root.slot_release(slot)?.as_deref() != Some(live) {
+            continue;
+        }
+        if fronted == Some(slot.as_str()) {
+            return Ok(Some(slot.clone()));
+        }
+        first = first.or(Some(slot.clone()));
+    }
+    Ok(first)
 }
 
 /// Front `slot` and reload the front's units (in order).
@@ -306,16 +316,13 @@ pub fn restore(
     from: Option<&str>,
     services: &mut dyn ServiceManager,
 ) -> anyhow::Result<()> {
-    let mut live = None;
-    for (slot, _) in &bg.slots {
-        let runs = app
-            .root
-            .slot_release(slot)
-            .map_err(|e| anyhow::anyhow!(e.one_line()))?;
-        if live.is_none() && runs.is_some() && runs.as_deref() == from {
-            live = Some(slot.clone());
+    let one_line = |e: Error| anyhow::anyhow!(e.one_line());
+    let live = match from {
+        Some(from) => {
+            running(app, bg, from, fronted(bg).map_err(one_line)?.as_deref()).map_err(one_line)?
         }
-    }
+        None => None,
+    };
     let never = Cancel::never();
     if let Some(live) = &live {
         let unit = bg.instance(live);
