@@ -650,7 +650,8 @@ fn validate_bluegreen(
     err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
 ) -> Result<BlueGreen> {
     let unit = bg.unit.get_ref();
-    if !unit.ends_with("@.service") || unit.len() <= "@.service".len() || unit.contains('/') {
+    let bad_unit = |u: &str| u.is_empty() || u.contains('/') || u.chars().any(char::is_whitespace);
+    if !unit.ends_with("@.service") || unit.len() <= "@.service".len() || bad_unit(unit) {
         return Err(err(
             bg.unit.span(),
             "bluegreen.unit",
@@ -691,6 +692,13 @@ fn validate_bluegreen(
     };
     if !health.url.as_deref().is_some_and(|u| u.contains("{port}")) {
         return Err(err(span, "bluegreen", "needs [health] url with {port}: the new instance is checked on its own port before the front names it"));
+    }
+    if let Some(u) = bg.front_units.iter().flatten().find(|u| bad_unit(u)) {
+        return Err(err(
+            span,
+            "bluegreen.front_units",
+            &format!("invalid unit name \"{}\"", u.escape_debug()),
+        ));
     }
     let drain = match bg.drain {
         Some(d) => {
@@ -1146,6 +1154,12 @@ on_failure = [["/usr/local/bin/page", "web"]]
                 "{key}: {e}"
             );
         }
+        for units in ["[\"\"]", "[\"../x.service\"]", "[\"nginx .service\"]"] {
+            let e = parse(&BLUEGREEN.replace("[\"nginx.service\"]", units)).unwrap_err();
+            assert!(e.to_string().contains("key `bluegreen.front_units`"), "{e}");
+        }
+        let e = parse(&BLUEGREEN.replace("web@.service", "web x@.service")).unwrap_err();
+        assert!(e.to_string().contains("key `bluegreen.unit`"), "{e}");
         let e = parse(&format!(
             "{BLUEGREEN}front_line = \"server 127.0.0.1:8001;\"\n"
         ))
