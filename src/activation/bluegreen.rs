@@ -19,6 +19,7 @@ use crate::host::services::ServiceManager;
 use crate::log;
 use anyhow::Context;
 use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The slots of one activation: the one fronted now (none before the
@@ -44,42 +45,76 @@ pub fn slots(bg: &BlueGreen) -> Result<Slots> {
 
 /// The front's directory, and the file's name in it. Root writes there, so
 /// it must be root's and writable by root alone: anyone else could plant
-/// a name in it or replace what nginx includes.
+/// a name in it or replace what nginx includes. So must every directory on
+/// the way to it (a sticky one like `/tmp` aside, where nobody else can
+/// rename what root put): whoever can rename one could swap in a symlink
+/// and choose where root writes, or rename the front's directory away and
+/// put their own in its place for nginx to include. It is opened one name
+/// at a time from `/`, no symlink followed, so what was checked is the
+/// handle written through.
 fn front_dir(bg: &BlueGreen) -> Result<(Dir, String)> {
-    let parent = bg.front.parent().expect("an absolute path has a parent");
+    let shown = bg.front.display();
+    let bad = |what: &dyn std::fmt::Display| {
+        Error::operational(format_args!("bluegreen.front {shown}: {what}"))
+    };
     let name = bg
         .front
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            Error::operational(format_args!(
-                "bluegreen.front {} has no file name",
-                bg.front.display()
-            ))
-        })?
+        .ok_or_else(|| bad(&"has no file name"))?
         .to_string();
-    let dir = Dir::open_path(parent)?.ok_or_else(|| {
-        Error::operational(format_args!(
-            "bluegreen.front: {} does not exist; create it (root's, mode 0755)",
-            parent.display()
-        ))
-    })?;
-    let st = dir.stat_self()?;
-    // Root's, when run as root (always, but in unit tests).
-    let me = rustix::process::geteuid().as_raw();
-    if st.st_uid != me || st.st_mode & 0o022 != 0 {
-        let who = match me {
-            0 => "root".to_string(),
-            _ => format!("uid {me}"),
-        };
-        return Err(Error::operational(format_args!(
-            "bluegreen.front: {} must be {who}'s and writable by {who} only (it is uid {}, mode {:o})",
-            parent.display(),
-            st.st_uid,
-            st.st_mode & 0o7777
-        )));
+    let parent = bg.front.parent().ok_or_else(|| bad(&"has no directory"))?;
+    let mut dir = Dir::open_path(Path::new("/"))?.expect("/ exists");
+    let mut walked = PathBuf::from("/");
+    let components = parent.components().skip(1);
+    let last = components.clone().count();
+    for (i, part) in std::iter::once(None)
+        .chain(components.map(Some))
+        .enumerate()
+    {
+        if let Some(part) = part {
+            let Component::Normal(part) = part else {
+                return Err(bad(&"must be a plain absolute path (no . or ..)"));
+            };
+            walked.push(part);
+            let part = part.to_str().ok_or_else(|| bad(&"is not UTF-8"))?;
+            dir = match dir.open_dir(part) {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    return Err(bad(&format_args!(
+                        "{} does not exist; create it (root's, mode 0755)",
+                        walked.display()
+                    )))
+                }
+                Err(e) => return Err(bad(&e.one_line())),
+            };
+        }
+        root_only(&dir, &walked, i < last).map_err(|why| bad(&why))?;
     }
     Ok((dir, name))
+}
+
+/// Whether `dir` (at `path`) is ours and writable by us alone. On the way
+/// to the front's directory (`ancestor`), root's directories count as ours,
+/// and a sticky one anyone may write in (`/tmp`) is fine. Ours is root's,
+/// but in unit tests.
+fn root_only(dir: &Dir, path: &Path, ancestor: bool) -> std::result::Result<(), String> {
+    let st = dir.stat_self().map_err(|e| e.one_line())?;
+    let me = rustix::process::geteuid().as_raw();
+    let (uid, mode) = (st.st_uid, st.st_mode & 0o7777);
+    let owner_ok = uid == me || (ancestor && uid == 0);
+    let mode_ok = mode & 0o022 == 0 || (ancestor && mode & 0o1000 != 0);
+    if owner_ok && mode_ok {
+        return Ok(());
+    }
+    let who = match me {
+        0 => "root".to_string(),
+        _ => format!("uid {me}"),
+    };
+    Err(format!(
+        "{} must be {who}'s and writable by {who} only (it is uid {uid}, mode {mode:o})",
+        path.display()
+    ))
 }
 
 /// Largest front file read back (ours is one line).
@@ -126,24 +161,34 @@ pub fn refront_at_boot(app: &App, bg: &BlueGreen, live: Option<&str>) -> Result<
     let Some(live) = live else {
         return Ok(());
     };
-    let mut runs_live = None;
-    for (slot, _) in &bg.slots {
-        if app.root.slot_release(slot)?.as_deref() == Some(live) {
-            runs_live = Some(slot);
-        }
-    }
     let fronted = fronted(bg)?;
-    match runs_live {
-        Some(slot) if fronted.as_ref() != Some(slot) => {
+    match running(app, bg, live, fronted.as_deref())? {
+        Some(slot) if fronted.as_ref() != Some(&slot) => {
             log::warn(&format!(
                 "{}: the front named {}; {slot} runs {live}: fronting {slot}",
                 app.label(),
                 fronted.as_deref().unwrap_or("no slot")
             ));
-            write_front(bg, slot)
+            write_front(bg, &slot)
         }
         _ => Ok(()),
     }
+}
+
+/// The slot that runs `live`: the fronted one if it does (after a forced
+/// activation both may), else the first that does.
+fn running(app: &App, bg: &BlueGreen, live: &str, fronted: Option<&str>) -> Result<Option<String>> {
+    let mut first = None;
+    for (slot, _) in &bg.slots {
+        if app.root.slot_release(slot)?.as_deref() != Some(live) {
+            continue;
+        }
+        if fronted == Some(slot.as_str()) {
+            return Ok(Some(slot.clone()));
+        }
+        first = first.or(Some(slot.clone()));
+    }
+    Ok(first)
 }
 
 /// Front `slot` and reload the front's units (in order).
@@ -271,16 +316,13 @@ pub fn restore(
     from: Option<&str>,
     services: &mut dyn ServiceManager,
 ) -> anyhow::Result<()> {
-    let mut live = None;
-    for (slot, _) in &bg.slots {
-        let runs = app
-            .root
-            .slot_release(slot)
-            .map_err(|e| anyhow::anyhow!(e.one_line()))?;
-        if live.is_none() && runs.is_some() && runs.as_deref() == from {
-            live = Some(slot.clone());
+    let one_line = |e: Error| anyhow::anyhow!(e.one_line());
+    let live = match from {
+        Some(from) => {
+            running(app, bg, from, fronted(bg).map_err(one_line)?.as_deref()).map_err(one_line)?
         }
-    }
+        None => None,
+    };
     let never = Cancel::never();
     if let Some(live) = &live {
         let unit = bg.instance(live);

@@ -293,3 +293,80 @@ fn replace_link(link: &Path, target: &str) {
     std::os::unix::fs::symlink(target, &tmp).unwrap();
     std::fs::rename(&tmp, link).unwrap();
 }
+
+/// `activate --force` of the live release (v1, in blue) whose new instance
+/// fails its gate, or whose post_activate hook fails once it is fronted:
+/// as for any other release, the front ends on blue, which was never
+/// stopped, and the new instance is stopped; v1 stays live.
+#[test]
+fn a_failed_forced_activation_undoes_its_switch_of_instances() {
+    for hook_fails in [false, true] {
+        let mut f = fixture(false);
+        if hook_fails {
+            f.app.config.hooks.post_activate = vec![vec!["/bin/false".into()]];
+        } else {
+            std::fs::remove_file(f.root.join("releases/v1/healthy")).unwrap();
+        }
+        let mut units = f.instances();
+        let forced = Options {
+            force: true,
+            ..Options::default()
+        };
+        let err = activate(
+            &f.app,
+            &Target::Release("v1".into()),
+            &forced,
+            &mut units,
+            &Cancel::never(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), Kind::ActivationFailed, "{err}");
+        assert_eq!(
+            units.running,
+            running(&["app@blue.service"]),
+            "hook fails: {hook_fails}: {:?}",
+            units.jobs
+        );
+        assert_eq!(units.fronted(), "blue", "hook fails: {hook_fails}");
+        assert_eq!(f.link("current"), "v1");
+    }
+}
+
+/// After `activate --force` of the live release, both slots run v1 and the
+/// front names the new one (green). `recover`, and the boot unit, leave the
+/// front on green: no switch back to blue, whose instance was stopped.
+#[test]
+fn recovery_keeps_the_fronted_slot_when_both_run_the_live_release() {
+    let f = fixture(false);
+    let mut units = f.instances();
+    let forced = Options {
+        force: true,
+        ..Options::default()
+    };
+    activate(
+        &f.app,
+        &Target::Release("v1".into()),
+        &forced,
+        &mut units,
+        &Cancel::never(),
+    )
+    .unwrap();
+    assert_eq!(
+        (f.link("slots/blue"), f.link("slots/green")),
+        ("v1".into(), "v1".into())
+    );
+    assert_eq!(units.fronted(), "green");
+    assert_eq!(units.running, running(&["app@green.service"]));
+
+    recover(&f.app, true, Duration::from_secs(1), |_| {
+        panic!("no unit job at boot")
+    })
+    .unwrap();
+    assert_eq!(units.fronted(), "green", "the boot unit moved the front");
+    let mut services = Some(Box::new(units) as Box<dyn ServiceManager>);
+    recover(&f.app, false, Duration::from_secs(1), |_| {
+        Ok(services.take().unwrap())
+    })
+    .unwrap();
+    assert_eq!(f.instances().fronted(), "green", "recover moved the front");
+}

@@ -94,12 +94,17 @@ impl Transaction<'_> {
                         "forced"
                     };
                     self.record(Event::Activated, Some(why))?;
+                    // Blue/green switched instances all the same.
+                    self.retire_old_instance();
                     Ok(Outcome::Activated {
                         from: self.from.clone(),
                         to: self.to.clone(),
                     })
                 }
-                Err(why) => Err(self.failed(format!("{why:#}"), Undone::StillLive)),
+                Err(why) => {
+                    self.undo_forced_switch();
+                    Err(self.failed(format!("{why:#}"), Undone::StillLive))
+                }
             };
         }
 
@@ -227,6 +232,24 @@ impl Transaction<'_> {
             bluegreen::retire(self.app, bg, &state.slots.idle, self.services);
         }
         result
+    }
+
+    /// A failed activation of the live release (forced, or redone after a
+    /// recovery): `current` stays, but a blue/green switch is undone as in
+    /// a rollback, so the instance that served (never stopped) serves
+    /// again and the new one stops. Unless the front named no slot before:
+    /// then the new instance, once fronted, is the only one it names.
+    fn undo_forced_switch(&mut self) {
+        if self
+            .bg
+            .as_ref()
+            .is_some_and(|s| s.fronted && s.slots.live.is_none())
+        {
+            return;
+        }
+        if let Err(e) = self.blue_green_down() {
+            log::warn(&format!("{}: {e:#}", self.app.label()));
+        }
     }
 
     /// After the commit: the instance that served before drains (until its

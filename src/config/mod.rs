@@ -650,7 +650,8 @@ fn validate_bluegreen(
     err: &impl Fn(std::ops::Range<usize>, &str, &str) -> Error,
 ) -> Result<BlueGreen> {
     let unit = bg.unit.get_ref();
-    if !unit.ends_with("@.service") || unit.len() <= "@.service".len() || unit.contains('/') {
+    let bad_unit = |u: &str| u.is_empty() || u.contains('/') || u.chars().any(char::is_whitespace);
+    if !unit.ends_with("@.service") || unit.len() <= "@.service".len() || bad_unit(unit) {
         return Err(err(
             bg.unit.span(),
             "bluegreen.unit",
@@ -671,11 +672,11 @@ fn validate_bluegreen(
     {
         return Err(err(span, "bluegreen.slots", "two slots, each a name (letters, digits, - and _) and a port of its own, such as { blue = 8001, green = 8002 }"));
     }
-    if !bg.front.get_ref().is_absolute() {
+    if !plain_file_path(bg.front.get_ref()) {
         return Err(err(
             bg.front.span(),
             "bluegreen.front",
-            "must be an absolute path",
+            "must be the absolute path of a file, without . or .. (root checks each directory on the way)",
         ));
     }
     let front_line = match bg.front_line {
@@ -691,6 +692,13 @@ fn validate_bluegreen(
     };
     if !health.url.as_deref().is_some_and(|u| u.contains("{port}")) {
         return Err(err(span, "bluegreen", "needs [health] url with {port}: the new instance is checked on its own port before the front names it"));
+    }
+    if let Some(u) = bg.front_units.iter().flatten().find(|u| bad_unit(u)) {
+        return Err(err(
+            span,
+            "bluegreen.front_units",
+            &format!("invalid unit name \"{}\"", u.escape_debug()),
+        ));
     }
     let drain = match bg.drain {
         Some(d) => {
@@ -718,6 +726,19 @@ fn validate_bluegreen(
         front_units: bg.front_units.unwrap_or_default(),
         drain,
     })
+}
+
+/// An absolute path of a file written the plain way: `/`, then names
+/// only (no `.`, `..`, `//` or trailing `/`), so that the directories root
+/// checks on the way to it are the ones nginx goes through.
+fn plain_file_path(p: &Path) -> bool {
+    use std::path::Component;
+    let mut parts = p.components();
+    let plain: PathBuf = p.components().collect();
+    parts.next() == Some(Component::RootDir)
+        && parts.clone().count() > 0
+        && parts.all(|c| matches!(c, Component::Normal(_)))
+        && plain.as_os_str() == p.as_os_str()
 }
 
 /// The longest timeout or interval accepted, in seconds (one day). Larger
@@ -1100,6 +1121,26 @@ on_failure = [["/usr/local/bin/page", "web"]]
                 "bluegreen.front",
             ),
             (
+                "\"/var/lib/releasectl/fronts/web.conf\"",
+                "\"/\"",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/../../tmp/web.conf",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/fronts/./web.conf",
+                "bluegreen.front",
+            ),
+            (
+                "/var/lib/releasectl/fronts/web.conf",
+                "/var/lib/releasectl/fronts/",
+                "bluegreen.front",
+            ),
+            (
                 "http://127.0.0.1:{port}/",
                 "http://127.0.0.1:8001/",
                 "bluegreen",
@@ -1113,6 +1154,12 @@ on_failure = [["/usr/local/bin/page", "web"]]
                 "{key}: {e}"
             );
         }
+        for units in ["[\"\"]", "[\"../x.service\"]", "[\"nginx .service\"]"] {
+            let e = parse(&BLUEGREEN.replace("[\"nginx.service\"]", units)).unwrap_err();
+            assert!(e.to_string().contains("key `bluegreen.front_units`"), "{e}");
+        }
+        let e = parse(&BLUEGREEN.replace("web@.service", "web x@.service")).unwrap_err();
+        assert!(e.to_string().contains("key `bluegreen.unit`"), "{e}");
         let e = parse(&format!(
             "{BLUEGREEN}front_line = \"server 127.0.0.1:8001;\"\n"
         ))

@@ -16,6 +16,7 @@
 //! with `cargo test --test it attack:: -- --include-ignored`.
 
 mod archives;
+mod bluegreen;
 mod io_errors;
 mod races;
 mod requests;
