@@ -323,6 +323,17 @@ pub fn restore(
         }
         None => None,
     };
+    if let (Some(from), None) = (from, &live) {
+        // `current` names a release no slot runs (`activate --no-reload`,
+        // or links changed by hand): stopping the instances would leave
+        // nothing serving. They are left as they are.
+        log::warn(&format!(
+            "{}: no slot runs {from}; instances left as they are; run              `releasectl activate --force {}:{from}` to start it in one",
+            app.label(),
+            app.name.as_deref().unwrap_or("APP"),
+        ));
+        return Ok(());
+    }
     let never = Cancel::never();
     if let Some(live) = &live {
         let unit = bg.instance(live);

@@ -370,3 +370,54 @@ fn recovery_keeps_the_fronted_slot_when_both_run_the_live_release() {
     .unwrap();
     assert_eq!(f.instances().fronted(), "green", "recover moved the front");
 }
+
+/// A manager that must not be asked for any job.
+struct NoJobs;
+
+impl ServiceManager for NoJobs {
+    fn apply(&mut self, unit: &str, _: Action, _: Duration, _: &Cancel) -> anyhow::Result<()> {
+        panic!("asked to act on {unit}");
+    }
+
+    fn probe(&mut self, _: &str, _: Action) -> anyhow::Result<String> {
+        Ok("active".into())
+    }
+
+    fn start_stop(
+        &mut self,
+        unit: &str,
+        start: bool,
+        _: Duration,
+        _: &Cancel,
+    ) -> anyhow::Result<()> {
+        panic!("asked to {} {unit}", if start { "start" } else { "stop" });
+    }
+}
+
+/// `activate --no-reload` moves `current` to a release no slot runs: a
+/// later `recover` must not stop the instance that serves (it stopped
+/// both, leaving nothing serving).
+#[test]
+fn recover_stops_nothing_when_no_slot_runs_current() {
+    let f = fixture(false);
+    let mut units = f.instances();
+    let no_reload = Options {
+        no_reload: true,
+        ..Options::default()
+    };
+    activate(
+        &f.app,
+        &Target::Release("v2".into()),
+        &no_reload,
+        &mut units,
+        &Cancel::never(),
+    )
+    .unwrap();
+    assert!(units.jobs.is_empty(), "{:?}", units.jobs);
+    assert_eq!(f.link("current"), "v2");
+    recover(&f.app, false, Duration::from_secs(1), |_| {
+        Ok(Box::new(NoJobs))
+    })
+    .unwrap();
+    assert_eq!(f.instances().fronted(), "blue");
+}

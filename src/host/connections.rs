@@ -14,9 +14,10 @@ const ESTABLISHED: &str = "01";
 /// one is not a socket line and is skipped.
 const MAX_LINE: usize = 512;
 
-/// Established TCP connections (IPv4 and IPv6) with `port` at either end,
-/// as seen from this network namespace. A loopback connection is counted
-/// at both of its ends: what matters is whether the count is zero.
+/// Established TCP connections (IPv4 and IPv6) whose local end is `port`
+/// (the server's side of a connection to a local listener), as seen from
+/// this network namespace. Connections this host makes to `port`
+/// elsewhere do not count.
 pub fn established(port: u16) -> std::io::Result<usize> {
     let mut n = 0;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -30,7 +31,7 @@ pub fn established(port: u16) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Established connections to or from `port` in one table.
+/// Established connections with `port` as their local end in one table.
 fn count(mut table: impl BufRead, port: u16) -> std::io::Result<usize> {
     let mut n = 0;
     let mut line = Vec::new();
@@ -54,10 +55,10 @@ fn count(mut table: impl BufRead, port: u16) -> std::io::Result<usize> {
 }
 
 /// Whether one table line is an established connection with `port` as
-/// its local or remote port: `sl local rem st …`, addresses `HEX:PORT`.
+/// its local port: `sl local rem st …`, addresses `HEX:PORT`.
 fn matches(line: &str, port: u16) -> bool {
     let mut fields = line.split_whitespace().skip(1);
-    let (Some(local), Some(remote), Some(state)) = (fields.next(), fields.next(), fields.next())
+    let (Some(local), Some(_remote), Some(state)) = (fields.next(), fields.next(), fields.next())
     else {
         return false;
     };
@@ -65,7 +66,7 @@ fn matches(line: &str, port: u16) -> bool {
         addr.rsplit_once(':')
             .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
     };
-    state == ESTABLISHED && (port_of(local) == Some(port) || port_of(remote) == Some(port))
+    state == ESTABLISHED && port_of(local) == Some(port)
 }
 
 #[cfg(test)]
@@ -81,19 +82,20 @@ mod tests {
 ";
 
     #[test]
-    fn counts_both_ends_of_established_connections_only() {
-        // 8001 = 0x1F41: a listener (0A), two ends of one connection, and
-        // a TIME_WAIT (06); 8002 has one end of another connection.
-        assert_eq!(count(TABLE.as_bytes(), 8001).unwrap(), 2);
-        assert_eq!(count(TABLE.as_bytes(), 8002).unwrap(), 1);
-        assert_eq!(count(TABLE.as_bytes(), 8003).unwrap(), 0);
+    fn counts_the_local_ends_of_established_connections_only() {
+        // 8001 = 0x1F41: a listener (0A), the server's end of a connection
+        // (its client's end has 8001 as the remote port), and a TIME_WAIT
+        // (06); 8002 is only ever a remote port (a connection elsewhere).
+        assert_eq!(count(TABLE.as_bytes(), 8001).unwrap(), 1);
+        assert_eq!(count(TABLE.as_bytes(), 8002).unwrap(), 0);
+        assert_eq!(count(TABLE.as_bytes(), 0xC350).unwrap(), 1);
     }
 
     #[test]
     fn an_overlong_line_is_skipped_not_read_whole() {
         let long = format!("{}\n{TABLE}", "x".repeat(100_000));
-        assert_eq!(count(long.as_bytes(), 8001).unwrap(), 2);
-        let garbage = "   9: zz:zz yy:1F41 01\n   7: 0100007F:1F41\n";
+        assert_eq!(count(long.as_bytes(), 8001).unwrap(), 1);
+        let garbage = "   9: zz:1F41 yy:zz 01\n   7: 0100007F:1F41\n   8: q:zz 0:1F41 01\n";
         assert_eq!(count(garbage.as_bytes(), 8001).unwrap(), 1);
     }
 
@@ -104,7 +106,7 @@ mod tests {
         assert_eq!(established(port).unwrap(), 0);
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (s, _) = l.accept().unwrap();
-        assert_eq!(established(port).unwrap(), 2);
+        assert_eq!(established(port).unwrap(), 1);
         drop((c, s));
     }
 }

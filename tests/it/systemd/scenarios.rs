@@ -2088,6 +2088,12 @@ pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
         1,
         "one instance after the switch: {running:?}"
     );
+    for unit in [format!("app@{}.service", running[0]), "sock.service".into()] {
+        let uid = c.sh(&format!(
+            "ps -o uid= -p $(systemctl show -p MainPID --value {unit})"
+        ));
+        assert_ne!(uid.trim(), "0", "{unit} runs as root");
+    }
     assert_eq!(
         c.sh("systemctl is-enabled app@blue.service app@green.service"),
         "enabled\nenabled"
