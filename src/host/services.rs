@@ -20,6 +20,13 @@ pub trait ServiceManager {
     /// its state and what an activation will do to it, or why it cannot.
     fn probe(&mut self, unit: &str, action: Action) -> anyhow::Result<String>;
 
+    /// What `check` says of a blue/green instance: the fronted one must
+    /// run; the idle one may be in any state (the next activation restarts
+    /// it). Managers that cannot say so.
+    fn probe_instance(&mut self, unit: &str, _fronted: bool) -> anyhow::Result<String> {
+        anyhow::bail!("this service manager cannot probe {unit}")
+    }
+
     /// Start (`start: true`, a no-op for a running unit) or stop `unit`,
     /// waiting until the job is finished (blue/green instances). Managers
     /// that cannot say so.

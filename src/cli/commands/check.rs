@@ -125,9 +125,13 @@ fn programs(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
 /// for a blue/green app also the front and both slots' instances.
 fn units(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
     let svc = &app.config.services;
+    let mut fronted = None;
     if let Some(bg) = &app.config.bluegreen {
         let front = match crate::activation::serving(app) {
-            Ok(Some(s)) => Ok(format!("names {} (port {})", s.slot, s.port)),
+            Ok(Some(s)) => {
+                fronted = Some(s.slot.clone());
+                Ok(format!("names {} (port {})", s.slot, s.port))
+            }
             Ok(None) => Err(format!(
                 "{} names no slot: before the first activation write one, e.g. \
                  `{}`",
@@ -149,7 +153,7 @@ fn units(app: &App, add: &mut impl FnMut(&str, Result<String, String>)) {
                     let bg = app.config.bluegreen.as_ref().expect("iterated");
                     let unit = bg.instance(slot);
                     let r = mgr
-                        .probe(&unit, crate::config::Action::ReloadOrRestart)
+                        .probe_instance(&unit, fronted.as_ref() == Some(slot))
                         .map_err(|e| format!("{e:#}"));
                     add(&format!("unit {unit}"), r);
                 }

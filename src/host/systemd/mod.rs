@@ -422,8 +422,8 @@ impl Systemd {
         Ok(())
     }
 
-    fn try_probe(&mut self, unit: &str, action: Action) -> Result<String, String> {
-        let verb = action.as_str();
+    /// `unit`, loaded, or why not (not found, masked, …).
+    fn loaded(&mut self, unit: &str, verb: &str) -> Result<UnitProxy<'static>, String> {
         let fail = |e: zbus::Error| describe(&e, unit, verb);
         let path = self
             .manager()
@@ -431,15 +431,19 @@ impl Systemd {
             .map_err(fail)?;
         let proxy = self.unit(path).map_err(fail)?;
         match proxy.load_state().map_err(fail)?.as_str() {
-            "loaded" => {}
-            "not-found" => return Err(format!("unit {unit} not found")),
-            "masked" => return Err(format!("unit {unit} is masked")),
-            other => {
-                return Err(format!(
-                    "unit {unit} is {other} (see `systemctl status {unit}`)"
-                ))
-            }
+            "loaded" => Ok(proxy),
+            "not-found" => Err(format!("unit {unit} not found")),
+            "masked" => Err(format!("unit {unit} is masked")),
+            other => Err(format!(
+                "unit {unit} is {other} (see `systemctl status {unit}`)"
+            )),
         }
+    }
+
+    fn try_probe(&mut self, unit: &str, action: Action) -> Result<String, String> {
+        let verb = action.as_str();
+        let fail = |e: zbus::Error| describe(&e, unit, verb);
+        let proxy = self.loaded(unit, verb)?;
         let can_reload = proxy.can_reload().map_err(fail)?;
         let can_start = proxy.can_start().map_err(fail)?;
         let state = proxy.active_state().map_err(fail)?;
@@ -511,7 +515,43 @@ pub fn probe_verdict(
     }
 }
 
+/// What `check` says of a blue/green instance in `state`: the fronted one
+/// must run (the front sends every request to it); the idle one may be in
+/// any state, failed too (the last release it was given did not start):
+/// the next activation restarts it.
+pub fn instance_verdict(
+    unit: &str,
+    fronted: bool,
+    state: &str,
+    sub: &str,
+) -> Result<String, String> {
+    let running = is_active(state) || state == "reloading";
+    match (fronted, running) {
+        (true, true) => Ok(format!("{state} ({sub}), fronted: it serves")),
+        (true, false) => Err(format!(
+            "{unit} is fronted but {state}: the front sends requests to a stopped instance; \
+             run `releasectl recover` for the app"
+        )),
+        (false, true) => Ok(format!(
+            "{state} ({sub}), idle: the next activation restarts it, `releasectl recover` stops it"
+        )),
+        (false, false) if state == "failed" => Ok(format!(
+            "failed ({sub}), idle: the last release it was given did not start \
+             (`journalctl -u {unit}`); the next activation restarts it"
+        )),
+        (false, false) => Ok(format!("{state}, idle: the next activation starts it")),
+    }
+}
+
 impl ServiceManager for Systemd {
+    fn probe_instance(&mut self, unit: &str, fronted: bool) -> anyhow::Result<String> {
+        let fail = |e: zbus::Error| anyhow::anyhow!(describe(&e, unit, "probe"));
+        let proxy = self.loaded(unit, "probe").map_err(anyhow::Error::msg)?;
+        let state = proxy.active_state().map_err(fail)?;
+        let sub = proxy.sub_state().unwrap_or_default();
+        instance_verdict(unit, fronted, &state, &sub).map_err(anyhow::Error::msg)
+    }
+
     fn apply(
         &mut self,
         unit: &str,

@@ -646,3 +646,22 @@ fn handover_verdict_says_what_a_restart_does_to_connections() {
     let small = handover_verdict("app.service", &[handover(false, 16, true)]).unwrap_err();
     assert!(small.contains("Backlog=16"), "{small}");
 }
+
+#[test]
+fn instance_verdict_wants_the_fronted_instance_running_and_takes_any_idle_one() {
+    let unit = "app@blue.service";
+    let ok = |fronted, state: &str| instance_verdict(unit, fronted, state, "x");
+    assert!(ok(true, "active").unwrap().contains("fronted: it serves"));
+    assert!(ok(true, "reloading").is_ok());
+    for state in ["inactive", "failed", "activating", "deactivating"] {
+        let e = ok(true, state).unwrap_err();
+        assert!(e.contains("is fronted but"), "{state}: {e}");
+    }
+    for state in ["inactive", "failed", "active"] {
+        let v = ok(false, state).unwrap();
+        assert!(v.contains("idle"), "{state}: {v}");
+    }
+    assert!(ok(false, "failed")
+        .unwrap()
+        .contains("journalctl -u app@blue.service"));
+}

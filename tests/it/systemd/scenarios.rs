@@ -1939,6 +1939,24 @@ pub(super) fn u_blue_green_through_requests_packages_and_boot(c: &mut Container)
     let (code, err) = c.sh_fails("runuser -u rctl-bg -- releasectl request bg:broken --wait");
     assert_eq!(code.code(), Some(11), "{err}");
     assert_blue_green_serves(c, "v3", "after the refused request");
+    // `check`: the idle instance the rejected release left failed is no
+    // problem (the next activation restarts it); a fronted one stopped is.
+    assert_contains(
+        &c.sh("releasectl check bg"),
+        "idle: the last release it was given did not start",
+        "check after a rejected release",
+    );
+    let fronted = format!("bg@{}.service", blue_green_state(c).0[0]);
+    c.sh(&format!("systemctl stop {fronted}"));
+    let (code, out) = c.sh_fails("releasectl check bg");
+    assert_eq!(code.code(), Some(1), "{out}");
+    assert_contains(
+        &out,
+        &format!("{fronted} is fronted but inactive"),
+        "check with the fronted instance stopped",
+    );
+    c.sh("releasectl recover bg");
+    assert_blue_green_serves(c, "v3", "after recover started the fronted instance");
 
     // An app package whose postinst is the shipped hook.
     let hook = std::fs::read_to_string(concat!(
