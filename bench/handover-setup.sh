@@ -69,6 +69,9 @@ EnvironmentFile=/etc/handover/%i.env
 Environment=DEMO_START_DELAY=0.5
 ExecStartPre=/bin/sh -c '! test -e BROKEN'
 ExecStart=/usr/bin/python3 /usr/local/lib/handover/app.py
+# Enabled by the power-cut test: both start at boot, on their slots.
+[Install]
+WantedBy=multi-user.target
 UNIT
 mkdir -p "$root/etc/handover" "$root/var/lib/releasectl/fronts" "$root/etc/nginx/sites-enabled"
 echo DEMO_PORT=9411 >"$root/etc/handover/blue.env"

@@ -1445,6 +1445,9 @@ pub(super) fn i_killed_activation_is_recovered(c: &mut Container) {
 /// j. A power cut mid-activation (every process of the machine killed at
 /// once, after the swap), then a real boot: the enabled
 /// releasectl-recover.service puts `from` back before anything else runs.
+/// For a blue/green app cut once its front named the new instance, it also
+/// puts the front back on the restored release's slot before nginx and the
+/// (enabled) instances start, as the README says.
 pub(super) fn j_power_cut_then_boot_recovers(c: &mut Container) {
     {
         let app = App::create(
@@ -1459,6 +1462,11 @@ pub(super) fn j_power_cut_then_boot_recovers(c: &mut Container) {
             "root = \"/srv/powercut\"\n[hooks]\npost_activate = [[\"/bin/sleep\", \"600\"]]\n",
         );
         c.sh("systemctl enable releasectl-recover.service");
+        // A blue/green app cut while its front names the new instance.
+        handover_setup(c);
+        c.sh("printf '[hooks]\\npost_activate = [[\"/bin/sleep\", \"600\"]]\\n' >> /etc/releasectl/bg.toml");
+        c.sh("systemctl enable nginx.service bg@blue.service bg@green.service");
+        c.sh("systemctl start --no-block deploy@bg:v1.service");
         let unit = "deploy@powercut:v2.service";
         c.sh(&format!("systemctl start --no-block {unit}"));
         c.wait_for("the post_activate hook to be running", PATIENCE, || {
@@ -1470,6 +1478,14 @@ pub(super) fn j_power_cut_then_boot_recovers(c: &mut Container) {
             }
         });
         assert_eq!(app.current().as_deref(), Some("v2"));
+        c.wait_for("bg's front to name v1's instance", PATIENCE, || {
+            let status = show(c, "deploy@bg:v1.service", "StatusText");
+            match status.contains("post_activate") {
+                true => Ok(()),
+                false => Err(status),
+            }
+        });
+        assert_eq!(blue_green_state(c).1, "server 127.0.0.1:9411;");
     }
 
     c.power_cut();
@@ -1488,6 +1504,28 @@ pub(super) fn j_power_cut_then_boot_recovers(c: &mut Container) {
         &c.run_text("journalctl --no-pager -o cat -b -u releasectl-recover.service"),
         "powercut",
         "this boot's journal of releasectl-recover.service",
+    );
+
+    // Blue/green: the boot unit put the front back on green, which runs
+    // the restored v0, before nginx and the enabled instances started.
+    let bg = App::existing(c, "bg");
+    assert_eq!(bg.current().as_deref(), Some("v0"));
+    assert_eq!(
+        c.sh("cat /var/lib/releasectl/fronts/bg.conf"),
+        "server 127.0.0.1:9412;"
+    );
+    c.wait_for("nginx to serve bg's v0 after the boot", PATIENCE, || {
+        let served = c.run_text("curl -sS http://127.0.0.1:9410/");
+        match served.trim() {
+            "release v0" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    c.sh("releasectl recover bg");
+    assert_eq!(
+        blue_green_state(c).0,
+        ["green"],
+        "one instance after recover"
     );
 }
 
