@@ -64,6 +64,7 @@ StartLimitIntervalSec=0
 [Service]
 Type=notify
 NotifyAccess=main
+DynamicUser=yes
 WorkingDirectory=/srv/bg/slots/%i
 EnvironmentFile=/etc/handover/%i.env
 Environment=DEMO_START_DELAY=0.5

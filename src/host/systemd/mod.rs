@@ -93,6 +93,19 @@ trait Socket {
     fn backlog(&self) -> zbus::Result<u32>;
 }
 
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1",
+    gen_async = false,
+    blocking_name = "ServiceProxy"
+)]
+trait Service {
+    #[zbus(property)]
+    fn user(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn dynamic_user(&self) -> zbus::Result<bool>;
+}
+
 /// What a socket unit that triggers a restarted service says about the
 /// handover: its listener outlives the restart only with `Accept=no`, and
 /// the service must `Requires=` it (else a start of the service alone
@@ -515,6 +528,19 @@ pub fn probe_verdict(
     }
 }
 
+/// A blue/green instance runs the release's own code: as root only when
+/// its unit says so (`User=root`), never for want of a `User=` or
+/// `DynamicUser=` (a release never carries root's rights by accident).
+pub fn runs_as_verdict(unit: &str, user: &str, dynamic: bool) -> Result<(), String> {
+    if user.is_empty() && !dynamic {
+        return Err(format!(
+            "{unit} runs the release as root: it has no User= or DynamicUser=yes \
+             (say User=root if that is meant)"
+        ));
+    }
+    Ok(())
+}
+
 /// What `check` says of a blue/green instance in `state`: the fronted one
 /// must run (the front sends every request to it); the idle one may be in
 /// any state, failed too (the last release it was given did not start):
@@ -547,6 +573,13 @@ impl ServiceManager for Systemd {
     fn probe_instance(&mut self, unit: &str, fronted: bool) -> anyhow::Result<String> {
         let fail = |e: zbus::Error| anyhow::anyhow!(describe(&e, unit, "probe"));
         let proxy = self.loaded(unit, "probe").map_err(anyhow::Error::msg)?;
+        let service = ServiceProxy::builder(&self.conn)
+            .path(proxy.inner().path().to_owned())
+            .and_then(|b| b.build())
+            .map_err(fail)?;
+        let user = service.user().map_err(fail)?;
+        let dynamic = service.dynamic_user().map_err(fail)?;
+        runs_as_verdict(unit, &user, dynamic).map_err(anyhow::Error::msg)?;
         let state = proxy.active_state().map_err(fail)?;
         let sub = proxy.sub_state().unwrap_or_default();
         instance_verdict(unit, fronted, &state, &sub).map_err(anyhow::Error::msg)

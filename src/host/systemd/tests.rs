@@ -665,3 +665,16 @@ fn instance_verdict_wants_the_fronted_instance_running_and_takes_any_idle_one() 
         .unwrap()
         .contains("journalctl -u app@blue.service"));
 }
+
+#[test]
+fn an_instance_runs_as_root_only_when_its_unit_says_so() {
+    let unit = "app@blue.service";
+    let e = runs_as_verdict(unit, "", false).unwrap_err();
+    assert!(e.contains("runs the release as root"), "{e}");
+    assert!(runs_as_verdict(unit, "", true).is_ok());
+    assert!(runs_as_verdict(unit, "www-data", false).is_ok());
+    assert!(
+        runs_as_verdict(unit, "root", false).is_ok(),
+        "said on purpose"
+    );
+}

@@ -1996,6 +1996,20 @@ pub(super) fn u_blue_green_through_requests_packages_and_boot(c: &mut Container)
     );
     c.sh("releasectl recover bg");
     assert_blue_green_serves(c, "v3", "after recover started the fronted instance");
+    // An instance unit that would run the release as root by omission.
+    c.write(
+        "/etc/systemd/system/bg@.service.d/root.conf",
+        "[Service]\nDynamicUser=no\n",
+    );
+    c.sh("systemctl daemon-reload");
+    let (code, out) = c.sh_fails("releasectl check bg");
+    c.sh("rm -r /etc/systemd/system/bg@.service.d && systemctl daemon-reload");
+    assert_eq!(code.code(), Some(1), "{out}");
+    assert_contains(
+        &out,
+        "runs the release as root",
+        "check of an instance unit with no User=",
+    );
 
     // An app package whose postinst is the shipped hook.
     let hook = std::fs::read_to_string(concat!(
