@@ -317,10 +317,9 @@ pub fn restore(
     services: &mut dyn ServiceManager,
 ) -> anyhow::Result<()> {
     let one_line = |e: Error| anyhow::anyhow!(e.one_line());
+    let was_fronted = fronted(bg).map_err(one_line)?;
     let live = match from {
-        Some(from) => {
-            running(app, bg, from, fronted(bg).map_err(one_line)?.as_deref()).map_err(one_line)?
-        }
+        Some(from) => running(app, bg, from, was_fronted.as_deref()).map_err(one_line)?,
         None => None,
     };
     if let (Some(from), None) = (from, &live) {
@@ -328,7 +327,7 @@ pub fn restore(
         // or links changed by hand): stopping the instances would leave
         // nothing serving. They are left as they are.
         log::warn(&format!(
-            "{}: no slot runs {from}; instances left as they are; run              `releasectl activate --force {}:{from}` to start it in one",
+            "{}: no slot runs {from}; instances left as they are; run `releasectl activate --force {}:{from}` to start it in one",
             app.label(),
             app.name.as_deref().unwrap_or("APP"),
         ));
@@ -344,11 +343,7 @@ pub fn restore(
         ));
         // A running instance is left serving.
         services.start_stop(&unit, true, app.config.services.timeout, &never)?;
-        if fronted(bg)
-            .map_err(|e| anyhow::anyhow!(e.one_line()))?
-            .as_ref()
-            != Some(live)
-        {
+        if was_fronted.as_ref() != Some(live) {
             front(app, bg, live, services, &never)?;
         }
     }

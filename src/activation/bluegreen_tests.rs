@@ -3,7 +3,7 @@
 //! and records what it was asked, with what the front named at that moment.
 
 use super::*;
-use crate::config::app::{App, Source};
+use crate::config::app::App;
 use crate::config::{Action, BlueGreen};
 use crate::error::Kind;
 use crate::host::cancel::Cancel;
@@ -86,23 +86,21 @@ struct Fixture {
     app: App,
 }
 
+/// The transaction tests' root (v1 live, v2 staged, health = a `healthy`
+/// file), with v1 in slot blue, a front naming blue, and no other unit.
 fn fixture(v2_sick: bool) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("app");
-    for v in ["v1", "v2"] {
-        std::fs::create_dir_all(root.join("releases").join(v)).unwrap();
-        if !(v == "v2" && v2_sick) {
-            std::fs::write(root.join("releases").join(v).join("healthy"), "").unwrap();
-        }
-    }
-    std::os::unix::fs::symlink("releases/v1", root.join("current")).unwrap();
+    let super::tests::Fixture {
+        _dir: dir,
+        root,
+        mut app,
+    } = super::tests::fixture(v2_sick);
+    app.config.services.units.clear();
     std::fs::create_dir(root.join("slots")).unwrap();
     std::os::unix::fs::symlink("../releases/v1", root.join("slots/blue")).unwrap();
     let fronts = dir.path().join("fronts");
     std::fs::create_dir(&fronts).unwrap();
     let front = fronts.join("app.conf");
     std::fs::write(&front, "server 127.0.0.1:1;\n").unwrap();
-    let mut app = Source::Root(root.clone()).open(None).unwrap();
     app.config.bluegreen = Some(BlueGreen {
         unit: "app@.service".into(),
         slots: [("blue".into(), 1), ("green".into(), 2)],
@@ -111,12 +109,6 @@ fn fixture(v2_sick: bool) -> Fixture {
         front_units: vec!["nginx.service".into()],
         drain: Duration::ZERO,
     });
-    app.config.health.command = Some(
-        ["/bin/sh", "-c", "test -e healthy"]
-            .map(String::from)
-            .to_vec(),
-    );
-    app.config.health.retries = Some(1);
     Fixture {
         _dir: dir,
         root,
@@ -149,6 +141,14 @@ impl Fixture {
         let target = std::fs::read_link(self.root.join(path)).unwrap();
         target.file_name().unwrap().to_string_lossy().into_owned()
     }
+}
+
+/// A refused switch: exit 11, v1 live again, blue the only instance.
+#[track_caller]
+fn assert_blue_still_serves(f: &Fixture, units: &FakeInstances, err: &crate::error::Error) {
+    assert_eq!(err.kind(), Kind::ActivationFailed, "{err}");
+    assert_eq!(units.running, running(&["app@blue.service"]));
+    assert_eq!(f.link("current"), "v1");
 }
 
 fn jobs(list: &[(&'static str, &str, &str)]) -> Vec<(&'static str, String, String)> {
@@ -187,7 +187,7 @@ fn a_new_instance_that_fails_its_gate_is_never_fronted_and_the_old_never_stops()
     let f = fixture(true);
     let mut units = f.instances();
     let err = f.activate(&mut units).unwrap_err();
-    assert_eq!(err.kind(), Kind::ActivationFailed, "{err}");
+    assert_blue_still_serves(&f, &units, &err);
     assert_eq!(
         units.jobs,
         jobs(&[
@@ -195,8 +195,6 @@ fn a_new_instance_that_fails_its_gate_is_never_fronted_and_the_old_never_stops()
             ("stop", "app@green.service", "blue"),
         ])
     );
-    assert_eq!(units.running, running(&["app@blue.service"]));
-    assert_eq!(f.link("current"), "v1");
 }
 
 #[test]
@@ -205,14 +203,12 @@ fn a_new_instance_that_cannot_start_is_stopped_and_never_fronted() {
     let mut units = f.instances();
     units.failing = Some("app@green.service");
     let err = f.activate(&mut units).unwrap_err();
-    assert_eq!(err.kind(), Kind::ActivationFailed, "{err}");
+    assert_blue_still_serves(&f, &units, &err);
     assert!(
         units.jobs.iter().all(|(_, _, front)| front == "blue"),
         "{:?}",
         units.jobs
     );
-    assert_eq!(units.running, running(&["app@blue.service"]));
-    assert_eq!(f.link("current"), "v1");
 }
 
 #[test]
@@ -221,7 +217,7 @@ fn a_failed_post_activate_hook_puts_the_front_back_before_the_new_instance_stops
     f.app.config.hooks.post_activate = vec![vec!["/bin/false".into()]];
     let mut units = f.instances();
     let err = f.activate(&mut units).unwrap_err();
-    assert_eq!(err.kind(), Kind::ActivationFailed, "{err}");
+    assert_blue_still_serves(&f, &units, &err);
     assert_eq!(
         units.jobs,
         jobs(&[
@@ -231,8 +227,6 @@ fn a_failed_post_activate_hook_puts_the_front_back_before_the_new_instance_stops
             ("stop", "app@green.service", "blue"),
         ])
     );
-    assert_eq!(units.running, running(&["app@blue.service"]));
-    assert_eq!(f.link("current"), "v1");
 }
 
 #[test]

@@ -65,13 +65,13 @@ impl ServiceManager for FakeUnits {
 }
 
 /// A root with releases v1 (healthy), v2 (healthy unless `sick`), v1 live.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    app: App,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) root: std::path::PathBuf,
+    pub(super) app: App,
 }
 
-fn fixture(v2_sick: bool) -> Fixture {
+pub(super) fn fixture(v2_sick: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("app");
     for v in ["v1", "v2"] {

@@ -2072,7 +2072,9 @@ pub(super) fn u_blue_green_through_requests_packages_and_boot(c: &mut Container)
 /// commands (as app `sock`, its names swapped), and the blue/green
 /// template unit, nginx site, config and once-only commands (as printed,
 /// app `app` on port 80). Releases ship examples/handover/app.py as
-/// `bin/app`. Each is switched once more; `check` passes on both.
+/// `bin/app`. Each is switched once more under the shipped units (a
+/// request through deploy-watch@, `systemctl start deploy@`); `check`
+/// passes on both, and neither app runs as root.
 pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
     use crate::common::readme::{block_with, commands, files, readme, section};
     let text = readme();
@@ -2118,7 +2120,9 @@ pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
         c.sh(&sock(&cmd));
     }
     serves(8080, "v1");
-    c.sh("releasectl activate sock:v2");
+    // The next switch as a member asks for it: through deploy-watch@.
+    c.sh("systemctl enable --now deploy-watch@sock.path");
+    c.sh("releasectl request sock:v2 --wait");
     serves(8080, "v2");
     assert_contains(
         &c.sh("releasectl check sock"),
@@ -2144,7 +2148,8 @@ pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
         c.sh(&cmd);
     }
     serves(80, "v1");
-    c.sh("releasectl activate app:v2");
+    // The next switch under the shipped unit, as CI or a person would.
+    c.sh("systemctl start deploy@app:v2");
     serves(80, "v2");
     let running: Vec<&str> = ["blue", "green"]
         .into_iter()
@@ -2179,6 +2184,6 @@ pub(super) fn v_handover_recipes_from_the_readme(c: &mut Container) {
     // Leave nothing listening for the other scenarios.
     c.sh(
         "rm /etc/nginx/sites-enabled/app && systemctl reload nginx.service && \
-          systemctl disable --now app@blue.service app@green.service sock.socket sock.service",
+          systemctl disable --now app@blue.service app@green.service sock.socket sock.service deploy-watch@sock.path",
     );
 }
